@@ -1,0 +1,39 @@
+# rnnlab — `make help` lists the targets.
+PYTHON ?= python
+# A CPU build by default; `make install TORCH=torch` (or a CUDA index) on a GPU machine.
+TORCH ?= torch==2.13.0
+EXPERIMENT ?= bilstm
+
+.PHONY: help install install-gpu test test-all bench train sweep tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## install rnnlab (editable) with test and sweep extras
+	$(PYTHON) -m pip install "$(TORCH)"
+	$(PYTHON) -m pip install -e ".[dev,sweep]"
+
+install-gpu:  ## also install triton for the GPU kernels
+	$(PYTHON) -m pip install -e ".[dev,sweep,gpu]"
+
+test:  ## fast test suite (what CI runs); slow tests excluded
+	$(PYTHON) -m pytest -m "not slow" -q
+
+test-all:  ## every test, slow ones included
+	$(PYTHON) -m pytest -q
+
+bench:  ## cell and data benchmarks (ratios against torch.nn / plain Python)
+	$(PYTHON) scripts/bench_cells.py --quick
+	$(PYTHON) scripts/bench_data.py
+
+train:  ## train the main job (EXPERIMENT=bilstm by default)
+	$(PYTHON) -m rnnlab.train +experiment=$(EXPERIMENT)
+
+sweep:  ## a named Hydra multirun over depth, bidirectionality and clipping
+	$(PYTHON) -m rnnlab.train -m +experiment=$(EXPERIMENT) +sweep=depth_bidir_clip
+
+tensorboard:  ## open TensorBoard on every run under outputs/ and multirun/
+	tensorboard --logdir . --port 6006
+
+clean:  ## remove caches (not outputs)
+	rm -rf .pytest_cache build *.egg-info
