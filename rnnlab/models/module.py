@@ -1,0 +1,145 @@
+"""LightningModule around :class:`SequenceClassifier`: loss, accuracy, optimizer, vocabulary in the checkpoint.
+
+The module takes plain hyperparameters (numbers, strings, dicts), builds its network from them and saves them,
+so ``SequenceClassifierModule.load_from_checkpoint(path)`` needs nothing else. The optimizer and scheduler are
+Hydra ``_partial_: true`` configs kept as plain dicts and instantiated in ``configure_optimizers``.
+
+Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`, K classes
+:math:`J = -\\log \\mathrm{softmax}(z)_y`, averaged over the batch.
+"""
+from __future__ import annotations
+
+import hydra.utils
+import lightning.pytorch as pl
+import torch
+import torchmetrics
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from rnnlab.models.classifier import SequenceClassifier
+
+# Keras' RMSprop defaults (learning_rate=0.001, rho=0.9, epsilon=1e-7); torch's are alpha=0.99, eps=1e-8.
+RMSPROP_KERAS = {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 1e-3, "alpha": 0.9, "eps": 1e-7}
+
+
+def _plain(cfg):
+    """A DictConfig (or None/dict) as a plain dict, so it pickles into hparams without omegaconf objects."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return None if cfg is None else dict(cfg)
+
+
+class SequenceClassifierModule(pl.LightningModule):
+    """Trains a :class:`SequenceClassifier`; logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/acc``.
+
+    Args:
+        vocab_size, num_classes: from the datamodule (train.py passes them).
+        embedding_dim ... backend: passed to :class:`SequenceClassifier` unchanged.
+        optimizer: Hydra config of a partial optimizer, e.g. ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-3}``.
+            Default: RMSprop with Keras' defaults.
+        scheduler: optional Hydra config of a partial LR scheduler (``torch.optim.lr_scheduler.*``).
+        scheduler_interval: ``epoch`` or ``step``.
+        step_seed: when set, reseed torch's RNG from (step_seed, global_step) before each training step, so dropout
+            masks depend only on the step and a run resumed mid-epoch matches an uninterrupted one.
+
+    Attributes:
+        model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
+        vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), saved in and restored from checkpoints.
+        class_names: label names, saved likewise.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int = 2, embedding_dim: int = 256, cell: str = "lstm",
+                 hidden_size: int | list = 32, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
+                 rnn_dropout: float = 0.0, pooling: str = "last", init: str = "keras", forget_bias: float = 1.0,
+                 nonlinearity: str = "tanh", use_lengths: bool = True, fixed_length: int | None = None,
+                 freeze_embeddings: bool = False, backend: str = "auto", optimizer: dict | None = None,
+                 scheduler: dict | None = None, scheduler_interval: str = "epoch", step_seed: int | None = None):
+        super().__init__()
+        optimizer, scheduler = _plain(optimizer) or dict(RMSPROP_KERAS), _plain(scheduler)
+        if isinstance(hidden_size, (list, tuple)) or OmegaConf.is_list(hidden_size):
+            hidden_size = list(hidden_size)
+        self.save_hyperparameters()
+        self.model = SequenceClassifier(
+            vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout, rnn_dropout, pooling,
+            num_classes, init, forget_bias, nonlinearity, use_lengths, fixed_length, freeze_embeddings, backend)
+        self.binary = num_classes == 2
+        self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
+        task = dict(task="binary") if self.binary else dict(task="multiclass", num_classes=num_classes)
+        self.train_acc = torchmetrics.Accuracy(**task)
+        self.val_acc = torchmetrics.Accuracy(**task)
+        self.test_acc = torchmetrics.Accuracy(**task)
+        self.vocabulary: str | None = None
+        self.class_names: list[str] | None = None
+
+    def forward(self, ids, lengths=None):
+        return self.model(ids, lengths)
+
+    def predict_proba(self, ids, lengths=None) -> torch.Tensor:
+        """P(positive) (B,) for binary tasks, class probabilities (B, K) otherwise."""
+        z = self(ids, lengths)
+        return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
+
+    def _step(self, batch):
+        ids, lengths, y = batch
+        z = self(ids, lengths)
+        y = y.to(z.dtype) if self.binary else y.long()
+        loss = self.loss_fn(z, y)
+        preds = (z > 0).long() if self.binary else z.argmax(-1)
+        return loss, preds, y.long()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.hparams.step_seed is not None:  # dropout masks as a function of the step only
+            torch.manual_seed(self.hparams.step_seed * 1_000_003 + self.global_step)
+
+    def training_step(self, batch, batch_idx):
+        loss, preds, y = self._step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
+                f"{batch_idx}): the gradients exploded. Clip them (trainer.gradient_clip_val=1.0) or lower the "
+                f"learning rate (model.optimizer.lr=...).")
+        self.train_acc(preds, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, preds, y = self._step(batch)
+        self.val_acc(preds, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        loss, preds, y = self._step(batch)
+        self.test_acc(preds, y)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params)
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
+                                                        "interval": self.hparams.scheduler_interval}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rnnlab"] = {"vocabulary": self.vocabulary, "class_names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint):
+        extra = checkpoint.get("rnnlab", {})
+        self.vocabulary, self.class_names = extra.get("vocabulary"), extra.get("class_names")
+
+    def vectorizer(self):
+        """The :class:`rnnlab.data.text.TextVectorizer` the model was trained with (from the checkpoint)."""
+        if self.vocabulary is None:
+            raise ValueError("this module has no vocabulary: it was not trained by rnnlab.train or the checkpoint "
+                             "predates vocabularies; set module.vocabulary = vectorizer.to_json()")
+        from rnnlab.data.text import TextVectorizer
+
+        return TextVectorizer.from_json(self.vocabulary)
+
+    def num_parameters(self, trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
+
