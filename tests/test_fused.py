@@ -1,0 +1,103 @@
+"""The fused backend equals the loop reference (float64, max abs error <= 1e-10).
+
+Per layer and direction (`run_layer`): outputs, final states, every gradient and the recorded
+per-timestep gradient norms, for every cell variant x direction x lengths x bias, from a random
+initial state. Through the modules (`backend='fused'` vs `'loop'`): layers x bidirectional x
+batch_first x lengths x initial state.
+"""
+import itertools
+
+import pytest
+import torch
+
+from rnnlab.nn import fused, loop
+
+TOL = 1e-10
+T, B, I, H = 7, 6, 5, 4
+LENGTHS = [7, 5, 5, 2, 1, 1]  # as PyTorch's own packed-sequence tests: ties, full and length-1 rows
+
+# (cell, forget_gate, nonlinearity, gates)
+VARIANTS = [
+    ("lstm", True, "tanh", 4),
+    ("lstm", False, "tanh", 3),
+    ("cifg", True, "tanh", 3),
+    ("gru", True, "tanh", 3),
+    ("rnn", True, "tanh", 1),
+    ("rnn", True, "relu", 1),
+    ("rnn", True, "identity", 1),
+]
+
+
+def _run(backend, variant, tensors, lengths, reverse, gout):
+    cell, forget_gate, nl, _ = variant
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = tensors
+    norms = torch.zeros(B, T)
+    out, h_n, c_n = backend.run_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                                      nonlinearity=nl, forget_gate=forget_gate, grad_norms=norms)
+    results = [out, h_n] + ([c_n] if c_n is not None else [])
+    loss = sum((r * g).sum() for r, g in zip(results, gout))
+    leaves = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(loss, leaves)
+    return [r.detach() for r in results], grads, norms
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_run_layer_matches_loop(variant, reverse, with_lengths, bias):
+    cell, _, _, G = variant
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    lstm_like = cell in ("lstm", "cifg")
+    tensors = (r(T, B, I), r(B, H), r(B, H) if lstm_like else None, r(G * H, I) * 0.5, r(G * H, H) * 0.5,
+               r(G * H) if bias else None, r(G * H) if bias else None)
+    tensors = tuple(t.detach().requires_grad_() if t is not None else None for t in tensors)
+    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    gout = [torch.randn(T, B, H, generator=g, dtype=torch.float64)] + [
+        torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2 if lstm_like else 1)]
+
+    ref, ref_grads, ref_norms = _run(loop, variant, tensors, lengths, reverse, gout)
+    got, got_grads, got_norms = _run(fused, variant, tensors, lengths, reverse, gout)
+
+    for a, b in zip(ref + list(ref_grads), got + list(got_grads)):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= TOL
+    assert (ref_norms - got_norms).abs().max().item() <= 1e-5  # float32 buffers
+    assert ref_norms.abs().sum() > 0
+    if with_lengths:  # padded steps: zero output, zero norm
+        pad = torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
+        assert got[0].transpose(0, 1)[pad].abs().max() == 0
+        assert got_norms[pad].abs().max() == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float32_close_to_float64_loop(cell):
+    """float32 runs the same arithmetic: close to the float64 reference at float32 precision."""
+    g = torch.Generator().manual_seed(1)
+    G = 4 if cell == "lstm" else 3
+    x, h0, c0 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(T, B, I), (B, H), (B, H)])
+    w = [torch.randn(G * H, n, generator=g, dtype=torch.float64) * 0.5 for n in (I, H)]
+    b = [torch.randn(G * H, generator=g, dtype=torch.float64) for _ in range(2)]
+    c0 = c0 if cell == "lstm" else None
+    args64 = (x, h0, c0, *w, *b)
+    args32 = tuple(a.float().requires_grad_() if a is not None else None for a in args64)
+    args64 = tuple(a.requires_grad_() if a is not None else None for a in args64)
+    lengths = torch.tensor(LENGTHS)
+    o64, *_ = loop.run_layer(cell, *args64, lengths, True)
+    o32, *_ = fused.run_layer(cell, *args32, lengths, True)
+    assert o32.dtype == torch.float32
+    torch.testing.assert_close(o32.double(), o64.detach(), atol=1e-5, rtol=1e-5)
+    gw64 = torch.autograd.grad(o64.sum(), args64[3])[0]
+    gw32 = torch.autograd.grad(o32.sum(), args32[3])[0]
+    torch.testing.assert_close(gw32.double(), gw64, atol=1e-4, rtol=1e-4)
+
+
+def test_inplace_change_of_output_is_caught():
+    """`out` is saved for the backward; modifying it in place before backward must raise, not corrupt."""
+    x = torch.randn(T, B, I, requires_grad=True)
+    w_ih, w_hh = torch.randn(H, I, requires_grad=True), torch.randn(H, H, requires_grad=True)
+    out, _, _ = fused.run_layer("rnn", x, torch.zeros(B, H), None, w_ih, w_hh, None, None, None, False)
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # version counter
+        out.sum().backward()
