@@ -133,7 +133,8 @@ class SequenceClassifier(nn.Module):
         forget_bias: initial forget-gate bias of LSTM/CIFG cells. Default 1.
         nonlinearity: for ``rnn``: ``tanh``, ``relu`` or ``identity``.
         use_lengths: pass each sequence's length to the encoder and pool over real tokens. False reproduces a
-            Keras model without masking: every sequence is read to T, padding included. Default True.
+            Keras model without masking: every sequence is read to T, padding included, and the padding id 0 has a
+            trained embedding like any token. Default True.
         fixed_length: right-pad (or cut) every batch to this many steps, as Keras' ``pad_sequences(padding='post')``.
         freeze_embeddings: do not train the embedding table (with pretrained vectors).
         backend: rnnlab.nn backend (``auto``, ``loop``, ``fused``, ``triton``).
@@ -167,7 +168,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"num_classes must be >= 2: got {num_classes}")
         self.cell, self.pooling, self.use_lengths, self.fixed_length = cell, pooling, use_lengths, fixed_length
         self.bidirectional = bidirectional
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0 if use_lengths else None)
         enc = dict(bidirectional=bidirectional, init=init, forget_bias=forget_bias, nonlinearity=nonlinearity,
                    backend=backend)
         if isinstance(hidden_size, int):
@@ -186,19 +187,21 @@ class SequenceClassifier(nn.Module):
             nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras' Embedding default
             nn.init.xavier_uniform_(self.head.weight)  # Keras' Dense default: glorot uniform, zero bias
             nn.init.zeros_(self.head.bias)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
+        if use_lengths:
+            with torch.no_grad():
+                self.embedding.weight[0].zero_()
         self.embedding.weight.requires_grad_(not freeze_embeddings)
 
     def load_pretrained(self, vectors: torch.Tensor, freeze: bool = False) -> None:
-        """Copy pretrained vectors (V, D) into the embedding table (row 0, padding, stays zero)."""
+        """Copy pretrained vectors (V, D) into the embedding table (row 0, padding, zero unless use_lengths=False)."""
         if tuple(vectors.shape) != tuple(self.embedding.weight.shape):
             raise ValueError(f"pretrained vectors must have the embedding's shape: expected "
                              f"{tuple(self.embedding.weight.shape)}, got {tuple(vectors.shape)}; set "
                              f"model.embedding_dim={vectors.shape[1]} and use the datamodule's vocabulary")
         with torch.no_grad():
             self.embedding.weight.copy_(vectors)
-            self.embedding.weight[0].zero_()
+            if self.use_lengths:
+                self.embedding.weight[0].zero_()
         self.embedding.weight.requires_grad_(not freeze)
 
     def pool(self, out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -46,6 +46,7 @@ class SequenceClassifierModule(pl.LightningModule):
         model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
         vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), saved in and restored from checkpoints.
         class_names: label names, saved likewise.
+        data_config: the resolved data config of the run (``rnnlab.evaluate`` rebuilds the test split from it).
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 2, embedding_dim: int = 256, cell: str = "lstm",
@@ -58,7 +59,7 @@ class SequenceClassifierModule(pl.LightningModule):
         optimizer, scheduler = _plain(optimizer) or dict(RMSPROP_KERAS), _plain(scheduler)
         if isinstance(hidden_size, (list, tuple)) or OmegaConf.is_list(hidden_size):
             hidden_size = list(hidden_size)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # train.py logs the whole run config to HParams instead
         self.model = SequenceClassifier(
             vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout, rnn_dropout, pooling,
             num_classes, init, forget_bias, nonlinearity, use_lengths, fixed_length, freeze_embeddings, backend)
@@ -70,6 +71,7 @@ class SequenceClassifierModule(pl.LightningModule):
         self.test_acc = torchmetrics.Accuracy(**task)
         self.vocabulary: str | None = None
         self.class_names: list[str] | None = None
+        self.data_config: dict | None = None
 
     def forward(self, ids, lengths=None):
         return self.model(ids, lengths)
@@ -125,11 +127,13 @@ class SequenceClassifierModule(pl.LightningModule):
                                                         "interval": self.hparams.scheduler_interval}}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["rnnlab"] = {"vocabulary": self.vocabulary, "class_names": self.class_names}
+        checkpoint["rnnlab"] = {"vocabulary": self.vocabulary, "class_names": self.class_names,
+                                "data": self.data_config}
 
     def on_load_checkpoint(self, checkpoint):
         extra = checkpoint.get("rnnlab", {})
         self.vocabulary, self.class_names = extra.get("vocabulary"), extra.get("class_names")
+        self.data_config = extra.get("data")
 
     def vectorizer(self):
         """The :class:`rnnlab.data.text.TextVectorizer` the model was trained with (from the checkpoint)."""

@@ -1,0 +1,107 @@
+"""Train a sequence classifier: ``python -m rnnlab.train +experiment=bilstm``.
+
+Everything is built from the Hydra config (``rnnlab/conf``) with ``hydra.utils.instantiate``. Every run writes in its
+output folder (``output_dir``, Hydra's run dir or a sweep job's subdir):
+
+- ``config.yaml``: the resolved config;
+- ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=.../last.ckpt`` resumes);
+- ``tensorboard/``: scalars, gradient diagnostics and the HParams entry of the run;
+- ``metrics.json``: final val/test metrics, epoch times and parameter count.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.models.callbacks import EpochTimer
+
+log = logging.getLogger(__name__)
+METRIC_KEYS = ("val/loss", "val/acc", "test/acc")
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every entry of a group of named objects (callbacks, loggers) that has a ``_target_``."""
+    return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def flat_hparams(cfg: DictConfig) -> dict:
+    """The run's settings as flat scalars (``model.num_layers``, ``trainer.gradient_clip_val`` ...) for HParams."""
+    out = {"seed": cfg.seed}
+    for group in ("model", "data", "trainer"):
+        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+            if key.startswith("_") or isinstance(value, dict):
+                continue
+            out[f"{group}.{key}"] = str(value) if isinstance(value, list) or value is None else value
+    for key, value in OmegaConf.to_container(cfg.model.optimizer, resolve=True).items():
+        out[f"optimizer.{key.strip('_')}"] = value
+    return out
+
+
+def build(cfg: DictConfig):
+    """Datamodule (set up), module, trainer and callbacks of a config, without running anything."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    pretrained = getattr(datamodule, "pretrained", None)
+    extra = {} if pretrained is None else {"embedding_dim": pretrained.shape[1]}
+    module = hydra.utils.instantiate(cfg.model, vocab_size=datamodule.vectorizer.vocab_size,
+                                     num_classes=datamodule.num_classes, _recursive_=False, **extra)
+    if pretrained is not None:
+        module.model.load_pretrained(pretrained, freeze=cfg.model.freeze_embeddings)
+    module.vocabulary = datamodule.vectorizer.to_json()
+    module.class_names = list(getattr(datamodule, "class_names", None) or [])
+    module.data_config = OmegaConf.to_container(cfg.data, resolve=True)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run the job described by ``cfg``; returns the metrics also written to ``metrics.json``."""
+    if cfg.flush_denormal:
+        torch.set_flush_denormal(True)  # CPU only; a no-op (returns False) where unsupported
+    pl.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+
+    datamodule, module, trainer = build(cfg)
+    n_params = module.num_parameters()
+    log.info("%s: %d parameters (%d trainable)", cfg.model.cell, n_params, module.num_parameters(trainable=True))
+    for logger in trainer.loggers:  # one HParams entry per run, with the keys its metrics will be logged under
+        logger.log_hyperparams(flat_hparams(cfg), {k: math.nan for k in METRIC_KEYS})
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+    best = trainer.checkpoint_callback
+    if best is not None and best.best_model_score is not None:
+        metrics["best/val/acc"] = float(best.best_model_score)
+        metrics["best_ckpt"] = best.best_model_path
+    if cfg.test:
+        ckpt = "best" if best is not None and best.best_model_path else None
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
+    metrics.update({"epoch_times_s": timer.times if timer else [], "num_parameters": n_params,
+                    "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
+    if trainer.is_global_zero:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS}))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return train(cfg).get("val/acc", math.nan)  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()
