@@ -1,0 +1,10 @@
+"""rnnlab.nn: hand-written recurrent cells, exact peers of torch.nn.
+
+``from rnnlab.nn import LSTM, CIFGLSTM, GRU, RNN``; the recurrence itself is :func:`rnnlab.nn.loop.run_layer`.
+"""
+from rnnlab.nn.base import BACKENDS, RNNBase
+from rnnlab.nn.gru import GRU
+from rnnlab.nn.lstm import LSTM, CIFGLSTM
+from rnnlab.nn.rnn import RNN
+
+__all__ = ["LSTM", "CIFGLSTM", "GRU", "RNN", "RNNBase", "BACKENDS"]

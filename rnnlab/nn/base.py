@@ -1,0 +1,380 @@
+"""RNNBase: what every recurrent module shares: argument checks, parameters, input handling, layer stacking.
+
+The recurrence itself (one layer, one direction) is not here: :func:`rnnlab.nn.loop.run_layer` is the reference,
+and ``BACKENDS`` maps a backend name to a function with the same signature. The concrete modules
+(:class:`~rnnlab.nn.lstm.LSTM`, :class:`~rnnlab.nn.lstm.CIFGLSTM`, :class:`~rnnlab.nn.gru.GRU`,
+:class:`~rnnlab.nn.rnn.RNN`) only say which cell they run and document its equations.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.nn import loop
+from rnnlab.nn.init import INITS, reset_parameters_
+
+#: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.loop.run_layer`. Adding one is one line.
+BACKENDS = {"loop": loop.run_layer}
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The backend ``name`` runs as on ``device``: ``'auto'`` picks the fastest correct one."""
+    if name == "auto":
+        return "loop"
+    return name
+
+
+def _check_backend(name) -> None:
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {['auto', *BACKENDS]}: got {name!r}")
+
+
+class RNNBase(nn.Module):
+    """Base class of rnnlab's recurrent modules; see :class:`rnnlab.nn.LSTM` for the arguments."""
+
+    cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn'
+    torch_peer: Optional[type] = None  # the torch.nn class with the same parameters, for from_torch/to_torch
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        nonlinearity: str = "tanh",
+        forget_gate: bool = True,
+        forget_bias: float = 0.0,
+        init: str = "torch",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive int: got {value!r}")
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool: got {type(value).__name__} {value!r}")
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(f"`dropout` must be a number in [0, 1] (the probability of zeroing an element): got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}"
+            )
+        if nonlinearity not in loop.NONLINEARITIES:
+            raise ValueError(f"`nonlinearity` must be one of {list(loop.NONLINEARITIES)}: got {nonlinearity!r}")
+        if init not in INITS:
+            raise ValueError(f"`init` must be one of {list(INITS)}: got {init!r}")
+        if not isinstance(forget_bias, numbers.Real) or isinstance(forget_bias, bool):
+            raise TypeError(f"`forget_bias` must be a float: got {forget_bias!r}")
+        _check_backend(backend)
+
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        self.dropout = float(dropout)
+        self.nonlinearity, self.forget_gate = nonlinearity, bool(forget_gate)
+        self.forget_bias, self.init, self.backend = float(forget_bias), init, backend
+        self.proj_size = 0  # for code that reads torch.nn.LSTM.proj_size
+        self._record_grad_norms = False
+        self.grad_norms: dict[str, Tensor] = {}
+        self._last_lengths: Optional[Tensor] = None
+
+        D, G, H = self.num_directions, self.num_gates, hidden_size
+        factory = {"device": device, "dtype": dtype}
+        for k in range(num_layers):  # registration order = torch's, so init='torch' draws the same numbers
+            layer_input = input_size if k == 0 else H * D
+            for d in range(D):
+                sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+                self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **factory)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H, **factory)))
+                if bias:
+                    self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
+                    self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
+        self.reset_parameters()
+
+    # --- layout -------------------------------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def num_gates(self) -> int:
+        """G: the number of H-row blocks in weight_ih / weight_hh."""
+        return {"lstm": 4 if self.forget_gate else 3, "cifg": 3, "gru": 3, "rnn": 1}[self.cell]
+
+    def forget_slice(self) -> Optional[slice]:
+        """Rows of the forget gate in the packed weights and biases, or None without a forget gate."""
+        H = self.hidden_size
+        if self.cell == "lstm" and self.forget_gate:
+            return slice(H, 2 * H)  # (i, f, g, o)
+        if self.cell == "cifg":
+            return slice(0, H)  # (f, g, o)
+        return None
+
+    def _layer_weights(self, k: int, d: int) -> list[Optional[Tensor]]:
+        sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [getattr(self, n + sfx) if self.bias or n.startswith("weight") else None for n in names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """Per (layer, direction): [weight_ih, weight_hh, bias_ih, bias_hh] (biases left out if bias=False), as torch."""
+        return [
+            [w for w in self._layer_weights(k, d) if w is not None]
+            for k in range(self.num_layers)
+            for d in range(self.num_directions)
+        ]
+
+    def reset_parameters(self) -> None:
+        reset_parameters_(self, self.init, self.forget_bias)
+
+    def flatten_parameters(self) -> None:
+        """No-op, so code written for torch.nn (cuDNN weight flattening) runs unchanged."""
+
+    # --- per-timestep gradient recording (consumed by rnnlab.diagnostics) --------------------------------------
+    def record_grad_norms(self, enabled: bool = True) -> "RNNBase":
+        """While enabled, each forward allocates a zero ``(B, T)`` float32 buffer per (layer, direction) that the
+        backward fills with :math:`\\lVert \\partial J/\\partial h_t \\rVert_2`; read it from :attr:`grad_norms`
+        (keys ``'l0'``, ``'l0_reverse'``, ``'l1'``, ...) after ``loss.backward()``. Disabled costs nothing."""
+        self._record_grad_norms = bool(enabled)
+        if not enabled:
+            self.grad_norms = {}
+        return self
+
+    @property
+    def last_lengths(self) -> Optional[Tensor]:
+        """The lengths ``(B,)`` int64 CPU tensor used by the last forward, or None (every sequence had T steps)."""
+        if self._last_lengths is not None and self._last_lengths.device.type != "cpu":
+            self._last_lengths = self._last_lengths.cpu()  # synchronises, but only when someone asks
+        return self._last_lengths
+
+    # --- forward ------------------------------------------------------------------------------------------------
+    def forward(self, input: Union[Tensor, PackedSequence], hx=None, lengths=None):
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("`lengths` must be None when input is a PackedSequence: the lengths come from the packing")
+            pack = input
+            x, lengths = pad_packed_sequence(pack)  # (T, B, I) in the caller's batch order; lengths int64 CPU
+            batched = True
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"`input` must be a Tensor or PackedSequence: got {type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"`input` must be 3-D (batched) or 2-D (unbatched): expected (L, N, H_in), (N, L, H_in) with "
+                    f"batch_first=True, or (L, H_in), got {input.dim()}-D input of shape {tuple(input.shape)}"
+                )
+            batched = input.dim() == 3
+            x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
+            x = x if batched else x.unsqueeze(1)  # (T, B, I)
+        self._check_input(x)
+        T, B = x.shape[:2]
+        lengths = self._check_lengths(lengths, x) if lengths is not None else None
+        h0, c0 = self._check_hx(hx, x, batched)  # (L*D, B, H) each; c0 None for gru/rnn
+
+        run = BACKENDS[_resolved(self.backend, x.device)]
+        record = self._record_grad_norms
+        self.grad_norms = {}
+        self._last_lengths = lengths
+        lengths_dev = lengths.to(x.device, non_blocking=True) if lengths is not None else None
+        layer_input, h_n, c_n = x, [], []
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(self.num_directions):
+                idx = k * self.num_directions + d
+                buf = None
+                if record:
+                    buf = torch.zeros(B, T, dtype=torch.float32, device=x.device)
+                    self.grad_norms[f"l{k}" + ("_reverse" if d == 1 else "")] = buf
+                out, h, c = run(
+                    self.cell, layer_input, h0[idx], None if c0 is None else c0[idx], *self._layer_weights(k, d),
+                    lengths_dev, d == 1, nonlinearity=self.nonlinearity, forget_gate=self.forget_gate, grad_norms=buf,
+                )  # (T, B, H), (B, H), (B, H) | None
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, -1)  # (T, B, D*H)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, True)  # between layers, as torch
+        output = layer_input
+        h_n = torch.stack(h_n)  # (L*D, B, H)
+        c_n = torch.stack(c_n) if c0 is not None else None
+
+        if packed:
+            output = self._repack(output, lengths, pack)
+        elif not batched:
+            output, h_n = output.squeeze(1), h_n.squeeze(1)  # (T, D*H), (L*D, H)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        elif self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, D*H)
+        return output, ((h_n, c_n) if c_n is not None else h_n)
+
+    @staticmethod
+    def _repack(output: Tensor, lengths: Tensor, pack: PackedSequence) -> PackedSequence:
+        """Pack ``output`` (T, B, *) in the batch order of ``pack``, keeping its sorted/unsorted indices."""
+        if pack.sorted_indices is not None:
+            idx = pack.sorted_indices
+            output, lengths = output.index_select(1, idx), lengths[idx.cpu()]
+        out = pack_padded_sequence(output, lengths, enforce_sorted=True)
+        return PackedSequence(out.data, out.batch_sizes, pack.sorted_indices, pack.unsorted_indices)
+
+    # --- checks -------------------------------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        if x.size(-1) != self.input_size:
+            raise ValueError(
+                f"`input.size(-1)` must equal input_size: expected {self.input_size}, got {x.size(-1)}"
+            )
+        w = self.weight_ih_l0
+        if x.dtype != w.dtype:
+            raise TypeError(
+                f"`input.dtype` must equal the parameters' dtype: expected {w.dtype}, got {x.dtype} "
+                f"(cast the input, or the module with .to({x.dtype}))"
+            )
+        if x.device != w.device:
+            raise ValueError(f"`input.device` must equal the parameters' device: expected {w.device}, got {x.device}")
+        if x.size(0) == 0:
+            raise ValueError("`input` must have at least one time step: got sequence length 0")
+
+    def _check_lengths(self, lengths, x: Tensor) -> Tensor:
+        T, B = x.shape[:2]
+        if isinstance(lengths, (list, tuple)):
+            if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths):
+                raise TypeError(f"`lengths` must be a list of ints or an int64 tensor: got {lengths!r}")
+            lengths = torch.tensor(lengths, dtype=torch.int64)
+        if not isinstance(lengths, Tensor):
+            raise TypeError(f"`lengths` must be a list of ints or a 1-D int64 tensor: got {type(lengths).__name__}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"`lengths.dtype` must be an integer type: expected torch.int64, got {lengths.dtype}")
+        if lengths.device.type != "cpu" and lengths.device != x.device:
+            raise ValueError(
+                f"`lengths.device` must be the CPU or the input's device: expected cpu or {x.device}, got {lengths.device}"
+            )
+        if lengths.dim() != 1 or lengths.size(0) != B:
+            raise ValueError(f"`lengths` must have shape (batch,): expected ({B},), got {tuple(lengths.shape)}")
+        lengths = lengths.long()
+        if lengths.device.type == "cpu":
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > T:
+                raise ValueError(f"`lengths` must lie in [1, T={T}] (T = input's time steps): got min {lo}, max {hi}")
+        else:  # checked on the device, without a host synchronisation; fails at the next sync
+            torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), f"`lengths` must lie in [1, T={T}]")
+        return lengths
+
+    def _check_hx(self, hx, x: Tensor, batched: bool) -> tuple[Tensor, Optional[Tensor]]:
+        LD, B, H = self.num_layers * self.num_directions, x.size(1), self.hidden_size
+        is_lstm = self.cell in ("lstm", "cifg")
+        if hx is None:
+            zeros = x.new_zeros(LD, B, H)
+            return zeros, (zeros if is_lstm else None)
+        if is_lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"`hx` must be a tuple (h_0, c_0) for {type(self).__name__}: got {type(hx).__name__}")
+            states = [("hx[0]", hx[0]), ("hx[1]", hx[1])]
+        else:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"`hx` must be a Tensor for {type(self).__name__}: got {type(hx).__name__}")
+            states = [("hx", hx)]
+        expected = (LD, B, H) if batched else (LD, H)
+        out = []
+        for name, s in states:
+            if tuple(s.shape) != expected:
+                raise ValueError(
+                    f"`{name}` must have shape (num_layers * num_directions, batch, hidden_size)"
+                    f"{'' if batched else ' without batch for 2-D input'}: expected {expected}, got {tuple(s.shape)}"
+                )
+            if s.dtype != x.dtype or s.device != x.device:
+                raise ValueError(
+                    f"`{name}` must match the input's dtype and device: expected {x.dtype} on {x.device}, "
+                    f"got {s.dtype} on {s.device}"
+                )
+            out.append(s if batched else s.unsqueeze(1))
+        return out[0], (out[1] if is_lstm else None)
+
+    # --- conversion to and from torch.nn ------------------------------------------------------------------------
+    def _torch_kwargs(self) -> dict:
+        return dict(
+            input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
+            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
+        )
+
+    @classmethod
+    def from_torch(cls, module: nn.Module, **kwargs) -> "RNNBase":
+        """A copy of a ``torch.nn`` module of the peer class, same configuration and weights (``kwargs`` are extra
+        rnnlab arguments, e.g. ``backend``)."""
+        if cls.torch_peer is None:
+            raise TypeError(f"{cls.__name__} has no torch.nn peer to convert from")
+        if not isinstance(module, cls.torch_peer):
+            raise TypeError(f"`module` must be a {cls.torch_peer.__module__}.{cls.torch_peer.__name__}: got {type(module).__name__}")
+        if getattr(module, "proj_size", 0):
+            raise ValueError(f"`module.proj_size` must be 0 (projections are not supported): got {module.proj_size}")
+        w = next(module.parameters())
+        args = dict(
+            input_size=module.input_size, hidden_size=module.hidden_size, num_layers=module.num_layers,
+            bias=module.bias, batch_first=module.batch_first, dropout=float(module.dropout),
+            bidirectional=module.bidirectional, device=w.device, dtype=w.dtype,
+        )
+        if cls.cell == "rnn":
+            args["nonlinearity"] = module.nonlinearity
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the dropout/num_layers warning was already given for `module`
+            new = cls(**args, **kwargs)
+        new.load_state_dict(module.state_dict())
+        return new.train(module.training)
+
+    def to_torch(self) -> nn.Module:
+        """The ``torch.nn`` module with this configuration and these weights."""
+        if self.torch_peer is None or (self.cell == "lstm" and not self.forget_gate):
+            raise TypeError(f"{type(self).__name__}({self.extra_repr()}) has no torch.nn peer: its gates differ from torch's")
+        if self.cell == "rnn" and self.nonlinearity == "identity":
+            raise TypeError("RNN(nonlinearity='identity') has no torch.nn peer: torch.nn.RNN supports 'tanh' and 'relu'")
+        w = self.weight_ih_l0
+        kwargs = self._torch_kwargs()
+        if self.cell == "rnn":
+            kwargs["nonlinearity"] = self.nonlinearity
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = self.torch_peer(**kwargs, device=w.device, dtype=w.dtype)
+        m.load_state_dict(self.state_dict())
+        return m.train(self.training)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if self.cell == "rnn" and self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.cell == "lstm" and not self.forget_gate:
+            s += ", forget_gate=False"
+        if self.forget_slice() is not None and self.forget_bias != 1.0:
+            s += f", forget_bias={self.forget_bias}"
+        if self.init != "torch":
+            s += f", init={self.init!r}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+
+def _resolved(backend: str, device: torch.device) -> str:
+    _check_backend(backend)  # the attribute may have been changed after construction
+    return resolve_backend(backend, device)

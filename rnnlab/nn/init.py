@@ -1,0 +1,72 @@
+"""Weight initialisation of the recurrent modules: torch's draws or Keras' defaults, then the forget bias.
+
+``'torch'``
+    Every parameter, in registration order, drawn from :math:`\\mathcal{U}(-k, k)` with
+    :math:`k = 1/\\sqrt{H}`, exactly as ``torch.nn.RNNBase.reset_parameters``: with the same seed and
+    ``forget_bias=0``, ``rnnlab.nn.LSTM`` and ``torch.nn.LSTM`` hold identical weights.
+``'keras'``
+    Keras' defaults for ``LSTM``/``GRU``/``SimpleRNN``: ``kernel_initializer='glorot_uniform'`` on the input
+    weights (Keras' kernel is ``(I, G*H)``, ours its transpose ``(G*H, I)``, so the bound
+    :math:`\\sqrt{6 / (I + G H)}` is the same), ``recurrent_initializer='orthogonal'`` on the recurrent weights
+    (one orthogonal draw for the whole ``(H, G*H)`` recurrent kernel, as Keras does: its rows are orthonormal,
+    so our ``weight_hh`` ``(G*H, H)`` has orthonormal columns, :math:`W_{hh}^\\top W_{hh} = I`; the per-gate
+    ``(H, H)`` blocks are not orthogonal unless ``G = 1``), ``bias_initializer='zeros'``.
+
+Forget bias
+    Then ``forget_bias`` is added to the forget-gate slice of ``bias_ih`` (LSTM rows ``H:2H``, CIFG rows ``0:H``),
+    as recommended by Jozefowicz, Zaremba & Sutskever (2015), "An Empirical Exploration of Recurrent Network
+    Architectures" (ICML), and done by Keras' ``unit_forget_bias=True`` (which sets the forget bias to 1).
+    It is not applied when there is no forget gate (``LSTM(forget_gate=False)``, GRU, RNN) nor when there
+    are no biases (``bias=False``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+INITS = ("torch", "keras")
+
+
+@torch.no_grad()
+def init_torch_(module: nn.Module) -> None:
+    """torch.nn's draw: U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in registration order."""
+    stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0.0
+    for weight in module.parameters():
+        nn.init.uniform_(weight, -stdv, stdv)
+
+
+@torch.no_grad()
+def init_keras_(module: nn.Module) -> None:
+    """Keras' defaults: Glorot-uniform input weights, orthogonal recurrent weights, zero biases."""
+    for name, weight in module.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(weight)  # fan_in = I, fan_out = G*H, as Keras' kernel (I, G*H)
+        elif name.startswith("weight_hh"):
+            # (G*H, H) with orthonormal columns = transpose of Keras' (H, G*H) kernel with orthonormal rows.
+            # orthogonal_ has no half-precision QR: draw in float32 and copy.
+            weight.copy_(nn.init.orthogonal_(torch.empty(weight.shape, device=weight.device)))
+        else:
+            nn.init.zeros_(weight)
+
+
+@torch.no_grad()
+def add_forget_bias_(module: nn.Module, forget_bias: float) -> None:
+    """Add ``forget_bias`` to the forget-gate slice of every ``bias_ih`` (no-op without a forget gate or bias)."""
+    sl = module.forget_slice()
+    if sl is None or not module.bias or forget_bias == 0:
+        return
+    for name, weight in module.named_parameters():
+        if name.startswith("bias_ih"):
+            weight[sl] += forget_bias
+
+
+def reset_parameters_(module: nn.Module, init: str, forget_bias: float) -> None:
+    if init == "torch":
+        init_torch_(module)
+    elif init == "keras":
+        init_keras_(module)
+    else:
+        raise ValueError(f"`init` must be one of {INITS}: got {init!r}")
+    add_forget_bias_(module, forget_bias)

@@ -1,0 +1,136 @@
+"""The reference recurrence: one layer, one direction, a plain Python loop over time under autograd.
+
+This is the single place where the cell equations of rnnlab live. Every backend (``fused``, ``triton``, ...)
+implements the same function with the same signature and must agree with this one to float64 round-off;
+:class:`rnnlab.nn.base.RNNBase` only stacks layers and directions around it.
+
+Gate packing (rows of ``weight_ih`` / ``weight_hh``, entries of the biases), as in ``torch.nn``:
+
+===========================  =============  ======
+cell                         gates          rows
+===========================  =============  ======
+``'lstm'``                   i, f, g, o     4H
+``'lstm'``, forget_gate=0    i, g, o        3H
+``'cifg'``                   f, g, o        3H
+``'gru'``                    r, z, n        3H
+``'rnn'``                    (one)          H
+===========================  =============  ======
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CELLS = ("lstm", "cifg", "gru", "rnn")
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
+
+
+def run_layer(
+    cell: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor],
+    bias_hh: Optional[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+    *,
+    nonlinearity: str = "tanh",
+    forget_gate: bool = True,
+    grad_norms: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    r"""Run one recurrent layer in one direction over a time-major batch.
+
+    Args:
+        cell: ``'lstm'``, ``'cifg'``, ``'gru'`` or ``'rnn'``.
+        x: input ``(T, B, I)``.
+        h0: initial hidden state ``(B, H)``.
+        c0: initial cell state ``(B, H)`` for ``'lstm'``/``'cifg'``, ``None`` otherwise.
+        weight_ih, weight_hh: ``(G*H, I)`` and ``(G*H, H)``, gates packed as in the module docstring.
+        bias_ih, bias_hh: ``(G*H,)`` or ``None`` (``bias=False``).
+        lengths: ``None`` (every sequence has T steps) or int64 ``(B,)`` on ``x.device`` with
+            ``1 <= lengths <= T``. Steps ``t >= lengths[b]`` are padding: they keep the state and output zeros.
+        reverse: walk ``t = T-1, ..., 0``. A sequence's state stays ``h0`` until its own last token,
+            so the reverse direction starts at each sequence's own last token (as ``pack_padded_sequence``).
+        nonlinearity: ``'tanh'``, ``'relu'`` or ``'identity'`` (``'rnn'`` only).
+        forget_gate: ``'lstm'`` only; ``False`` is the 1997 LSTM, :math:`c_t = c_{t-1} + i_t \odot g_t`.
+        grad_norms: ``None`` or a float tensor ``(B, T)``; the backward pass writes into it, in place,
+            :math:`\lVert \partial J / \partial h_t \rVert_2` over hidden units: the total derivative of the loss
+            with respect to :math:`h_t` (through the output at ``t`` and through the recurrence), ``t`` in input
+            order, zero at padded steps.
+
+    Returns:
+        ``(out, h_n, c_n)``: ``out`` ``(T, B, H)`` zero at padded steps; ``h_n``, ``c_n`` ``(B, H)`` the states at
+        each sequence's own last step (``c_n`` is ``None`` for ``'gru'``/``'rnn'``).
+
+    Nothing here reads a tensor value on the host, so the loop never synchronises with a CUDA device.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
+    T = x.size(0)
+    act = NONLINEARITIES[nonlinearity]
+    gi = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): the input projection of every step in one matmul
+    if lengths is not None:
+        valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B) bool
+        valid = valid.unsqueeze(-1)  # (T, B, 1)
+    record = grad_norms is not None and torch.is_grad_enabled()
+
+    h, c = h0, c0
+    outs: list[Optional[Tensor]] = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        gh = F.linear(h, weight_hh, bias_hh)  # (B, G*H)
+        if cell == "lstm" and forget_gate:
+            i, f, g, o = (gi[t] + gh).chunk(4, 1)  # 4 x (B, H)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c_new = f * c + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+        elif cell == "lstm":
+            i, g, o = (gi[t] + gh).chunk(3, 1)  # 3 x (B, H)
+            i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+            c_new = c + i * g  # c_t = c_{t-1} + i_t ⊙ g_t  (no forget gate, 1997)
+            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+        elif cell == "cifg":
+            f, g, o = (gi[t] + gh).chunk(3, 1)  # 3 x (B, H)
+            f, g, o = torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c_new = f * c + (1 - f) * g  # c_t = f_t ⊙ c_{t-1} + (1 - f_t) ⊙ g_t, i.e. i_t = 1 - f_t
+            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+        elif cell == "gru":
+            ir, iz, in_ = gi[t].chunk(3, 1)  # 3 x (B, H)
+            hr, hz, hn = gh.chunk(3, 1)  # 3 x (B, H)
+            r = torch.sigmoid(ir + hr)  # r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+            z = torch.sigmoid(iz + hz)  # z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+            n = torch.tanh(in_ + r * hn)  # n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+            h_new = (1 - z) * n + z * h  # h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+            c_new = None
+        else:
+            h_new = act(gi[t] + gh)  # h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+            c_new = None
+
+        if record and h_new.requires_grad:
+            h_new.register_hook(_norm_writer(grad_norms, t))
+        if lengths is None:
+            h, c, outs[t] = h_new, c_new, h_new
+        else:
+            m = valid[t]  # (B, 1): padded steps keep the state and output zeros
+            h = torch.where(m, h_new, h)
+            c = torch.where(m, c_new, c) if c is not None else None
+            outs[t] = torch.where(m, h_new, 0.0)
+    return torch.stack(outs), h, c  # (T, B, H), (B, H), (B, H) | None
+
+
+def _norm_writer(buf: Tensor, t: int):
+    """A hook that stores ||dJ/dh_t||_2 per sequence into column t of buf (B, T).
+
+    The gradient reaching ``h_new`` is the total derivative: both the output at ``t`` and the next step read
+    ``h_new`` (through ``torch.where`` at padded steps, which routes nothing to it, hence the zeros there).
+    """
+
+    def hook(grad: Tensor) -> None:
+        buf[:, t].copy_(torch.linalg.vector_norm(grad.float(), dim=-1))  # (B,)
+
+    return hook
