@@ -1,0 +1,315 @@
+"""LightningDataModules for text classification: `IMDBDataModule`, `FolderDataModule`.
+
+Stages, as Lightning intends them:
+
+- ``prepare_data()``: download / extract (once, one process);
+- ``setup("fit")`` / ``setup("validate")``: read the *training* texts, hold out a
+  seeded stratified validation slice (``val_fraction``, 0 allowed), adapt the
+  vectorizer on the rest, vectorize train and validation;
+- ``setup("test")`` / ``setup("predict")``: vectorize the test texts. Only these
+  stages read the test set.
+
+Vectorized splits are cached in ``<root>/cache/<key>/`` where the key hashes the
+data's fingerprint (archive hash, or every file's path, size and mtime) and every
+setting that changes the arrays (vectorizer options, ``max_length``,
+``val_fraction``, ``seed``, ``subset``), so a second run starts in about a second
+and a changed setting never reuses stale arrays.
+
+Batches are ``(ids (B, L) int64, lengths (B,) int64, labels (B,))``; labels are
+float32 for two classes (binary) and int64 otherwise. Sequences are truncated to
+``max_length`` tokens and padded per batch (``bucket=True``: length-bucketed, see
+`rnnlab.data.batching`), or to exactly ``max_length`` with ``fixed_length=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import imdb
+from .batching import BucketBatchSampler, FixedLengthCollate, RaggedDataset, collate
+from .folder import TextSamples, read_text_folder, stratified_split, stratified_subset
+from .text import TextVectorizer
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+class TextDataModule(L.LightningDataModule):
+    """Shared logic; subclasses say where the texts come from (`_fingerprint`, `_read`)."""
+
+    def __init__(
+        self,
+        root=None,
+        val_fraction: float = 0.2,
+        max_tokens: int | None = 20000,
+        max_length: int | None = 600,
+        batch_size: int = 32,
+        bucket: bool = True,
+        num_workers: int = 0,
+        seed: int = 42,
+        embeddings=None,
+        subset: int | None = None,
+        ngrams: int = 1,
+        lowercase: bool = True,
+        strip_accents: bool = True,
+        strip_punctuation: bool = True,
+        strip_html: bool = True,
+        fixed_length: bool = False,
+        vectorizer: TextVectorizer | str | os.PathLike | None = None,
+        cache: bool = True,
+    ):
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1): expected e.g. 0.2, got {val_fraction}")
+        if fixed_length and max_length is None:
+            raise ValueError("fixed_length=True needs max_length: got max_length=None")
+        self.root = imdb.data_root(root)
+        self.val_fraction = val_fraction
+        self.max_tokens = max_tokens
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.bucket = bucket
+        self.num_workers = num_workers
+        self.seed = seed
+        self.embeddings = embeddings
+        self.subset = subset
+        self.fixed_length = fixed_length
+        self.use_cache = cache
+        self.vectorizer_options = dict(max_tokens=max_tokens, ngrams=ngrams, lowercase=lowercase, strip_accents=strip_accents,
+                                       strip_punctuation=strip_punctuation, strip_html=strip_html)
+        if isinstance(vectorizer, (str, os.PathLike)):
+            vectorizer = TextVectorizer.load(vectorizer)
+        self.vectorizer: TextVectorizer | None = vectorizer
+        self._given_vectorizer = vectorizer is not None
+        self.class_names: list[str] | None = None
+        self.num_classes: int | None = None
+        self.pretrained: torch.Tensor | None = None
+        self.embedding_coverage: dict | None = None
+        self.datasets: dict[str, RaggedDataset] = {}
+        self.n_replaced_files = 0
+
+    # ------------------------------------------------------- for subclasses
+    def _fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def _read(self, split: str) -> TextSamples:
+        raise NotImplementedError
+
+    def _has_test(self) -> bool:
+        return True
+
+    # ---------------------------------------------------------------- cache
+    def cache_dir(self) -> Path:
+        """``<root>/cache/<key>``: the key hashes the data and every array-changing setting."""
+        settings = {
+            "version": CACHE_VERSION, "data": self._fingerprint(), "vectorizer": self.vectorizer_options,
+            "given_vectorizer": hashlib.sha256(self.vectorizer.to_json().encode()).hexdigest() if self._given_vectorizer else None,
+            "max_length": self.max_length, "val_fraction": self.val_fraction, "seed": self.seed, "subset": self.subset,
+        }
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+        return self.root / "cache" / key
+
+    def _save(self, path: Path, **arrays) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(fd)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        cache = self.cache_dir() if self.use_cache else None
+        if stage in (None, "fit", "validate") and "train" not in self.datasets:
+            self._setup_fit(cache)
+        if stage in (None, "test", "predict") and "test" not in self.datasets:
+            if self.vectorizer is None:
+                self._setup_fit(cache)
+            self._setup_split("test", cache)
+        if self.embeddings is not None and self.pretrained is None:
+            from .embeddings import load_embeddings
+
+            self.pretrained, self.embedding_coverage = load_embeddings(self.embeddings, self.vectorizer.get_vocabulary())
+
+    def _load_cached(self, cache: Path | None, split: str) -> bool:
+        if cache is None or not (cache / f"{split}.npz").exists():
+            return False
+        with np.load(cache / f"{split}.npz") as z:
+            self.class_names = z["class_names"].tolist()
+            self._set_dataset(split, z["flat"], z["lengths"], z["labels"])
+        return True
+
+    def _set_dataset(self, split: str, flat, lengths, labels) -> None:
+        self.num_classes = len(self.class_names)
+        dtype = torch.float32 if self.num_classes == 2 else torch.long
+        self.datasets[split] = RaggedDataset(flat, lengths, labels, label_dtype=dtype)
+
+    def _setup_fit(self, cache: Path | None) -> None:
+        vec_path = cache / "vectorizer.json" if cache else None
+        if vec_path is not None and vec_path.exists() and all((cache / f"{s}.npz").exists() for s in ("train", "val")):
+            if not self._given_vectorizer:
+                self.vectorizer = TextVectorizer.load(vec_path)
+            self._load_cached(cache, "train")
+            self._load_cached(cache, "val")
+            log.info("loaded vectorized train/val splits from %s", cache)
+            return
+        samples = self._read("train")
+        self.n_replaced_files += samples.n_replaced_files
+        keep, held = stratified_split(samples.labels, self.val_fraction, self.seed)
+        parts = {"train": samples.select(keep), "val": samples.select(held)}
+        if self.subset is not None:
+            parts = {k: p.select(stratified_subset(p.labels, self.subset, self.seed)) for k, p in parts.items()}
+        self.class_names = samples.class_names
+        if not self._given_vectorizer:
+            self.vectorizer = TextVectorizer(**self.vectorizer_options).adapt(parts["train"].texts)
+        for split, part in parts.items():
+            self._vectorize(split, part, cache)
+        if vec_path is not None:
+            vec_path.parent.mkdir(parents=True, exist_ok=True)
+            self.vectorizer.save(vec_path)
+
+    def _setup_split(self, split: str, cache: Path | None) -> None:
+        if self._load_cached(cache, split):
+            return
+        if not self._has_test():
+            raise ValueError(f"stage '{split}' needs a test set: pass test_dir (got none)")
+        samples = self._read(split)
+        self.n_replaced_files += samples.n_replaced_files
+        self.class_names = samples.class_names
+        samples = samples.select(stratified_subset(samples.labels, self.subset, self.seed))
+        self._vectorize(split, samples, cache)
+
+    def _vectorize(self, split: str, samples: TextSamples, cache: Path | None) -> None:
+        flat, lengths = self.vectorizer.encode(samples.texts, self.max_length)
+        flat = flat.astype(np.int32 if self.vectorizer.vocab_size < 2**31 else np.int64)
+        self._set_dataset(split, flat, lengths, samples.labels)
+        if cache is not None:
+            self._save(cache / f"{split}.npz", flat=flat, lengths=lengths, labels=samples.labels,
+                       class_names=np.array(samples.class_names))
+
+    # ----------------------------------------------------------- dataloaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup() for the '{split}' split first (setup('fit') for train/val, setup('test') for test)")
+        ds = self.datasets[split]
+        fn = FixedLengthCollate(self.max_length) if self.fixed_length else collate
+        common = dict(collate_fn=fn, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        if self.bucket:
+            sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed)
+            return DataLoader(ds, batch_sampler=sampler, **common)
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class IMDBDataModule(TextDataModule):
+    """IMDB reviews (neg = 0, pos = 1): train / seeded stratified validation / test.
+
+    Args:
+        root: cache folder (config ``data.root``), else env RNNLAB_DATA, else ~/.cache/rnnlab.
+        archive: a local archive in the official layout (config ``data.archive``), else env
+            RNNLAB_IMDB_ARCHIVE, else the official archive is downloaded.
+        val_fraction: share of the 25,000 training reviews held out, stratified and seeded. Default: 0.2.
+        max_tokens: vocabulary cap, padding and OOV included. Default: 20000.
+        max_length: truncate reviews to this many tokens (None: keep all). Default: 600.
+        batch_size, bucket, num_workers, seed: batching (see `rnnlab.data.batching`).
+        embeddings: path of a GloVe / word2vec text file; sets ``.pretrained`` (V, D).
+        subset: keep only N seeded, stratified reviews of each split (quick runs, tests).
+        ngrams, lowercase, strip_accents, strip_punctuation, strip_html: `TextVectorizer` options.
+        fixed_length: pad every batch to ``max_length`` (Keras-style) instead of per batch.
+        vectorizer: a fitted `TextVectorizer` (or its JSON path) to use instead of adapting one.
+        url, known_hash: where the official archive is downloaded from and its hash (tests point them elsewhere).
+
+    Attributes after ``setup``: ``vectorizer``, ``num_classes`` (2), ``class_names`` (['neg', 'pos']),
+    ``pretrained`` (FloatTensor (V, D) or None), ``datasets`` ({'train', 'val', 'test'}: `RaggedDataset`).
+    """
+
+    def __init__(self, root=None, archive=None, val_fraction: float = 0.2, max_tokens: int | None = 20000, max_length: int | None = 600,
+                 batch_size: int = 32, bucket: bool = True, num_workers: int = 0, seed: int = 42, embeddings=None,
+                 subset: int | None = None, url: str = imdb.IMDB_URL, known_hash: str = imdb.IMDB_HASH, progressbar: bool = True, **options):
+        super().__init__(root=root, val_fraction=val_fraction, max_tokens=max_tokens, max_length=max_length, batch_size=batch_size,
+                         bucket=bucket, num_workers=num_workers, seed=seed, embeddings=embeddings, subset=subset, **options)
+        self.archive = archive
+        self.url = url
+        self.known_hash = known_hash
+        self.progressbar = progressbar
+        self._prepared: imdb.Prepared | None = None
+
+    def prepare_data(self) -> None:
+        self._prepare()
+
+    def _prepare(self) -> imdb.Prepared:
+        if self._prepared is None:
+            self._prepared = imdb.prepare(self.root, self.archive, self.url, self.known_hash, self.progressbar)
+        return self._prepared
+
+    def _fingerprint(self) -> str:
+        return "imdb-" + self._prepare().fingerprint
+
+    def _read(self, split: str) -> TextSamples:
+        return imdb.read_split(self._prepare().folder, split)
+
+
+class FolderDataModule(TextDataModule):
+    """Texts from ``train_dir/<class>/*.txt`` (and optionally ``test_dir``), Keras' folder semantics.
+
+    Classes are the sorted sub-folder names (two classes: binary float labels; more:
+    int64 labels). Same options as `IMDBDataModule` (``root`` holds only the cache).
+    """
+
+    def __init__(self, train_dir, test_dir=None, root=None, **options):
+        super().__init__(root=root, **options)
+        self.train_dir = Path(train_dir).expanduser()
+        self.test_dir = Path(test_dir).expanduser() if test_dir is not None else None
+
+    def prepare_data(self) -> None:
+        if not self.train_dir.is_dir():
+            read_text_folder(self.train_dir)  # fails early with the error that says how to get data
+
+    def _has_test(self) -> bool:
+        return self.test_dir is not None
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for d in filter(None, (self.train_dir, self.test_dir)):
+            if not d.is_dir():
+                read_text_folder(d)  # raises the helpful FileNotFoundError
+            for dirpath, dirnames, filenames in sorted(os.walk(d, followlinks=True)):
+                for f in sorted(filenames):
+                    st = os.stat(os.path.join(dirpath, f))
+                    h.update(f"{os.path.relpath(os.path.join(dirpath, f), d)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(b"\1")
+        return "folder-" + h.hexdigest()[:20]
+
+    def _read(self, split: str) -> TextSamples:
+        if split == "train":
+            return read_text_folder(self.train_dir)
+        return read_text_folder(self.test_dir, class_names=self.class_names)
+
+
+def texts_to_batch(vectorizer: TextVectorizer, texts, max_length: int | None = 600) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids (B, L) int64, lengths (B,) int64)`` for raw texts, exactly as the data modules batch them."""
+    flat, lengths = vectorizer.encode(list(texts), max_length)
+    ds = RaggedDataset(flat, lengths, np.zeros(len(lengths)))
+    ids, lengths, _ = collate([ds[i] for i in range(len(ds))])
+    return ids, lengths

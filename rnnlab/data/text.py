@@ -1,0 +1,317 @@
+r"""`TextVectorizer`: Keras ``TextVectorization`` semantics on HuggingFace `tokenizers`.
+
+The course's four steps, each as Keras does it:
+
+1. standardize: remove HTML tags such as IMDB's ``<br />`` (replaced by a space;
+   Keras' default does *not* do this and leaves the token ``br`` behind), strip
+   accents (NFD, drop combining marks, NFC: ``é -> e``), lowercase, delete the
+   ASCII punctuation of Keras' ``DEFAULT_STRIP_REGEX`` (deleted, not replaced:
+   ``don't -> dont``). Each step has a switch.
+2. split on whitespace; with ``ngrams=N`` the tokens are all 1..N-grams joined by
+   a space, unigrams first, then bigrams, ... (``tf.strings.ngrams`` order).
+3. index: a vocabulary adapted on training texts only. Index 0 is the padding
+   token ``''``, index 1 the out-of-vocabulary token ``'[UNK]'``, then tokens by
+   decreasing count, ties in *reverse* lexicographic order (Keras sorts by
+   ``(count, token)`` descending), capped at ``max_tokens`` entries in all.
+4. pad/truncate to ``output_sequence_length`` at the end (Keras' ``'post'``), or
+   keep variable lengths (``output_sequence_length=None``: a list of id lists).
+
+Steps 1-3 for unigrams run in Rust (`tokenizers` normalizers, ``WhitespaceSplit``
+pre-tokenizer, ``WordLevel`` model), over a batch in parallel. Counting for
+`adapt` uses ``WordLevelTrainer`` to collect the words, one parallel encoding
+pass and ``numpy.bincount`` for the counts, then the Keras order in Python.
+
+``output_mode='multi_hot'`` gives a float tensor (B, vocab_size) with 1 where a
+token occurs (bag of words). Unlike Keras, the vocabulary is the same in both
+modes, so column 0 (padding) is always 0.
+
+    >>> v = TextVectorizer()
+    >>> v.adapt(["I write, erase, rewrite", "Erase again, and then", "A poppy blooms"])
+    >>> v.get_vocabulary()[:5]
+    ['', '[UNK]', 'erase', 'write', 'then']
+    >>> v(["write for natural language processing"])
+    [[3, 1, 1, 1, 1]]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
+from tokenizers.trainers import WordLevelTrainer
+
+PAD = ""
+OOV = "[UNK]"
+# Keras' DEFAULT_STRIP_REGEX: ASCII punctuation, deleted.
+PUNCTUATION = r"""[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']"""
+HTML_TAG = r"<\s*/?\s*[A-Za-z][^<>]*>"
+OUTPUT_MODES = ("int", "multi_hot")
+
+
+class TextVectorizer:
+    """Maps texts to token ids with the semantics of Keras ``TextVectorization``.
+
+    Args:
+        max_tokens: vocabulary size cap, padding and OOV included (None: no cap). Default: 20000.
+        output_mode: ``'int'`` (id sequences) or ``'multi_hot'`` (B, vocab_size) floats.
+        output_sequence_length: pad/truncate int output to this length; None keeps
+            variable lengths and returns a list of id lists.
+        ngrams: use all n-grams for n = 1..ngrams. Default: 1.
+        lowercase, strip_accents, strip_punctuation, strip_html: standardization steps.
+        vocabulary: a vocabulary to use instead of `adapt` (starting ``['', '[UNK]']``
+            or not; the two are added when missing).
+
+    Outputs of ``__call__(texts)``:
+        - int mode, fixed length: LongTensor (B, output_sequence_length), 0-padded.
+        - int mode, variable length: list of B lists of ints (an empty text gives []).
+        - multi_hot: FloatTensor (B, vocab_size).
+    """
+
+    def __init__(
+        self,
+        max_tokens: int | None = 20000,
+        output_mode: str = "int",
+        output_sequence_length: int | None = None,
+        ngrams: int = 1,
+        lowercase: bool = True,
+        strip_accents: bool = True,
+        strip_punctuation: bool = True,
+        strip_html: bool = True,
+        vocabulary: Sequence[str] | None = None,
+    ):
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}: got {output_mode!r}")
+        if max_tokens is not None and max_tokens < 3:
+            raise ValueError(f"max_tokens must be >= 3 (padding, OOV and one token) or None: got {max_tokens}")
+        if ngrams < 1:
+            raise ValueError(f"ngrams must be >= 1: got {ngrams}")
+        if output_sequence_length is not None and output_mode != "int":
+            raise ValueError(f"output_sequence_length only applies to output_mode='int': got output_mode={output_mode!r}")
+        if output_sequence_length is not None and output_sequence_length < 1:
+            raise ValueError(f"output_sequence_length must be >= 1 or None: got {output_sequence_length}")
+        self.max_tokens = max_tokens
+        self.output_mode = output_mode
+        self.output_sequence_length = output_sequence_length
+        self.ngrams = ngrams
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents
+        self.strip_punctuation = strip_punctuation
+        self.strip_html = strip_html
+        self.set_vocabulary(vocabulary or [])
+
+    # ----------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "max_tokens", "output_mode", "output_sequence_length", "ngrams",
+            "lowercase", "strip_accents", "strip_punctuation", "strip_html")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"TextVectorizer({args}, vocab_size={self.vocab_size})"
+
+    # ------------------------------------------------------------ standardize
+    def _normalizer(self) -> normalizers.Normalizer:
+        steps = []
+        if self.strip_html:
+            steps.append(normalizers.Replace(Regex(HTML_TAG), " "))
+        if self.strip_accents:
+            steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
+        if self.lowercase:
+            steps.append(normalizers.Lowercase())
+        if self.strip_punctuation:
+            steps.append(normalizers.Replace(Regex(PUNCTUATION), ""))
+        return normalizers.Sequence(steps)
+
+    def _word_tokenizer(self, vocab: dict[str, int]) -> Tokenizer:
+        tok = Tokenizer(WordLevel(vocab, unk_token=OOV))
+        tok.normalizer = self._normalizer()
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return tok
+
+    def standardize(self, text: str) -> str:
+        """The standardized text (step 1), as the vectorizer sees it."""
+        return self._normalizer().normalize_str(text)
+
+    def split(self, text: str) -> list[str]:
+        """Standardized tokens of `text` (steps 1-2, unigrams)."""
+        return self.standardize(text).split()
+
+    # ------------------------------------------------------------- vocabulary
+    def get_vocabulary(self) -> list[str]:
+        return list(self._vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._vocab)
+
+    def set_vocabulary(self, vocabulary: Sequence[str]) -> None:
+        """Use `vocabulary` (index order kept; ``''`` and ``'[UNK]'`` put first if missing)."""
+        vocab = [t for t in vocabulary if t not in (PAD, OOV)]
+        self._vocab = [PAD, OOV] + vocab
+        if len(set(self._vocab)) != len(self._vocab):
+            raise ValueError("vocabulary has duplicate tokens")
+        index = {t: i for i, t in enumerate(self._vocab)}
+        self._truncating_cache: dict[int, Tokenizer] = {}
+        if self.ngrams == 1:  # the WordLevel model emits final ids directly
+            self._tokenizer = self._word_tokenizer(index)
+            self._ngram_index = None
+            return
+        # n-grams: the model indexes the words that occur in some vocabulary n-gram;
+        # n-grams are then looked up as tuples of those word ids.
+        words = sorted({w for t in vocab for w in t.split(" ")})
+        word_id = {w: i + 1 for i, w in enumerate(words)}  # 0 = a word in no n-gram
+        self._tokenizer = self._word_tokenizer({OOV: 0, **word_id})
+        self._ngram_index = {tuple(word_id[w] for w in t.split(" ")): i for t, i in index.items() if i >= 2}
+
+    def adapt(self, texts: Sequence[str]) -> "TextVectorizer":
+        """Build the vocabulary from `texts` (the training split only)."""
+        texts = list(texts)
+        counter = self._word_tokenizer({})
+        trainer = WordLevelTrainer(vocab_size=1 << 31, min_frequency=0, show_progress=False, special_tokens=[])
+        counter.train_from_iterator(texts, trainer, length=len(texts))
+        words = counter.get_vocab()  # every word, id -> trainer's order (ties not Keras')
+        id_to_word = np.empty(len(words), dtype=object)
+        for w, i in words.items():
+            id_to_word[i] = w
+        flat, lengths = self._encode_ids(counter, texts)
+        counts = Counter(dict(zip(id_to_word.tolist(), np.bincount(flat, minlength=len(words)).tolist())))
+        if self.ngrams > 1:
+            counts.update(self._count_ngrams(flat, lengths, id_to_word))
+        counts.pop(OOV, None)
+        counts.pop(PAD, None)
+        ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)  # Keras: count desc, ties reverse-lex
+        cap = None if self.max_tokens is None else self.max_tokens - 2
+        self.set_vocabulary([t for t, _ in ranked[:cap]])
+        return self
+
+    def _count_ngrams(self, flat: np.ndarray, lengths: np.ndarray, id_to_word: np.ndarray) -> Counter:
+        counts: Counter = Counter()
+        ends = np.cumsum(lengths)
+        seqs = [flat[e - n:e].tolist() for e, n in zip(ends, lengths)]
+        for n in range(2, self.ngrams + 1):
+            grams = Counter()
+            for s in seqs:
+                grams.update(zip(*(s[k:] for k in range(n))))
+            counts.update({" ".join(id_to_word[list(g)]): c for g, c in grams.items()})
+        return counts
+
+    # --------------------------------------------------------------- encoding
+    @staticmethod
+    def _encode_ids(tok: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        return flat, lengths
+
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Ragged int encoding: (flat ids int64 (sum of lengths,), lengths int64 (B,)).
+
+        Sequence b is ``flat[offsets[b]:offsets[b + 1]]`` with offsets the cumulative
+        lengths; each is truncated to `max_length` when given. Empty texts have length 0.
+        """
+        texts = list(texts)
+        if self.ngrams == 1:
+            return self._encode_ids(self._truncating(max_length), texts)
+        flat, lengths = self._encode_ids(self._tokenizer, texts)
+        ends = np.cumsum(lengths)
+        seqs = [self._ngram_ids(flat[e - n:e].tolist())[:max_length] for e, n in zip(ends, lengths)]
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        return np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum())), lengths
+
+    def _truncating(self, max_length: int | None) -> Tokenizer:
+        """The unigram tokenizer, truncating in Rust when `max_length` is given (cached per length)."""
+        if max_length is None:
+            return self._tokenizer
+        if max_length not in self._truncating_cache:
+            tok = Tokenizer.from_str(self._tokenizer.to_str())
+            tok.enable_truncation(max_length)
+            self._truncating_cache[max_length] = tok
+        return self._truncating_cache[max_length]
+
+    def _ngram_ids(self, words: list[int]) -> list[int]:
+        index = self._ngram_index
+        out = []
+        for n in range(1, self.ngrams + 1):
+            out += [index.get(g, 1) for g in zip(*(words[k:] for k in range(n)))]
+        return out
+
+    def __call__(self, texts: str | Iterable[str]):
+        if isinstance(texts, str):
+            return self([texts])[0]
+        texts = list(texts)
+        L = self.output_sequence_length
+        flat, lengths = self.encode(texts, L)
+        if self.output_mode == "multi_hot":
+            out = torch.zeros(len(texts), self.vocab_size)
+            rows = np.repeat(np.arange(len(texts)), lengths)
+            out[torch.from_numpy(rows), torch.from_numpy(flat)] = 1.0
+            return out
+        if L is None:
+            return [a.tolist() for a in np.split(flat, np.cumsum(lengths)[:-1])] if texts else []
+        return pad_ragged(flat, lengths, L)
+
+    def decode(self, ids) -> str | list[str]:
+        """Tokens of `ids` joined by spaces, padding dropped; 2-D input gives one string per row."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        if ids and isinstance(ids[0], (list, tuple)):
+            return [self.decode(row) for row in ids]
+        return " ".join(self._vocab[i] for i in ids if i != 0)
+
+    # ------------------------------------------------------------- save/load
+    def to_json(self) -> str:
+        return json.dumps({"class": "TextVectorizer", "version": 1, "config": self.get_config(), "vocabulary": self._vocab[2:]}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, s: str) -> "TextVectorizer":
+        d = json.loads(s)
+        if d.get("class") != "TextVectorizer":
+            raise ValueError(f"not a TextVectorizer JSON: expected class 'TextVectorizer', got {d.get('class')!r}")
+        return cls(**d["config"], vocabulary=d["vocabulary"])
+
+    def save(self, path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "TextVectorizer":
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    def __getstate__(self):
+        return {"json": self.to_json()}
+
+    def __setstate__(self, state):
+        self.__dict__.update(TextVectorizer.from_json(state["json"]).__dict__)
+
+
+def pad_ragged(flat: np.ndarray, lengths: np.ndarray, length: int, pad: int = 0) -> torch.Tensor:
+    """LongTensor (B, length) from a ragged (flat, lengths) encoding, padded/truncated at the end."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    kept = np.minimum(lengths, length)
+    rows = np.repeat(np.arange(len(lengths)), kept)
+    cols = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+    out = torch.full((len(lengths), length), pad, dtype=torch.long)
+    out[torch.from_numpy(rows), torch.from_numpy(cols)] = torch.from_numpy(flat[np.repeat(starts, kept) + cols])
+    return out
+
+
+def reference_standardize(text: str, lowercase=True, strip_accents=True, strip_punctuation=True, strip_html=True) -> str:
+    """Plain-Python standardization with the same semantics (for tests and the benchmark)."""
+    if strip_html:
+        text = re.sub(HTML_TAG, " ", text)
+    if strip_accents:
+        text = unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"))
+    if lowercase:
+        text = text.lower()
+    if strip_punctuation:
+        text = re.sub(PUNCTUATION, "", text)
+    return text
