@@ -1,0 +1,47 @@
+"""Test-set metrics of a trained checkpoint: ``python -m rnnlab.evaluate ckpt=PATH``.
+
+The datamodule is rebuilt from the data config stored in the checkpoint (``+data.KEY=VALUE`` overrides a key), and
+its vocabulary must be the one the model was trained with.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.models.module import SequenceClassifierModule
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location="cpu", weights_only=False)
+    if module.data_config is None:
+        raise ValueError(f"ckpt {cfg.ckpt} has no data config: expected a checkpoint written by rnnlab.train")
+    data_cfg = OmegaConf.merge(OmegaConf.create(module.data_config), cfg.data)
+    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit" if cfg.split == "val" else "test")
+    if module.vocabulary is not None and datamodule.vectorizer.to_json() != module.vocabulary:
+        raise ValueError("the datamodule's vocabulary differs from the checkpoint's: expected the data config the "
+                         "model was trained with (max_tokens, subset, seed, archive); drop the +data overrides")
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    metrics = {k: float(v) for k, v in run(module, datamodule=datamodule, verbose=False)[0].items()}
+    text = json.dumps({"ckpt": str(cfg.ckpt), **metrics}, indent=2)
+    print(text)
+    if cfg.output:
+        with open(cfg.output, "w") as f:
+            f.write(text)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Classify raw text with a trained checkpoint: ``python -m rnnlab.predict ckpt=PATH text="a great film"``.
+
+Without ``text`` it reads one text per line from stdin. Prints one JSON line per text:
+``{"label": "pos", "probability": 0.97, "text": "a great film"}`` where ``probability`` is that of the label.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from rnnlab.models.module import SequenceClassifierModule
+
+
+def encode(vectorizer, texts: list[str], max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, T) right-padded with 0 and lengths (B,) of raw texts, cut to max_length tokens."""
+    rows = [list(map(int, r)) for r in vectorizer(list(texts))]
+    rows = [[x for x in r if x != 0][:max_length] if max_length else [x for x in r if x != 0] for r in rows]
+    lengths = torch.tensor([max(len(r), 1) for r in rows])  # an empty text is one padding token
+    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, lengths
+
+
+@torch.no_grad()
+def predict(module: SequenceClassifierModule, texts: list[str]) -> list[dict]:
+    """Label and its probability for each text."""
+    module.eval()
+    max_length = (module.data_config or {}).get("max_length")
+    ids, lengths = encode(module.vectorizer(), texts, max_length)
+    probs = module.predict_proba(ids.to(module.device), lengths)
+    names = module.class_names or [str(k) for k in range(module.hparams.num_classes)]
+    out = []
+    for text, p in zip(texts, probs.cpu()):
+        if module.binary:
+            k = int(p >= 0.5)
+            prob = float(p) if k == 1 else 1 - float(p)
+        else:
+            k = int(p.argmax())
+            prob = float(p[k])
+        out.append({"label": names[k], "probability": round(prob, 6), "text": text})
+    return out
+
+
+def quote_text_override(arg: str) -> str:
+    """``text=a, b`` as Hydra's quoted string ``text='a, b'``, so raw text (commas, brackets) needs no quoting."""
+    if not arg.startswith("text=") or arg[5:6] in ("'", '"', "["):
+        return arg
+    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, arg[5:])  # backslashes before a quote are escapes
+    return "text='" + value.replace("'", "\\'") + "'"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    if cfg.text is None:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    else:
+        texts = list(cfg.text) if isinstance(cfg.text, ListConfig) else [str(cfg.text)]
+    module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location=cfg.device, weights_only=False)
+    for row in predict(module, texts):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0]] + [quote_text_override(a) for a in sys.argv[1:]]
+    main()
