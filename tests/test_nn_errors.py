@@ -1,0 +1,161 @@
+"""Each documented argument/input error is raised, and its message names the argument, the expectation and what
+was got, e.g. "`input.size(-1)` must equal input_size: expected 5, got 3"."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnlab.nn as rn
+
+T, B, I, H = 5, 3, 4, 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"hidden_size": 0}, ValueError, r"`hidden_size` must be a positive int: got 0"),
+        ({"num_layers": 0}, ValueError, r"`num_layers` must be a positive int: got 0"),
+        ({"num_layers": 2.0}, ValueError, r"`num_layers` must be a positive int: got 2.0"),
+        ({"input_size": -1}, ValueError, r"`input_size` must be a positive int: got -1"),
+        ({"dropout": 1.5}, ValueError, r"`dropout` must be a number in \[0, 1\].*got 1.5"),
+        ({"dropout": -0.1}, ValueError, r"`dropout` must be a number in \[0, 1\].*got -0.1"),
+        ({"dropout": "0.5"}, ValueError, r"`dropout` must be a number in \[0, 1\].*got '0.5'"),
+        ({"dropout": True}, ValueError, r"`dropout` must be a number in \[0, 1\].*got True"),
+        ({"init": "xavier"}, ValueError, r"`init` must be one of \['torch', 'keras'\]: got 'xavier'"),
+        ({"backend": "cudnn"}, ValueError, r"`backend` must be one of \['auto', 'loop'.*\]: got 'cudnn'"),
+        ({"bidirectional": 1}, TypeError, r"`bidirectional` must be a bool: got int 1"),
+    ],
+)
+def test_constructor_errors(kwargs, exc, match):
+    args = {"input_size": I, "hidden_size": H, **kwargs}
+    with pytest.raises(exc, match=match):
+        rn.LSTM(**args)
+
+
+def test_bad_nonlinearity():
+    with pytest.raises(ValueError, match=r"`nonlinearity` must be one of \['tanh', 'relu', 'identity'\]: got 'sigmoid'"):
+        rn.RNN(I, H, nonlinearity="sigmoid")
+
+
+def test_dropout_with_one_layer_warns_like_torch():
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        rn.GRU(I, H, dropout=0.5)
+
+
+def test_backend_changed_after_construction_is_checked():
+    m = rn.GRU(I, H)
+    m.backend = "nope"
+    with pytest.raises(ValueError, match=r"`backend` must be one of \['auto', 'loop'.*got 'nope'"):
+        m(torch.randn(T, B, I))
+
+
+@pytest.mark.parametrize("shape", [(I,), (1, T, B, I)])
+def test_input_rank(shape):
+    with pytest.raises(ValueError, match=rf"`input` must be 3-D \(batched\) or 2-D \(unbatched\).*got {len(shape)}-D"):
+        rn.LSTM(I, H)(torch.randn(shape))
+
+
+def test_input_feature_size():
+    with pytest.raises(ValueError, match=rf"`input.size\(-1\)` must equal input_size: expected {I}, got 3"):
+        rn.LSTM(I, H)(torch.randn(T, B, 3))
+
+
+def test_input_dtype_must_match_parameters():
+    with pytest.raises(TypeError, match=r"`input.dtype` must equal the parameters' dtype: expected torch.float32, got torch.float64"):
+        rn.GRU(I, H)(torch.randn(T, B, I, dtype=torch.float64))
+
+
+def test_hx_shape():
+    with pytest.raises(ValueError, match=rf"`hx` must have shape .*: expected \(2, {B}, {H}\), got \(1, {B}, {H}\)"):
+        rn.GRU(I, H, bidirectional=True)(torch.randn(T, B, I), torch.zeros(1, B, H))
+    with pytest.raises(ValueError, match=rf"`hx\[1\]` must have shape .*: expected \(1, {B}, {H}\), got \(1, {B}, 3\)"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), (torch.zeros(1, B, H), torch.zeros(1, B, 3)))
+    with pytest.raises(ValueError, match=rf"`hx` must have shape .*without batch.*expected \(1, {H}\), got \(1, 1, {H}\)"):
+        rn.RNN(I, H)(torch.randn(T, I), torch.zeros(1, 1, H))
+
+
+def test_hx_type():
+    with pytest.raises(TypeError, match=r"`hx` must be a tuple \(h_0, c_0\) for LSTM: got Tensor"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), torch.zeros(1, B, H))
+    with pytest.raises(TypeError, match=r"`hx` must be a tuple \(h_0, c_0\) for CIFGLSTM: got Tensor"):
+        rn.CIFGLSTM(I, H)(torch.randn(T, B, I), torch.zeros(1, B, H))
+    with pytest.raises(TypeError, match=r"`hx` must be a Tensor for GRU: got tuple"):
+        rn.GRU(I, H)(torch.randn(T, B, I), (torch.zeros(1, B, H),))
+
+
+def test_hx_dtype():
+    with pytest.raises(ValueError, match=r"`hx` must match the input's dtype and device: expected torch.float32 on cpu, got torch.float64"):
+        rn.RNN(I, H)(torch.randn(T, B, I), torch.zeros(1, B, H, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("lengths,lo,hi", [([0, 2, 3], 0, 3), ([1, 6, 3], 1, 6), (torch.tensor([5, -1, 2]), -1, 5)])
+def test_lengths_out_of_range(lengths, lo, hi):
+    with pytest.raises(ValueError, match=rf"`lengths` must lie in \[1, T={T}\].*got min {lo}, max {hi}"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), lengths=lengths)
+
+
+def test_lengths_dtype():
+    with pytest.raises(TypeError, match=r"`lengths.dtype` must be an integer type: expected torch.int64, got torch.float32"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), lengths=torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match=r"`lengths` must be a list of ints or an int64 tensor: got \[1.0, 2, 3\]"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), lengths=[1.0, 2, 3])
+
+
+def test_lengths_device():
+    with pytest.raises(ValueError, match=r"`lengths.device` must be the CPU or the input's device: expected cpu or cpu, got meta"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), lengths=torch.ones(B, dtype=torch.int64, device="meta"))
+
+
+def test_lengths_size():
+    with pytest.raises(ValueError, match=rf"`lengths` must have shape \(batch,\): expected \({B},\), got \(2,\)"):
+        rn.LSTM(I, H)(torch.randn(T, B, I), lengths=[1, 2])
+
+
+def test_lengths_with_packed_input():
+    packed = pack_padded_sequence(torch.randn(T, B, I), torch.tensor([5, 2, 3]), enforce_sorted=False)
+    with pytest.raises(ValueError, match=r"`lengths` must be None when input is a PackedSequence"):
+        rn.LSTM(I, H)(packed, lengths=[5, 2, 3])
+
+
+def test_int32_lengths_are_accepted():
+    out, _ = rn.GRU(I, H)(torch.randn(T, B, I), lengths=torch.tensor([5, 2, 3], dtype=torch.int32))
+    assert out[2:, 1].abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    "module,match",
+    [
+        (rn.CIFGLSTM(I, H), r"CIFGLSTM\(4, 2\) has no torch.nn peer"),
+        (rn.LSTM(I, H, forget_gate=False), r"LSTM\(4, 2, forget_gate=False\) has no torch.nn peer"),
+        (rn.RNN(I, H, nonlinearity="identity"), r"RNN\(nonlinearity='identity'\) has no torch.nn peer"),
+    ],
+)
+def test_to_torch_without_peer(module, match):
+    with pytest.raises(TypeError, match=match):
+        module.to_torch()
+
+
+def test_from_torch_wrong_class():
+    with pytest.raises(TypeError, match=r"`module` must be a torch.nn.modules.rnn.LSTM: got GRU"):
+        rn.LSTM.from_torch(torch.nn.GRU(I, H))
+    with pytest.raises(TypeError, match=r"CIFGLSTM has no torch.nn peer"):
+        rn.CIFGLSTM.from_torch(torch.nn.LSTM(I, H))
+    with pytest.raises(ValueError, match=r"`module.proj_size` must be 0.*got 1"):
+        rn.LSTM.from_torch(torch.nn.LSTM(I, H, proj_size=1))
+
+
+@pytest.mark.cuda
+def test_cuda_lengths_out_of_range_fail_at_sync():
+    """On CUDA the range check runs on the device (no host sync in forward) and fails at the next sync. A device
+    assert poisons the CUDA context, so it runs in its own process."""
+    code = (
+        "import torch, rnnlab.nn as rn\n"
+        "m = rn.LSTM(4, 2, device='cuda')\n"
+        "m(torch.randn(5, 3, 4, device='cuda'), lengths=torch.tensor([0, 2, 3], device='cuda'))\n"
+        "torch.cuda.synchronize()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "lengths" in proc.stderr
