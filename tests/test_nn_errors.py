@@ -158,4 +158,4 @@ def test_cuda_lengths_out_of_range_fail_at_sync():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert "lengths" in proc.stderr
+    assert "assert" in proc.stderr.lower()  # "device-side assert triggered"
