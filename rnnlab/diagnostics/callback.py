@@ -1,0 +1,221 @@
+"""Lightning callback: per-timestep gradient norms to TensorBoard every N training steps.
+
+On a recorded step the callback switches on ``record_grad_norms()`` on every ``rnnlab.nn`` module
+in the LightningModule (the total derivative :math:`\\lVert \\partial J/\\partial h_t \\rVert` per layer,
+direction and ``t``) and hooks the embedding output (:math:`\\lVert \\partial J/\\partial x_t \\rVert`,
+for every encoder including ``torch.nn`` baselines). After that step's backward it logs
+
+* ``grad_t/profile`` (``add_figure``): mean norm (log scale) against ``t``, aligned to the start and
+  to each sequence's end, one line per layer/direction and one for ``dx``;
+* ``grad_t/heatmap`` (``add_image``): log10 mean norm over (``k``, training step), growing as
+  training goes on;
+* scalars ``grad_t/decay_{k}`` (``dx``: norm ``k`` tokens before the last over the norm at the last,
+  averaged over samples longer than ``k``) and ``grad_t/<series>/decay_{k}`` per series; a ratio whose
+  ``k`` no sequence in the batch reaches is not logged. These keys are in :attr:`hparam_metrics`, so
+  :class:`rnnlab.diagnostics.hparams.LogHParams` puts them in the HParams tab.
+
+The curves of every recorded step are also saved to ``<log_dir>/grad_t.pt`` at the end of fit for
+``scripts/plot_grad_norms.py``. On the other steps the callback does integer arithmetic only (no
+host-device synchronisation, no hooks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from rnnlab.diagnostics.gradients import EmbeddingGradNorm, decay_ratios, mean_over_samples
+from rnnlab.diagnostics.plots import figure_to_array, heatmap_figure, natural_align, profile_figure
+
+__all__ = ["TimestepGradNorms", "find_recorders", "find_embedding", "batch_lengths"]
+
+
+def find_recorders(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Outermost submodules with a ``record_grad_norms`` method (the ``rnnlab.nn`` recurrent modules)."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in root.named_modules():
+        if callable(getattr(module, "record_grad_norms", None)) and not any(
+            name.startswith(prefix + ".") or prefix == "" for prefix, _ in found
+        ):
+            found.append((name, module))
+    return found
+
+
+def find_embedding(root: nn.Module) -> nn.Module | None:
+    """``root.model.embedding`` when present (rnnlab's classifier), else the first ``nn.Embedding``."""
+    embedding = getattr(getattr(root, "model", None), "embedding", None)
+    if isinstance(embedding, nn.Module):
+        return embedding
+    return next((m for m in root.modules() if isinstance(m, nn.Embedding)), None)
+
+
+def batch_lengths(batch) -> Tensor | None:
+    """Lengths of an rnnlab batch ``(ids (B, L), lengths (B,), labels)`` or a dict with ``'lengths'``; else ``None``."""
+    if isinstance(batch, dict):
+        candidate = batch.get("lengths")
+    elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        candidate = batch[1]
+    else:
+        return None
+    if isinstance(candidate, Tensor) and candidate.dim() == 1 and not candidate.is_floating_point():
+        return candidate
+    return None
+
+
+class TimestepGradNorms(pl.Callback):
+    """Logs per-timestep gradient norms every ``every_n_steps`` training steps.
+
+    Args:
+        every_n_steps: record on optimizer steps ``0, N, 2N, ...``; ``0`` turns the callback off. Default: 50
+        decay_steps: the ``k`` of the ``grad_t/decay_{k}`` scalars. Default: ``(100, 400)``
+        max_history: rows kept for the heatmap and ``grad_t.pt`` (oldest dropped). Default: 200
+        max_width: longest ``k`` drawn in the heatmap. Default: 1000
+        save_curves: write ``grad_t.pt`` (every recorded step's curves) at the end of fit. Default: ``True``
+
+    Attributes:
+        records: ``deque`` of ``{"step", "curves": {series: {"start": (T,), "end": (T,)}}, "decay": {...}}``
+            (CPU tensors), one per recorded step.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        decay_steps=(100, 400),
+        max_history: int = 200,
+        max_width: int = 1000,
+        save_curves: bool = True,
+    ):
+        super().__init__()
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0 (0 turns the callback off): got {every_n_steps}")
+        self.every_n_steps = int(every_n_steps)
+        self.decay_steps = tuple(int(k) for k in decay_steps)
+        self.max_width = int(max_width)
+        self.save_curves = save_curves
+        self.records: deque = deque(maxlen=max_history)
+        self._recorders: list[tuple[str, nn.Module]] = []
+        self._embedding: EmbeddingGradNorm | None = None
+        self._lengths: Tensor | None = None
+        self._recording_step: int | None = None
+        self._last_step = -1
+
+    @property
+    def hparam_metrics(self) -> tuple[str, ...]:
+        """Scalar keys to declare in the TensorBoard HParams metric dict (none when off)."""
+        if self.every_n_steps == 0:
+            return ()
+        return tuple(f"grad_t/decay_{k}" for k in self.decay_steps)
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._recorders = find_recorders(pl_module)
+        embedding = find_embedding(pl_module)
+        self._embedding = EmbeddingGradNorm(embedding) if embedding is not None else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps == 0 or step % self.every_n_steps or step == self._last_step:
+            return
+        if not trainer.is_global_zero:
+            return
+        self._last_step = self._recording_step = step
+        self._lengths = batch_lengths(batch)
+        for _, module in self._recorders:
+            module.record_grad_norms(True)
+        if self._embedding is not None:
+            self._embedding.attach()
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if self._recording_step is None:
+            return
+        step = self._recording_step
+        curves = self._collect()
+        self._stop()
+        if curves:
+            self._log(trainer, step, curves)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._recording_step is not None:  # forward ran but no backward (e.g. training_step returned None)
+            self._stop()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._stop()
+        if self.save_curves and self.records and trainer.is_global_zero:
+            log_dir = _log_dir(trainer)
+            if log_dir is not None:
+                os.makedirs(log_dir, exist_ok=True)
+                torch.save(list(self.records), os.path.join(log_dir, "grad_t.pt"))
+
+    # -- internals ---------------------------------------------------------------------------
+    def _stop(self) -> None:
+        if self._recording_step is None:
+            return
+        for _, module in self._recorders:
+            module.record_grad_norms(False)
+        if self._embedding is not None:
+            self._embedding.detach()
+        self._recording_step = None
+        self._lengths = None
+
+    def _collect(self) -> dict[str, dict[str, Tensor]]:
+        """Per-series mean curves, start- and end-aligned, moved to CPU in one transfer."""
+        per_sample: dict[str, tuple[Tensor, Tensor | None]] = {}
+        encoder_lengths = None
+        for prefix, module in self._recorders:
+            lengths = getattr(module, "last_lengths", None)
+            encoder_lengths = lengths if encoder_lengths is None else encoder_lengths
+            for key, norms in (getattr(module, "grad_norms", None) or {}).items():
+                name = f"dh/{key}" if len(self._recorders) == 1 else f"dh/{prefix}.{key}"
+                per_sample[name] = (norms, lengths)
+        if self._embedding is not None and self._embedding.norms is not None:
+            per_sample["dx"] = (self._embedding.norms, self._lengths if self._lengths is not None else encoder_lengths)
+        names, stacked = [], []
+        for name, (norms, lengths) in per_sample.items():
+            if lengths is not None and len(lengths) != norms.size(0):
+                lengths = None  # not this forward's batch: treat every sequence as full length
+            for align in ("start", "end"):
+                names.append((name, align))
+                stacked.append(mean_over_samples(norms.detach(), lengths, align))
+        if not stacked:
+            return {}
+        width = max(c.numel() for c in stacked)
+        padded = torch.stack([nn.functional.pad(c, (0, width - c.numel()), value=float("nan")) for c in stacked])
+        padded = padded.cpu()  # the one host sync, on recorded steps only
+        curves: dict[str, dict[str, Tensor]] = {}
+        for (name, align), row, c in zip(names, padded, stacked):
+            curves.setdefault(name, {})[align] = row[: c.numel()]
+        return curves
+
+    def _log(self, trainer: pl.Trainer, step: int, curves: dict[str, dict[str, Tensor]]) -> None:
+        scalars = {}
+        decay = {}
+        for name, views in curves.items():
+            decay[name] = decay_ratios(views[natural_align(name)], self.decay_steps)
+            for k, ratio in decay[name].items():
+                scalars[f"grad_t/{name}/decay_{k}"] = ratio
+        for k, ratio in decay.get("dx", {}).items():
+            scalars[f"grad_t/decay_{k}"] = ratio
+        self.records.append({"step": step, "curves": curves, "decay": decay})
+        for logger in trainer.loggers:
+            if scalars:
+                logger.log_metrics(scalars, step=step)
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_figure") and hasattr(writer, "add_image"):
+                writer.add_figure("grad_t/profile", profile_figure(curves, step), global_step=step)
+                history = {
+                    name: [(r["step"], r["curves"][name][natural_align(name)]) for r in self.records if name in r["curves"]]
+                    for name in curves
+                }
+                image = figure_to_array(heatmap_figure(history, self.max_width))
+                writer.add_image("grad_t/heatmap", image, global_step=step, dataformats="HWC")
+
+
+def _log_dir(trainer: pl.Trainer) -> str | None:
+    for logger in trainer.loggers:
+        if getattr(logger, "log_dir", None):
+            return logger.log_dir
+    return trainer.default_root_dir

@@ -1,0 +1,83 @@
+"""TensorBoard HParams: declare every run's hyperparameters with the metric keys a sweep compares.
+
+TensorBoard's HParams tab shows, for each run, the hyperparameters of its ``hparams`` summary and
+the last value of each *declared* metric tag. Declaring happens once, at train start, with the keys
+only: the ``hparams`` summary is written directly, so no placeholder value (Lightning's
+``log_hyperparams(params, metrics={key: 0})`` recipe) shows up as a fake point in the scalar charts.
+Use ``TensorBoardLogger(default_hp_metric=False)``.
+
+Metric keys come from :class:`LogHParams` ``metrics`` plus every callback with a ``hparam_metrics``
+attribute (e.g. ``grad_t/decay_100`` from :class:`~rnnlab.diagnostics.callback.TimestepGradNorms`,
+``grad/clipped_fraction`` from :class:`~rnnlab.diagnostics.clipping.GradClipStats`).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+__all__ = ["hparam_metric_keys", "run_hparams", "flatten_hparams", "LogHParams"]
+
+
+def hparam_metric_keys(trainer: pl.Trainer, metrics=()) -> list[str]:
+    """``metrics`` followed by the ``hparam_metrics`` of the trainer's callbacks, without duplicates."""
+    keys = list(metrics)
+    for callback in trainer.callbacks:
+        keys += list(getattr(callback, "hparam_metrics", ()))
+    return list(dict.fromkeys(keys))
+
+
+def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+    """The datamodule's and module's saved hyperparameters plus the trainer's clipping settings."""
+    params: dict = {}
+    datamodule = getattr(trainer, "datamodule", None)
+    for source in (datamodule, pl_module):
+        hparams = getattr(source, "hparams", None)
+        if hparams:
+            params.update(dict(hparams))
+    params["trainer/gradient_clip_val"] = trainer.gradient_clip_val or 0.0
+    params["trainer/gradient_clip_algorithm"] = str(trainer.gradient_clip_algorithm or "norm")
+    params["trainer/accumulate_grad_batches"] = trainer.accumulate_grad_batches
+    return params
+
+
+def flatten_hparams(params, prefix: str = "") -> dict:
+    """Nested mappings flattened with ``/``; values TensorBoard cannot show (None, lists, ...) as strings."""
+    flat = {}
+    for key, value in dict(params).items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "items"):
+            flat.update(flatten_hparams(value, name + "/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class LogHParams(pl.Callback):
+    """At train start, logs the run's hyperparameters to every logger with the metric keys declared.
+
+    Args:
+        metrics: metric keys logged by the module, e.g. ``("val/acc", "val/loss", "test/acc")``; the
+            ``hparam_metrics`` of the other callbacks are added.
+        extra: additional hyperparameters (e.g. a flattened Hydra config), merged last.
+
+    Use with ``TensorBoardLogger(default_hp_metric=False)`` so no ``hp_metric`` placeholder appears.
+    """
+
+    def __init__(self, metrics=("val/acc", "val/loss"), extra: dict | None = None):
+        super().__init__()
+        self.metrics = tuple(metrics)
+        self.extra = dict(extra or {})
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = {**run_hparams(trainer, pl_module), **self.extra}
+        keys = hparam_metric_keys(trainer, self.metrics)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)  # hparams.yaml (TensorBoard) / hparams in the other loggers
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                writer = logger.experiment._get_file_writer()
+                for summary in hparams_summary(flatten_hparams(params), dict.fromkeys(keys, 0.0)):
+                    writer.add_summary(summary)
