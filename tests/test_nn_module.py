@@ -1,0 +1,86 @@
+"""Module plumbing around run_layer: inter-layer dropout as torch, the backend dispatch table, lengths forms."""
+import pytest
+import torch
+
+import rnnlab.nn as rn
+from rnnlab.nn import base, loop
+
+T, B, I, H = 5, 3, 4, 2
+
+
+def test_dropout_between_layers_not_after_last():
+    """dropout=1 zeroes the input of layer 1 in training, so the output is layer 1 run on zeros; never the output."""
+    torch.manual_seed(0)
+    m = rn.GRU(I, H, 2, dropout=1.0).double().train()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    out, hn = m(x)
+    top = rn.GRU(H, H, 1).double()
+    top.load_state_dict({k.replace("_l1", "_l0"): v for k, v in m.state_dict().items() if "_l1" in k})
+    out_top, hn_top = top(torch.zeros(T, B, H, dtype=torch.float64))
+    assert torch.equal(out, out_top) and torch.equal(hn[1:], hn_top)
+    assert out.abs().sum() > 0
+
+
+def test_dropout_off_in_eval():
+    torch.manual_seed(0)
+    m = rn.LSTM(I, H, 2, dropout=0.5, bidirectional=True)
+    ref = rn.LSTM(I, H, 2, bidirectional=True)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(T, B, I)
+    assert torch.equal(m.eval()(x)[0], ref(x)[0])
+    assert not torch.equal(m.train()(x)[0], ref(x)[0])
+
+
+def test_backend_table_is_the_dispatch_point(monkeypatch):
+    """A backend is one entry in BACKENDS: the module calls it once per (layer, direction), reverse for _reverse."""
+    calls = []
+
+    def spy(cell, x, *args, **kwargs):
+        calls.append((cell, x.shape, args[-1], kwargs["grad_norms"] is not None))
+        return loop.run_layer(cell, x, *args, **kwargs)
+
+    monkeypatch.setitem(base.BACKENDS, "spy", spy)
+    m = rn.CIFGLSTM(I, H, 2, bidirectional=True, backend="spy").record_grad_norms()
+    ref = rn.CIFGLSTM(I, H, 2, bidirectional=True, backend="loop")
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(T, B, I)
+    assert torch.equal(m(x)[0], ref(x)[0])
+    assert calls == [
+        ("cifg", (T, B, I), False, True), ("cifg", (T, B, I), True, True),
+        ("cifg", (T, B, 2 * H), False, True), ("cifg", (T, B, 2 * H), True, True),
+    ]
+
+
+def test_lengths_list_tensor_and_batch_first_agree():
+    torch.manual_seed(0)
+    m = rn.LSTM(I, H, bidirectional=True)
+    mb = rn.LSTM(I, H, bidirectional=True, batch_first=True)
+    mb.load_state_dict(m.state_dict())
+    x = torch.randn(T, B, I)
+    out_list, (h_list, _) = m(x, lengths=[5, 1, 3])
+    out_tensor, (h_tensor, _) = m(x, lengths=torch.tensor([5, 1, 3]))
+    out_bf, (h_bf, _) = mb(x.transpose(0, 1), lengths=[5, 1, 3])
+    assert torch.equal(out_list, out_tensor) and torch.equal(h_list, h_tensor)
+    assert torch.equal(out_bf.transpose(0, 1), out_list) and torch.equal(h_bf, h_list)
+
+
+def test_record_grad_norms_under_no_grad_and_batch_first():
+    m = rn.RNN(I, H, batch_first=True).record_grad_norms()
+    with torch.no_grad():
+        m(torch.randn(B, T, I))
+    assert m.grad_norms["l0"].abs().sum() == 0  # nothing to record, and no error
+    m(torch.randn(B, T, I), lengths=[2, 5, 1])[0].sum().backward()
+    buf = m.grad_norms["l0"]
+    assert buf.shape == (B, T) and buf[0, 2:].abs().sum() == 0 and (buf[0, :2] > 0).all()
+    assert torch.equal(m.last_lengths, torch.tensor([2, 5, 1]))
+
+
+@pytest.mark.cuda
+def test_cuda_lengths_on_device_or_cpu_agree():
+    torch.manual_seed(0)
+    m = rn.LSTM(I, H, 2, bidirectional=True, device="cuda")
+    x = torch.randn(T, B, I, device="cuda")
+    out_cpu_len, _ = m(x, lengths=torch.tensor([5, 1, 3]))
+    out_dev_len, _ = m(x, lengths=torch.tensor([5, 1, 3], device="cuda"))
+    assert torch.equal(out_cpu_len, out_dev_len)
+    assert m.last_lengths.device.type == "cpu"
