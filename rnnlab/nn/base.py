@@ -36,7 +36,24 @@ def _check_backend(name) -> None:
 
 
 class RNNBase(nn.Module):
-    """Base class of rnnlab's recurrent modules; see :class:`rnnlab.nn.LSTM` for the arguments."""
+    """Base class of rnnlab's recurrent modules; see :class:`rnnlab.nn.LSTM` for the arguments.
+
+    It checks arguments and inputs, creates the parameters in torch's names, shapes and order, turns every input
+    form (batch_first, unbatched 2-D, PackedSequence, ``lengths``) into a time-major ``(T, B, I)`` batch with
+    lengths, and calls ``BACKENDS[backend]`` once per (layer, direction), with dropout between layers in training.
+
+    Per-timestep gradient norms (for :mod:`rnnlab.diagnostics`)::
+
+        >>> m = LSTM(3, 4, bidirectional=True).record_grad_norms()
+        >>> out, _ = m(torch.randn(6, 2, 3), lengths=[6, 2])
+        >>> out.sum().backward()
+        >>> sorted(m.grad_norms), m.grad_norms["l0"].shape  # (B, T) per layer and direction
+        (['l0', 'l0_reverse'], torch.Size([2, 6]))
+        >>> m.grad_norms["l0"][1, 2:]  # zero past the sequence's length
+        tensor([0., 0., 0., 0.])
+        >>> m.last_lengths
+        tensor([6, 2])
+    """
 
     cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn'
     torch_peer: Optional[type] = None  # the torch.nn class with the same parameters, for from_torch/to_torch

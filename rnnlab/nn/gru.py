@@ -38,6 +38,8 @@ class GRU(RNNBase):
 
         >>> rnn = GRU(10, 20, 2)
         >>> output, hn = rnn(torch.randn(5, 3, 10), torch.randn(2, 3, 20))
+        >>> output.shape, hn.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
     """
 
     cell = "gru"

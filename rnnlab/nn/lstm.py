@@ -52,6 +52,10 @@ class LSTM(RNNBase):
         >>> input = torch.randn(5, 3, 10)
         >>> h0, c0 = torch.randn(2, 3, 20), torch.randn(2, 3, 20)
         >>> output, (hn, cn) = rnn(input, (h0, c0), lengths=[5, 2, 4])
+        >>> output.shape, hn.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+        >>> bool(output[2:, 1].eq(0).all())  # sequence 1 has 2 steps: padded outputs are zero
+        True
     """
 
     cell = "lstm"
@@ -94,6 +98,8 @@ class CIFGLSTM(RNNBase):
 
         >>> rnn = CIFGLSTM(10, 20, bidirectional=True)
         >>> output, (hn, cn) = rnn(torch.randn(5, 3, 10))
+        >>> output.shape, rnn.weight_ih_l0.shape
+        (torch.Size([5, 3, 40]), torch.Size([60, 10]))
     """
 
     cell = "cifg"

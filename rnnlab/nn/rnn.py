@@ -33,6 +33,8 @@ class RNN(RNNBase):
 
         >>> rnn = RNN(10, 20, 2, nonlinearity='relu')
         >>> output, hn = rnn(torch.randn(5, 3, 10), torch.randn(2, 3, 20))
+        >>> output.shape, hn.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
     """
 
     cell = "rnn"
