@@ -13,18 +13,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from rnnlab.data.datamodule import texts_to_batch
 from rnnlab.models.module import SequenceClassifierModule
-
-
-def encode(vectorizer, texts: list[str], max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, T) right-padded with 0 and lengths (B,) of raw texts, cut to max_length tokens."""
-    rows = [list(map(int, r)) for r in vectorizer(list(texts))]
-    rows = [[x for x in r if x != 0][:max_length] if max_length else [x for x in r if x != 0] for r in rows]
-    lengths = torch.tensor([max(len(r), 1) for r in rows])  # an empty text is one padding token
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return ids, lengths
 
 
 @torch.no_grad()
@@ -32,7 +22,8 @@ def predict(module: SequenceClassifierModule, texts: list[str]) -> list[dict]:
     """Label and its probability for each text."""
     module.eval()
     max_length = (module.data_config or {}).get("max_length")
-    ids, lengths = encode(module.vectorizer(), texts, max_length)
+    ids, lengths = texts_to_batch(module.vectorizer(), texts, max_length)  # as the datamodules batch them
+    lengths = lengths.clamp(min=1)  # a text without known words is read as one padding token
     probs = module.predict_proba(ids.to(module.device), lengths)
     names = module.class_names or [str(k) for k in range(module.hparams.num_classes)]
     out = []

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.models.callbacks import EpochTimer
+from rnnlab.models.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("val/loss", "val/acc", "test/acc")
@@ -61,6 +62,10 @@ def build(cfg: DictConfig):
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.world_size == 1:  # under DDP Lightning must see the DataLoader itself to shard it
+        make_loader = datamodule.train_dataloader
+        datamodule.train_dataloader = lambda: ResumableLoader(
+            make_loader(), lambda: trainer.global_step, trainer.accumulate_grad_batches)
     return datamodule, module, trainer
 
 

@@ -1,0 +1,43 @@
+"""Mid-epoch resume: a training loader that skips the batches a checkpoint had already trained on.
+
+Lightning restores a mid-epoch checkpoint's step counters, then iterates the train loader from its start unless the
+loader is *stateful* (``state_dict``/``load_state_dict``). :class:`ResumableLoader` is that state for any loader whose
+batches are a function of (seed, epoch), such as ``BucketBatchSampler`` with ``set_epoch``: it records the optimizer
+steps done and, after a restore, drops the first ``steps_done % steps_per_epoch`` batches of the resumed epoch.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable
+
+
+class ResumableLoader:
+    """Wraps a DataLoader; ``global_step`` reads the trainer's optimizer step count (``lambda: trainer.global_step``).
+
+    ``sampler`` and ``batch_sampler`` are the wrapped loader's, so Lightning still calls their ``set_epoch``.
+    Assumes a fixed number of batches per epoch and ``accumulate`` batches per optimizer step.
+    """
+
+    def __init__(self, loader, global_step: Callable[[], int], accumulate: int = 1):
+        self.loader, self.global_step, self.accumulate = loader, global_step, accumulate
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):  # sampler, batch_sampler, dataset, batch_size ...
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def state_dict(self) -> dict:
+        return {"global_step": int(self.global_step())}
+
+    def load_state_dict(self, state: dict) -> None:
+        steps_per_epoch = math.ceil(len(self.loader) / self.accumulate)
+        self._skip = (state.get("global_step", 0) % steps_per_epoch) * self.accumulate
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return itertools.islice(iter(self.loader), skip, None)

@@ -1,0 +1,121 @@
+"""The training job end to end: the real Hydra config, shrunk to tiny CPU runs on a tiny IMDB archive."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import make_imdb_archive
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+
+import rnnlab.conf
+from rnnlab.evaluate import evaluate
+from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.predict import predict
+from rnnlab.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
+
+
+def tiny(archive, out, cache) -> list[str]:
+    """Overrides that turn any config into a run of a few seconds on CPU."""
+    return [f"data.archive={archive}", f"data.root={cache}", "data.batch_size=8", "data.max_tokens=200",
+            "data.max_length=40", "model.embedding_dim=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", f"output_dir={out}"]
+
+
+def make_cfg(archive, tmp_path, *overrides, name="run"):
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        return compose("train", overrides=tiny(archive, tmp_path / name, tmp_path / "cache") + list(overrides))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, experiment):
+    cfg = make_cfg(archive, tmp_path, f"+experiment={experiment}", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
+    metrics = train(cfg)
+    out = tmp_path / "run"
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert len(metrics["epoch_times_s"]) == 1 and metrics["epoch_times_s"][0] > 0
+    assert (out / "config.yaml").exists() and list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "checkpoints" / "last.ckpt").exists() and Path(metrics["best_ckpt"]).exists()
+    module = SequenceClassifierModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert module.hparams.cell == cfg.model.cell and module.num_parameters() == metrics["num_parameters"]
+    assert module.vocabulary is not None and module.class_names == ["neg", "pos"]
+
+
+def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
+    runs = [train(make_cfg(archive, tmp_path, "+experiment=lstm", f"seed={s}", name=f"r{i}"))
+            for i, s in enumerate([1, 1, 2])]
+    keys = ("train/loss", "val/loss", "val/acc", "test/acc")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+    assert runs[0]["val/loss"] != runs[2]["val/loss"]
+
+
+def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path):
+    # 48 training reviews -> 5 batches of 8 per epoch; stop at step 7 (mid second epoch), resume, compare.
+    common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2", "data.val_fraction=0.2",
+              "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+              "+callbacks.steps.every_n_train_steps=7", "+callbacks.steps.save_top_k=-1",
+              "+callbacks.steps.filename=step{step}", "+callbacks.steps.auto_insert_metric_name=false"]
+    full = train(make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", name="full"))
+    cut = make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", "trainer.max_steps=7",
+                   "test=false", name="cut")
+    train(cut)
+    ckpt = tmp_path / "cut" / "steps" / "step7.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 7
+    resumed = train(make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps",
+                             f"ckpt_path={ckpt}", name="resumed"))
+    assert resumed["steps"] == full["steps"] == 10
+    for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
+        assert resumed[key] == full[key], key
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def trained(archive, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    metrics = train(make_cfg(archive, tmp, "+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2"))
+    return tmp, metrics
+
+
+def test_evaluate_rebuilds_the_test_split_of_the_checkpoint(archive, trained):
+    tmp, metrics = trained
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={metrics['best_ckpt']}", "trainer.enable_progress_bar=false"])
+    result = evaluate(cfg)
+    assert result["test/acc"] == metrics["test/acc"] and result["test/loss"] == metrics["test/loss"]
+
+
+def test_predict_raw_text_does_not_depend_on_the_other_texts_of_the_batch(trained):
+    tmp, metrics = trained
+    module = SequenceClassifierModule.load_from_checkpoint(metrics["best_ckpt"], weights_only=False)
+    texts = ["A great, wonderful film!", "the worst plot " * 30 + "boring", "", "zzzz unknownword"]
+    together = predict(module, texts)
+    alone = [predict(module, [t])[0] for t in texts]
+    for a, b in zip(together, alone):
+        assert a["label"] == b["label"] and a["label"] in ("neg", "pos") and a["text"] == b["text"]
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5) and 0.5 <= a["probability"] <= 1
+
+
+def test_nan_loss_stops_with_the_step_and_a_clipping_hint():
+    module = SequenceClassifierModule(vocab_size=10, embedding_dim=4, cell="torch_gru", hidden_size=3)
+    with torch.no_grad():
+        module.model.head.bias.fill_(math.nan)
+    batch = (torch.tensor([[1, 2, 3]]), torch.tensor([3]), torch.tensor([1.0]))
+    with pytest.raises(FloatingPointError, match=r"at step 0 .*gradient_clip_val"):
+        module.training_step(batch, 0)
+
+
+def test_a_wrong_config_key_is_a_hydra_error(archive, tmp_path):
+    with pytest.raises(ConfigCompositionException, match="hiden_size"):
+        make_cfg(archive, tmp_path, "model.hiden_size=3")
