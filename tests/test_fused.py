@@ -101,3 +101,53 @@ def test_inplace_change_of_output_is_caught():
     out.mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # version counter
         out.sum().backward()
+
+
+def _module(name):
+    from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
+    return {"lstm": LSTM, "lstm_nofg": LSTM, "cifg": CIFGLSTM, "gru": GRU, "rnn": RNN}[name]
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_nofg", "cifg", "gru", "rnn"])
+@pytest.mark.parametrize("layers,bidirectional,batch_first,with_lengths,with_hx",
+                         # each factor on and off at least once, and all on together
+                         [(1, False, False, False, False), (2, True, True, True, True),
+                          (2, False, False, True, True), (1, True, True, False, True), (2, True, False, True, False)])
+def test_module_fused_matches_loop(name, layers, bidirectional, batch_first, with_lengths, with_hx):
+    """Through the modules: backend='fused' equals backend='loop' (outputs, states, every gradient, grad norms)."""
+    kw = {"forget_gate": False} if name == "lstm_nofg" else {}
+    torch.manual_seed(0)
+    ref = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
+                        dtype=torch.float64, backend="loop", **kw)
+    mod = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
+                        dtype=torch.float64, backend="fused", **kw)
+    mod.load_state_dict(ref.state_dict())
+    D = 2 if bidirectional else 1
+    x = torch.randn(B, T, I, dtype=torch.float64) if batch_first else torch.randn(T, B, I, dtype=torch.float64)
+    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    lstm_like = name in ("lstm", "lstm_nofg", "cifg")
+    hx = None
+    if with_hx:
+        hx = tuple(torch.randn(layers * D, B, H, dtype=torch.float64) for _ in range(2 if lstm_like else 1))
+        hx = hx if lstm_like else hx[0]
+
+    def run(m):
+        m.record_grad_norms(True)
+        xi = x.clone().requires_grad_()
+        hi = None if hx is None else (tuple(h.clone().requires_grad_() for h in hx) if lstm_like
+                                      else hx.clone().requires_grad_())
+        out, state = m(xi, hi, lengths=lengths)
+        states = list(state) if lstm_like else [state]
+        g = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in [out, *states])
+        leaves = [xi, *m.parameters()] + ([] if hi is None else (list(hi) if lstm_like else [hi]))
+        grads = torch.autograd.grad(loss, leaves)
+        return [out, *states, *grads], m.grad_norms
+
+    got, got_norms = run(mod)
+    want, want_norms = run(ref)
+    for a, b in zip(want, got):
+        assert (a - b).abs().max().item() <= TOL
+    assert got_norms.keys() == want_norms.keys()
+    for k in want_norms:
+        torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-5, rtol=1e-5)
