@@ -65,7 +65,7 @@ def build(cfg: DictConfig):
     if trainer.world_size == 1:  # under DDP Lightning must see the DataLoader itself to shard it
         make_loader = datamodule.train_dataloader
         datamodule.train_dataloader = lambda: ResumableLoader(
-            make_loader(), lambda: trainer.global_step, trainer.accumulate_grad_batches)
+            make_loader(), lambda: trainer.global_step, lambda: trainer.current_epoch, trainer.accumulate_grad_batches)
     return datamodule, module, trainer
 
 

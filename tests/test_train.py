@@ -52,7 +52,9 @@ def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, exper
 
 
 def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
-    runs = [train(make_cfg(archive, tmp_path, "+experiment=lstm", f"seed={s}", name=f"r{i}"))
+    quick = ["+experiment=lstm", "model.hidden_size=4", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+             "trainer.limit_test_batches=2"]
+    runs = [train(make_cfg(archive, tmp_path, *quick, f"seed={s}", name=f"r{i}"))
             for i, s in enumerate([1, 1, 2])]
     keys = ("train/loss", "val/loss", "val/acc", "test/acc")
     assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
@@ -64,7 +66,7 @@ def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path):
     common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2", "data.val_fraction=0.2",
               "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
               "+callbacks.steps.every_n_train_steps=7", "+callbacks.steps.save_top_k=-1",
-              "+callbacks.steps.filename=step{step}", "+callbacks.steps.auto_insert_metric_name=false"]
+              "+callbacks.steps.filename='step{step}'", "+callbacks.steps.auto_insert_metric_name=false"]
     full = train(make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", name="full"))
     cut = make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", "trainer.max_steps=7",
                    "test=false", name="cut")

@@ -9,12 +9,16 @@ import lightning.pytorch as pl
 class EpochTimer(pl.Callback):
     """Wall-clock seconds of each training epoch (validation excluded), logged as ``time/epoch_s``.
 
-    ``times`` lists the epochs of this process; a resumed run restores the earlier ones from the checkpoint.
+    ``times`` lists the epochs of the run; a resumed run restores the earlier ones from the checkpoint (an epoch
+    resumed mid-way counts from the restart).
     """
 
     def __init__(self):
         self.times: list[float] = []
         self._start, self._val = None, 0.0
+
+    def on_train_start(self, trainer, pl_module):  # a run resumed mid-epoch gets no on_train_epoch_start
+        self._start, self._val = time.perf_counter(), 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start, self._val = time.perf_counter(), 0.0

@@ -13,14 +13,16 @@ from typing import Callable
 
 
 class ResumableLoader:
-    """Wraps a DataLoader; ``global_step`` reads the trainer's optimizer step count (``lambda: trainer.global_step``).
+    """Wraps a DataLoader; ``global_step`` and ``epoch`` read the trainer's (``lambda: trainer.global_step``).
 
-    ``sampler`` and ``batch_sampler`` are the wrapped loader's, so Lightning still calls their ``set_epoch``.
-    Assumes a fixed number of batches per epoch and ``accumulate`` batches per optimizer step.
+    Each ``iter()`` first calls ``set_epoch(epoch())`` on the loader's sampler and batch sampler: Lightning reaches
+    ``loader.sampler`` and ``loader.batch_sampler.sampler`` only, so a batch sampler would otherwise count epochs
+    itself, from 0 again in a resumed process. Assumes a fixed number of batches per epoch and ``accumulate``
+    batches per optimizer step.
     """
 
-    def __init__(self, loader, global_step: Callable[[], int], accumulate: int = 1):
-        self.loader, self.global_step, self.accumulate = loader, global_step, accumulate
+    def __init__(self, loader, global_step: Callable[[], int], epoch: Callable[[], int], accumulate: int = 1):
+        self.loader, self.global_step, self.epoch, self.accumulate = loader, global_step, epoch, accumulate
         self._skip = 0
 
     def __len__(self) -> int:
@@ -39,5 +41,8 @@ class ResumableLoader:
         self._skip = (state.get("global_step", 0) % steps_per_epoch) * self.accumulate
 
     def __iter__(self):
+        for sampler in (getattr(self.loader, "sampler", None), getattr(self.loader, "batch_sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.epoch())
         skip, self._skip = self._skip, 0
         return itertools.islice(iter(self.loader), skip, None)
