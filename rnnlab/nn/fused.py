@@ -42,18 +42,207 @@ from torch.autograd.function import once_differentiable
 __all__ = ["run_layer"]
 
 
-def _gate_layout(cell, forget_gate, n_gates):
-    """Torch-order gate names and the forward permutation putting sigmoid gates first."""
-    if cell == "cifg":
-        names = ["f", "g", "o"]
-    elif cell == "lstm" and (forget_gate or n_gates == 4):
-        names = ["i", "f", "g", "o"]  # forget_gate=False with 4H rows: f rows unused
-    elif cell == "lstm":
-        names = ["i", "g", "o"]
-    else:
-        return None, None
-    fwd = [n for n in names if n != "g"] + ["g"]  # sigmoid gates contiguous, tanh gate last
-    return names, [names.index(n) for n in fwd]
+LSTM, LSTM_NO_FORGET, CIFG = 0, 1, 2  # `kind` of the lstm-like loops
+TANH, RELU, IDENTITY = 0, 1, 2  # `act` of the rnn loops
+_ACTS = {"tanh": TANH, "relu": RELU, "identity": IDENTITY}
+
+
+def _states(h0, out, Hs, reverse):
+    """Views of the state before/after each step: ``[Hl[t + p], Hl[t + n]]`` (see :func:`_walk`).
+
+    Without lengths the output *is* the state sequence, so ``out`` is used directly; with lengths
+    states live in ``Hs`` (T+1, B, H) and ``out`` holds the masked outputs.
+    """
+    if Hs is not None:
+        return Hs.unbind(0)
+    return [*out.unbind(0), h0] if reverse else [h0, *out.unbind(0)]
+
+
+def _walk(T, reverse):
+    """Time indices in walk order and offsets ``p``, ``n``: state before step t is index t+p, after it t+n."""
+    return (range(T - 1, -1, -1), 1, 0) if reverse else (range(T), 0, 1)
+
+
+# --- the per-step loops (the C++ extension implements the same six functions) ----------------------
+def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind: int, reverse: bool):
+    """A (T, B, G*H) preactivations minus W_hh h, gates permuted to [sigmoid gates..., g]; in place."""
+    T, B, GH = A.shape
+    H = GH // (4 if kind == LSTM else 3)
+    steps, p, n = _walk(T, reverse)
+    Hl, Cl, TCl = _states(h0, out, Hs, reverse), Cs.unbind(0), TC.unbind(0)
+    Al, Sl, Gl = A.unbind(0), A[..., : GH - H].unbind(0), A[..., GH - H:].unbind(0)
+    gate = lambda k: A[..., k * H:(k + 1) * H].unbind(0)  # noqa: E731
+    Il, Fl, Ol = gate(0), gate(1 if kind == LSTM else 0), gate(GH // H - 2)  # [i,f,o,g] [i,o,g] [f,o,g]
+    cn, hc = A.new_empty(B, H), A.new_empty(B, H)
+    masked = M is not None
+    if masked:
+        Ml, Mfl, outl = M.unbind(0), Mf.unbind(0), out.unbind(0)
+    for t in steps:
+        hp, cp = Hl[t + p], Cl[t + p]
+        Al[t].addmm_(hp, whhT)  # + W_hh h_{t-1}
+        Sl[t].sigmoid_()
+        Gl[t].tanh_()
+        c = cn if masked else Cl[t + n]
+        if kind == CIFG:
+            torch.sub(cp, Gl[t], out=c)
+            torch.addcmul(Gl[t], Fl[t], c, out=c)  # c_t = f_t ⊙ c_{t-1} + (1 - f_t) ⊙ g_t
+        elif kind == LSTM:
+            torch.mul(Fl[t], cp, out=c)
+            c.addcmul_(Il[t], Gl[t])  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        else:
+            torch.addcmul(cp, Il[t], Gl[t], out=c)  # c_t = c_{t-1} + i_t ⊙ g_t
+        torch.tanh(c, out=TCl[t])
+        if masked:
+            torch.where(Ml[t], c, cp, out=Cl[t + n])
+            torch.mul(Ol[t], TCl[t], out=hc)  # h~_t = o_t ⊙ tanh(c~_t)
+            torch.where(Ml[t], hc, hp, out=Hl[t + n])
+            torch.mul(hc, Mfl[t], out=outl[t])
+        else:
+            torch.mul(Ol[t], TCl[t], out=Hl[t + n])  # h_t = o_t ⊙ tanh(c_t)
+
+
+def lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse: bool):
+    """Fills DG (T, B, G*H), torch gate order, dc-driven gates first and o last; dh, dc in place."""
+    T, B, K, H = Adc.shape
+    DCl = DG[..., : K * H].view(T, B, K, H).unbind(0)
+    DOl = DG[..., K * H:].unbind(0)
+    DGl, GOl, Acl, Adcl, Aol = DG.unbind(0), gout.unbind(0), Ac.unbind(0), Adc.unbind(0), Ao.unbind(0)
+    Fl = F.unbind(0) if F is not None else None
+    NRl = NR.unbind(0) if NR is not None else None
+    masked = Mf is not None
+    dhc, dcc = (dh, dc) if not masked else (dh.new_empty(B, H), dc.new_empty(B, H))
+    dcc_u = dcc.unsqueeze(1)  # (B, 1, H)
+    if masked:
+        Mfl = Mf.unbind(0)
+    for t in _walk(T, not reverse)[0]:
+        dh.add_(GOl[t])  # dJ/dh_t, total
+        if masked:  # the candidate gets m ⊙ dJ/dh_t; the rest passes through the kept state
+            torch.mul(dh, Mfl[t], out=dhc)
+            dh.sub_(dhc)
+            torch.mul(dc, Mfl[t], out=dcc)
+            dc.sub_(dcc)
+        if NRl is not None:
+            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
+        dcc.addcmul_(dhc, Acl[t])  # dJ/dc_t += dJ/dh_t ⊙ o_t ⊙ (1 - tanh² c_t)
+        torch.mul(Adcl[t], dcc_u, out=DCl[t])  # i, f, g (or f, g) preactivations
+        torch.mul(dhc, Aol[t], out=DOl[t])  # o preactivation
+        if masked:
+            dc.addcmul_(dcc, Fl[t]) if Fl is not None else dc.add_(dcc)
+            dh.addmm_(DGl[t], w_hh)
+        else:
+            if Fl is not None:
+                dc.mul_(Fl[t])  # dJ/dc_{t-1} = dJ/dc_t ⊙ f_t
+            torch.mm(DGl[t], w_hh, out=dh)  # dJ/dh_{t-1} = dG_t W_hh
+
+
+def gru_fwd(A, whhT, XN, N, h0, out, Hs, M, Mf, reverse: bool):
+    """A (T, B, 3H) = [x W_ir + b_ir + b_hr, x W_iz + b_iz + b_hz, b_hn]; in place."""
+    T, B, H3 = A.shape
+    H = H3 // 3
+    steps, p, n = _walk(T, reverse)
+    Hl = _states(h0, out, Hs, reverse)
+    Al, RZl = A.unbind(0), A[..., : 2 * H].unbind(0)
+    Rl, Zl, HNl = (A[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
+    XNl, Nl = XN.unbind(0), N.unbind(0)
+    tmp, hc = A.new_empty(B, H), A.new_empty(B, H)
+    masked = M is not None
+    if masked:
+        Ml, Mfl, outl = M.unbind(0), Mf.unbind(0), out.unbind(0)
+    for t in steps:
+        hp = Hl[t + p]
+        Al[t].addmm_(hp, whhT)  # + W_hh h_{t-1}; the n block becomes W_hn h_{t-1} + b_hn
+        RZl[t].sigmoid_()  # r_t, z_t
+        torch.addcmul(XNl[t], Rl[t], HNl[t], out=Nl[t]).tanh_()  # n_t
+        torch.sub(hp, Nl[t], out=tmp)
+        h = hc if masked else Hl[t + n]
+        torch.addcmul(Nl[t], Zl[t], tmp, out=h)  # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
+        if masked:
+            torch.where(Ml[t], hc, hp, out=Hl[t + n])
+            torch.mul(hc, Mfl[t], out=outl[t])
+
+
+def gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse: bool):
+    """Fills DG (T, B, 3H) = grads of [r, z, W_hn h + b_hn] preactivations and DN (n preactivation)."""
+    T, B, H = DN.shape
+    DRl, DZl, DHNl = (DG[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
+    DGl, DNl, GOl = DG.unbind(0), DN.unbind(0), gout.unbind(0)
+    Azl, Anl, Arl, Rl, Zl = (v.unbind(0) for v in (Az, An, Ar, R, Z))
+    NRl = NR.unbind(0) if NR is not None else None
+    masked = Mf is not None
+    dhc = dh.new_empty(B, H) if masked else dh
+    if masked:
+        Mfl = Mf.unbind(0)
+    for t in _walk(T, not reverse)[0]:
+        dh.add_(GOl[t])
+        if masked:
+            torch.mul(dh, Mfl[t], out=dhc)
+            dh.sub_(dhc)
+        if NRl is not None:
+            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
+        torch.mul(dhc, Azl[t], out=DZl[t])
+        torch.mul(dhc, Anl[t], out=DNl[t])
+        torch.mul(DNl[t], Arl[t], out=DRl[t])
+        torch.mul(DNl[t], Rl[t], out=DHNl[t])
+        if masked:
+            dh.addcmul_(dhc, Zl[t])
+        else:
+            dh.mul_(Zl[t])  # through h_t = ... + z_t ⊙ h_{t-1}
+        dh.addmm_(DGl[t], w_hh)
+
+
+def rnn_fwd(XP, whhT, h0, out, Hs, M, Mf, act: int, reverse: bool):
+    T, B, H = XP.shape
+    steps, p, n = _walk(T, reverse)
+    Hl, XPl = _states(h0, out, Hs, reverse), XP.unbind(0)
+    hc = XP.new_empty(B, H)
+    masked = M is not None
+    if masked:
+        Ml, Mfl, outl = M.unbind(0), Mf.unbind(0), out.unbind(0)
+    for t in steps:
+        hp = Hl[t + p]
+        h = hc if masked else Hl[t + n]
+        torch.addmm(XPl[t], hp, whhT, out=h)
+        if act == TANH:
+            h.tanh_()  # h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+        elif act == RELU:
+            h.relu_()
+        if masked:
+            torch.where(Ml[t], hc, hp, out=Hl[t + n])
+            torch.mul(hc, Mfl[t], out=outl[t])
+
+
+def rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse: bool):
+    T, B, H = DG.shape
+    DGl, GOl = DG.unbind(0), gout.unbind(0)
+    Adl = Ad.unbind(0) if Ad is not None else None
+    NRl = NR.unbind(0) if NR is not None else None
+    masked = Mf is not None
+    dhc = dh.new_empty(B, H) if masked else dh
+    if masked:
+        Mfl = Mf.unbind(0)
+    for t in _walk(T, not reverse)[0]:
+        dh.add_(GOl[t])
+        if masked:
+            torch.mul(dh, Mfl[t], out=dhc)
+            dh.sub_(dhc)
+        if NRl is not None:
+            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
+        if Adl is not None:
+            torch.mul(dhc, Adl[t], out=DGl[t])  # φ'(preactivation)
+        else:
+            DGl[t].copy_(dhc)
+        if masked:
+            dh.addmm_(DGl[t], w_hh)
+        else:
+            torch.mm(DGl[t], w_hh, out=dh)
+
+
+# --- the autograd Function: setup before the loops, one matmul per gradient after ------------------
+def _gate_layout(cell, forget_gate):
+    """Torch-order gate names, and the forward order putting the sigmoid gates first."""
+    names = {"cifg": "fgo", "lstm": "ifgo" if forget_gate else "igo"}[cell]
+    fwd = names.replace("g", "") + "g"
+    return names, [names.index(c) for c in fwd]
 
 
 def _rows(w, order, H):
@@ -61,135 +250,62 @@ def _rows(w, order, H):
     return torch.cat([w[k * H:(k + 1) * H] for k in order])
 
 
-def _steps(T, reverse):
-    """Time indices in walk order and the (prev, new) offsets into a (T+1, ...) state buffer."""
-    return (range(T - 1, -1, -1), 1, 0) if reverse else (range(T), 0, 1)
-
-
 class _FusedLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, mask, reverse, cell, nonlinearity,
-                forget_gate, grad_norms):
+                forget_gate, grad_norms, loops):
         T, B, _ = x.shape
         H = w_hh.size(1)
-        G = w_hh.size(0) // H
-        lstm_like = cell in ("lstm", "cifg")
-        names, perm = _gate_layout(cell, forget_gate, G)
-        steps, p, n = _steps(T, reverse)
         x2 = x.reshape(T * B, -1)  # (T*B, I)
-
         out = x.new_empty(T, B, H)
-        masked = mask is not None
-        if masked:  # states Hl[t+p] before step t, Hl[t+n] after it; out = m ⊙ candidate
+        M = Mf = Hs = None
+        if mask is not None:  # states in Hs; out = m ⊙ candidate
             Hs = x.new_empty(T + 1, B, H)
             Hs[T if reverse else 0] = h0
-            Hl = Hs.unbind(0)
             M = mask.unsqueeze(-1)  # (T, B, 1) bool
             Mf = M.to(x.dtype)
-            Ml, Mfl = M.unbind(0), Mf.unbind(0)
-            outl = out.unbind(0)
-            hc = x.new_empty(B, H)  # candidate state of this step
-        else:  # the output is the state sequence itself
-            Hs = None
-            Hl = [*out.unbind(0), h0] if reverse else [h0, *out.unbind(0)]
-        ctx.saved = {}
-
-        if lstm_like:
-            bias = None if b_ih is None else _rows(b_ih + b_hh, perm, H)
+        saved = {}
+        if cell in ("lstm", "cifg"):
+            names, perm = _gate_layout(cell, forget_gate)
             w_ih_p, w_hh_p = _rows(w_ih, perm, H), _rows(w_hh, perm, H)
-            # (T, B, G*H) preactivations, then activations in place: [sigmoid gates..., g]
-            A = (torch.mm(x2, w_ih_p.t()) if bias is None else torch.addmm(bias, x2, w_ih_p.t()))
-            A = A.view(T, B, G * H)
-            Al = A.unbind(0)
-            Sl = A[..., : (G - 1) * H].unbind(0)
-            gate = {nm: A[..., k * H:(k + 1) * H].unbind(0)
-                    for k, nm in enumerate(names[j] for j in perm)}
-            Il, Fl, Gl, Ol = gate.get("i"), gate.get("f"), gate["g"], gate["o"]
-            use_f = cell == "cifg" or forget_gate
+            if b_ih is None:
+                A = torch.mm(x2, w_ih_p.t())
+            else:
+                A = torch.addmm(_rows(b_ih + b_hh, perm, H), x2, w_ih_p.t())
+            A = A.view(T, B, -1)  # (T, B, G*H), gates [sigmoid gates..., g]
             Cs = x.new_empty(T + 1, B, H)
             Cs[T if reverse else 0] = c0
-            Cl = Cs.unbind(0)
             TC = x.new_empty(T, B, H)  # tanh(c~_t)
-            TCl = TC.unbind(0)
-            tmp = x.new_empty(B, H)
-            whhT = w_hh_p.t()
-            for t in steps:
-                hp, cp = Hl[t + p], Cl[t + p]
-                Al[t].addmm_(hp, whhT)
-                Sl[t].sigmoid_()
-                Gl[t].tanh_()
-                cn = tmp if masked else Cl[t + n]
-                if cell == "cifg":
-                    torch.sub(cp, Gl[t], out=cn)
-                    cn.mul_(Fl[t]).add_(Gl[t])  # c_t = g_t + f_t ⊙ (c_{t-1} - g_t)
-                elif use_f:
-                    torch.mul(Fl[t], cp, out=cn)
-                    cn.addcmul_(Il[t], Gl[t])  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-                else:
-                    torch.addcmul(cp, Il[t], Gl[t], out=cn)  # c_t = c_{t-1} + i_t ⊙ g_t
-                torch.tanh(cn, out=TCl[t])
-                if masked:
-                    torch.where(Ml[t], cn, cp, out=Cl[t + n])
-                    torch.mul(Ol[t], TCl[t], out=hc)  # h~_t = o_t ⊙ tanh(c~_t)
-                    torch.where(Ml[t], hc, hp, out=Hl[t + n])
-                    torch.mul(hc, Mfl[t], out=outl[t])
-                else:
-                    torch.mul(Ol[t], TCl[t], out=Hl[t + n])  # h_t = o_t ⊙ tanh(c_t)
-            ctx.saved.update(A=A, Cs=Cs, TC=TC, names=names, perm=perm, use_f=use_f)
+            kind = CIFG if cell == "cifg" else (LSTM if forget_gate else LSTM_NO_FORGET)
+            loops.lstm_fwd(A, w_hh_p.t(), h0, Cs, TC, out, Hs, M, Mf, kind, reverse)
+            saved.update(A=A, Cs=Cs, TC=TC, names=names, perm=perm, kind=kind)
         elif cell == "gru":
-            # A[t] = [x W_ir + b_ir + b_hr, x W_iz + b_iz + b_hz, b_hn]; addmm_ adds W_hh h_{t-1}
             XP = torch.mm(x2, w_ih.t()).view(T, B, 3 * H)  # (T, B, 3H)
-            if b_ih is not None:
-                XP += b_ih
             A = x.new_empty(T, B, 3 * H)
-            if b_ih is not None:
-                torch.add(XP[..., : 2 * H], b_hh[: 2 * H], out=A[..., : 2 * H])
-                A[..., 2 * H:] = b_hh[2 * H:]
-            else:
+            if b_ih is None:
                 A[..., : 2 * H] = XP[..., : 2 * H]
                 A[..., 2 * H:] = 0
-            Al, RZl = A.unbind(0), A[..., : 2 * H].unbind(0)
-            Rl, Zl, HNl = (A[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
-            XNl = XP[..., 2 * H:].unbind(0)
+            else:
+                XP += b_ih
+                torch.add(XP[..., : 2 * H], b_hh[: 2 * H], out=A[..., : 2 * H])
+                A[..., 2 * H:] = b_hh[2 * H:]
             N = x.new_empty(T, B, H)
-            Nl = N.unbind(0)
-            tmp = x.new_empty(B, H)
-            whhT = w_hh.t()
-            for t in steps:
-                hp = Hl[t + p]
-                Al[t].addmm_(hp, whhT)
-                RZl[t].sigmoid_()
-                torch.addcmul(XNl[t], Rl[t], HNl[t], out=Nl[t]).tanh_()  # n_t
-                torch.sub(hp, Nl[t], out=tmp)
-                hn = hc if masked else Hl[t + n]
-                torch.addcmul(Nl[t], Zl[t], tmp, out=hn)  # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
-                if masked:
-                    torch.where(Ml[t], hc, hp, out=Hl[t + n])
-                    torch.mul(hc, Mfl[t], out=outl[t])
-            ctx.saved.update(A=A, N=N)
-        else:  # rnn
-            A = torch.mm(x2, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())
-            XPl = A.view(T, B, H).unbind(0)
-            act = {"tanh": torch.Tensor.tanh_, "relu": torch.Tensor.relu_, "identity": None}[nonlinearity]
-            whhT = w_hh.t()
-            for t in steps:
-                hp = Hl[t + p]
-                hn = hc if masked else Hl[t + n]
-                torch.addmm(XPl[t], hp, whhT, out=hn)
-                if act is not None:
-                    act(hn)  # h_t = φ(...)
-                if masked:
-                    torch.where(Ml[t], hc, hp, out=Hl[t + n])
-                    torch.mul(hc, Mfl[t], out=outl[t])
+            loops.gru_fwd(A, w_hh.t(), XP[..., 2 * H:], N, h0, out, Hs, M, Mf, reverse)
+            saved.update(A=A, N=N)
+        else:
+            XP = torch.mm(x2, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())
+            loops.rnn_fwd(XP.view(T, B, H), w_hh.t(), h0, out, Hs, M, Mf, _ACTS[nonlinearity], reverse)
 
-        h_n = Hl[0 if reverse else T].clone()
-        c_n = None
-        if lstm_like:
-            c_n = Cs[0 if reverse else T].clone()
-        ctx.saved.update(Hs=Hs, mask=mask, Mf=Mf if masked else None, reverse=reverse, cell=cell,
-                         nonlinearity=nonlinearity, grad_norms=grad_norms, G=G, H=H)
+        if Hs is None:
+            h_n = out[0 if reverse else T - 1].clone()
+        else:
+            h_n = Hs[0 if reverse else T].clone()
+        c_n = saved["Cs"][0 if reverse else T].clone() if "Cs" in saved else None
+        saved.update(Hs=Hs, Mf=Mf, reverse=reverse, cell=cell, nonlinearity=nonlinearity,
+                     grad_norms=grad_norms, loops=loops)
+        ctx.saved = saved
         ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out)  # `out` also: in-place edits of it are caught
         return out, h_n, c_n
 
     @staticmethod
@@ -197,152 +313,64 @@ class _FusedLayer(torch.autograd.Function):
     def backward(ctx, gout, gh_n, gc_n):
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
         s = ctx.saved
-        cell, reverse, H, G = s["cell"], s["reverse"], s["H"], s["G"]
+        cell, reverse, Hs, Mf, loops = s["cell"], s["reverse"], s["Hs"], s["Mf"], s["loops"]
         T, B, _ = x.shape
-        steps, p, n = _steps(T, reverse)
-        steps = steps[::-1]  # walk back
-        Hs, Mf = s["Hs"], s["Mf"]
-        masked = Mf is not None
-        if masked:  # (T, B, H) states before / after each step
+        H = w_hh.size(1)
+        if Hs is not None:  # (T, B, H) states before / after each step
             Hprev, Hnew = (Hs[1:], Hs[:T]) if reverse else (Hs[:T], Hs[1:])
+            gout = gout * Mf  # out = m ⊙ h~
         else:
             Hnew = out
             Hprev = torch.cat([out[1:], h0[None]] if reverse else [h0[None], out[:-1]])
-        if masked:
-            gout = gout * Mf  # out = m ⊙ h~
-            Mfl = Mf.unbind(0)
-            dhc = x.new_empty(B, H)  # dJ/dh~_t
-        GOl = gout.unbind(0)
-        dh = gh_n.clone()  # dJ/d(state h) after the current step
-        rec = s["grad_norms"] is not None
-        if rec:
-            NR = x.new_empty(T, B)
-            NRl = NR.unbind(0)
-        DG = x.new_empty(T, B, G * H)  # gate preactivation gradients, torch gate order
-        DGl = DG.unbind(0)
+        NR = x.new_empty(T, B) if s["grad_norms"] is not None else None
+        DG = x.new_empty(T, B, w_hh.size(0))  # preactivation gradients, torch gate order
+        dh = gh_n.clone()  # dJ/d(state) after the current step
         one = x.new_ones(())
-        lstm_like = cell in ("lstm", "cifg")
+        dc0 = None
 
-        if lstm_like:
-            A, Cs, TC, names, perm, use_f = (s[k] for k in ("A", "Cs", "TC", "names", "perm", "use_f"))
-            fwd_names = [names[j] for j in perm]
-            act = {nm: A[..., k * H:(k + 1) * H] for k, nm in enumerate(fwd_names)}
+        if cell in ("lstm", "cifg"):
+            A, Cs, TC, names, perm, kind = (s[k] for k in ("A", "Cs", "TC", "names", "perm", "kind"))
+            act = {names[j]: A[..., k * H:(k + 1) * H] for k, j in enumerate(perm)}
             Cprev = Cs[1:] if reverse else Cs[:T]
-            o, g, tc = act["o"], act["g"], TC
-            # local derivative factors, all steps at once
-            Ac = o * torch.addcmul(one, tc, tc, value=-1)  # o ⊙ (1 - tanh²c)
-            K = G - 1  # gates driven by dc: all but o, in torch order (o is last)
+            o, g = act["o"], act["g"]
+            # local derivative factors of every step at once
+            Ac = o * torch.addcmul(one, TC, TC, value=-1)  # o ⊙ (1 - tanh² c)
+            Ao = TC * torch.addcmul(o, o, o, value=-1)  # tanh(c) ⊙ o(1 - o)
+            K = len(names) - 1  # gates driven by dJ/dc: all but o (last in torch order)
             Adc = x.new_empty(T, B, K, H)
             for k, nm in enumerate(names[:K]):
                 a = act[nm]
                 if nm == "g":
-                    gi = (1 - act["f"]) if cell == "cifg" else act["i"]
-                    torch.mul(gi, torch.addcmul(one, g, g, value=-1), out=Adc[:, :, k])
-                elif nm == "f" and cell == "lstm" and not use_f:
-                    Adc[:, :, k] = 0
+                    gi = (1 - act["f"]) if kind == CIFG else act["i"]
+                    torch.mul(gi, torch.addcmul(one, g, g, value=-1), out=Adc[:, :, k])  # i ⊙ (1 - g²)
                 else:
-                    dsig = torch.addcmul(a, a, a, value=-1)  # σ' = σ(1-σ)
-                    other = {"i": g, "f": (Cprev - g) if cell == "cifg" else Cprev}[nm]
-                    torch.mul(other, dsig, out=Adc[:, :, k])
-            Ao = tc * torch.addcmul(o, o, o, value=-1)  # tanh(c) ⊙ o(1-o)
-            Acl, Adcl, Aol = Ac.unbind(0), Adc.unbind(0), Ao.unbind(0)
-            DC = DG[..., : K * H].view(T, B, K, H).unbind(0)
-            DO = DG[..., K * H:].unbind(0)
-            Fl = act["f"].unbind(0) if use_f else None
+                    other = {"i": g, "f": (Cprev - g) if kind == CIFG else Cprev}[nm]
+                    torch.mul(other, torch.addcmul(a, a, a, value=-1), out=Adc[:, :, k])  # · ⊙ σ'
             dc = gc_n.clone()
-            dc_u = dc.unsqueeze(1)
-            if masked:
-                dcc = x.new_empty(B, H)
-                dcc_u = dcc.unsqueeze(1)
-            for t in steps:
-                dh.add_(GOl[t])  # total dJ/dh_t
-                if masked:
-                    torch.mul(dh, Mfl[t], out=dhc)
-                    dh.sub_(dhc)  # the part passed through a padded step
-                    torch.mul(dc, Mfl[t], out=dcc)
-                    dc.sub_(dcc)
-                    dcc.addcmul_(dhc, Acl[t])
-                    torch.mul(Adcl[t], dcc_u, out=DC[t])
-                    torch.mul(dhc, Aol[t], out=DO[t])
-                    if Fl is None:
-                        dc.add_(dcc)
-                    else:
-                        dc.addcmul_(dcc, Fl[t])
-                    if rec:
-                        torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
-                else:
-                    if rec:
-                        torch.linalg.vector_norm(dh, dim=1, out=NRl[t])
-                    dc.addcmul_(dh, Acl[t])  # dJ/dc_t
-                    torch.mul(Adcl[t], dc_u, out=DC[t])
-                    torch.mul(dh, Aol[t], out=DO[t])
-                    if Fl is not None:
-                        dc.mul_(Fl[t])  # dJ/dc_{t-1}
-                if masked:
-                    dh.addmm_(DGl[t], w_hh)  # dJ/dh_{t-1}: kept part + through W_hh
-                else:
-                    torch.mm(DGl[t], w_hh, out=dh)  # dJ/dh_{t-1} = dG_t W_hh
-            dc0 = dc
-            DX = DH = DG
+            F = act["f"] if kind != LSTM_NO_FORGET else None
+            loops.lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse)
+            dc0, DX, DH = dc, DG, DG
         elif cell == "gru":
             A, N = s["A"], s["N"]
             R, Z, HN = (A[..., k * H:(k + 1) * H] for k in range(3))
-            Az = (Hprev - N) * torch.addcmul(Z, Z, Z, value=-1)  # (h_{t-1} - n) ⊙ z(1-z)
-            An = (1 - Z) * torch.addcmul(one, N, N, value=-1)  # (1-z) ⊙ (1-n²)
-            Ar = HN * torch.addcmul(R, R, R, value=-1)  # (W_hn h + b_hn) ⊙ r(1-r)
-            DN = x.new_empty(T, B, H)  # dJ/d(n preactivation); DG holds [dr, dz, d(W_hn h + b_hn)]
-            Azl, Anl, Arl, Rl, Zl = (v.unbind(0) for v in (Az, An, Ar, R, Z))
-            DNl = DN.unbind(0)
-            DRl, DZl, DHNl = (DG[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
-            for t in steps:
-                dh.add_(GOl[t])
-                d = dh
-                if masked:
-                    d = torch.mul(dh, Mfl[t], out=dhc)
-                    dh.sub_(dhc)
-                if rec:
-                    torch.linalg.vector_norm(d, dim=1, out=NRl[t])
-                torch.mul(d, Azl[t], out=DZl[t])
-                torch.mul(d, Anl[t], out=DNl[t])
-                torch.mul(DNl[t], Arl[t], out=DRl[t])
-                torch.mul(DNl[t], Rl[t], out=DHNl[t])
-                if masked:
-                    dh.addcmul_(dhc, Zl[t])
-                else:
-                    dh.mul_(Zl[t])  # through h_t = ... + z_t ⊙ h_{t-1}
-                dh.addmm_(DGl[t], w_hh)
-            DH = DG
-            DX = torch.cat([DG[..., : 2 * H], DN], dim=-1)  # (T, B, 3H)
-            dc0 = None
+            Az = (Hprev - N) * torch.addcmul(Z, Z, Z, value=-1)  # (h_{t-1} - n) ⊙ z(1 - z)
+            An = (1 - Z) * torch.addcmul(one, N, N, value=-1)  # (1 - z) ⊙ (1 - n²)
+            Ar = HN * torch.addcmul(R, R, R, value=-1)  # (W_hn h + b_hn) ⊙ r(1 - r)
+            DN = x.new_empty(T, B, H)
+            loops.gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse)
+            DH = DG  # [dr, dz, d(W_hn h + b_hn)]
+            DX = torch.cat([DG[..., : 2 * H], DN], dim=-1)  # [dr, dz, dn], (T, B, 3H)
         else:
             nl = s["nonlinearity"]
+            Ad = None  # φ' at the (candidate) output; padded steps get no gradient anyway
             if nl == "tanh":
                 Ad = torch.addcmul(one, Hnew, Hnew, value=-1)  # 1 - h²
             elif nl == "relu":
                 Ad = (Hnew > 0).to(x.dtype)
-            else:
-                Ad = None
-            Adl = Ad.unbind(0) if Ad is not None else None
-            for t in steps:
-                dh.add_(GOl[t])
-                d = dh
-                if masked:
-                    d = torch.mul(dh, Mfl[t], out=dhc)
-                    dh.sub_(dhc)
-                if rec:
-                    torch.linalg.vector_norm(d, dim=1, out=NRl[t])
-                if Adl is not None:
-                    torch.mul(d, Adl[t], out=DGl[t])
-                else:
-                    DGl[t].copy_(d)
-                if masked:
-                    dh.addmm_(DGl[t], w_hh)
-                else:
-                    torch.mm(DGl[t], w_hh, out=dh)
+            loops.rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse)
             DX = DH = DG
-            dc0 = None
 
-        if rec:
+        if NR is not None:
             s["grad_norms"].copy_(NR.t())
         need = ctx.needs_input_grad
         DX2, DH2 = DX.view(T * B, -1), DH.view(T * B, -1)
@@ -353,7 +381,14 @@ class _FusedLayer(torch.autograd.Function):
         if ctx.has_bias:
             db_ih = DX2.sum(0)
             db_hh = db_ih if DH is DX else DH2.sum(0)
-        return dx, dh, dc0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None, None
+        return dx, dh, dc0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None, None, None
+
+
+class _PythonLoops:
+    """The per-step loops above, as a namespace like the C++ extension's ``torch.ops`` one."""
+    lstm_fwd, lstm_bwd = staticmethod(lstm_fwd), staticmethod(lstm_bwd)
+    gru_fwd, gru_bwd = staticmethod(gru_fwd), staticmethod(gru_bwd)
+    rnn_fwd, rnn_bwd = staticmethod(rnn_fwd), staticmethod(rnn_bwd)
 
 
 def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
@@ -364,7 +399,7 @@ def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, 
     ``grad_norms`` (B, T) float tensor filled in place by the backward, or None.
     """
     if cell not in ("lstm", "cifg", "gru", "rnn"):
-        raise ValueError(f"cell must be one of 'lstm', 'cifg', 'gru', 'rnn': got {cell!r}")
+        raise ValueError(f"`cell` must be one of ('lstm', 'cifg', 'gru', 'rnn'): got {cell!r}")
     T, B, _ = x.shape
     H = weight_hh.size(1)
     if h0 is None:
@@ -378,5 +413,11 @@ def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, 
     if cell in ("gru", "rnn"):
         c0 = None
     out, h_n, c_n = _FusedLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mask,
-                                      bool(reverse), cell, nonlinearity, forget_gate, grad_norms)
+                                      bool(reverse), cell, nonlinearity, forget_gate, grad_norms,
+                                      _loops(x))
     return out, h_n, c_n
+
+
+def _loops(x):
+    """The C++ loops on CPU once the extension is built (see :mod:`rnnlab.nn.fused_ext`), else Python."""
+    return _PythonLoops
