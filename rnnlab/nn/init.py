@@ -10,7 +10,9 @@
     :math:`\\sqrt{6 / (I + G H)}` is the same), ``recurrent_initializer='orthogonal'`` on the recurrent weights
     (one orthogonal draw for the whole ``(H, G*H)`` recurrent kernel, as Keras does: its rows are orthonormal,
     so our ``weight_hh`` ``(G*H, H)`` has orthonormal columns, :math:`W_{hh}^\\top W_{hh} = I`; the per-gate
-    ``(H, H)`` blocks are not orthogonal unless ``G = 1``), ``bias_initializer='zeros'``.
+    ``(H, H)`` blocks are not orthogonal unless ``G = 1``), ``bias_initializer='zeros'``. Keras packs GRU gates
+    (z, r, h) where torch packs (r, z, n); both draws are exchangeable across gate blocks, so the distribution
+    is the same.
 
 Forget bias
     Then ``forget_bias`` is added to the forget-gate slice of ``bias_ih`` (LSTM rows ``H:2H``, CIFG rows ``0:H``),
