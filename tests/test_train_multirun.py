@@ -1,0 +1,34 @@
+"""A Hydra multirun of two jobs in a subprocess, from another working directory, summarised by scripts/summarize.py."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import make_imdb_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_job_multirun_from_another_directory_then_summarize(tmp_path):
+    archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
+    sweep_dir = tmp_path / "multirun"
+    cmd = [sys.executable, "-m", "rnnlab.train", "-m", "+experiment=lstm", "model.num_layers=1,2",
+           f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_length=30",
+           "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+           f"hydra.sweep.dir={sweep_dir}"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # cwd: not the repo
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep_dir.rglob("metrics.json"))
+    assert [j.name for j in jobs] == ["0", "1"]  # one folder per job, named by job number
+    layers = sorted(json.loads((j / "metrics.json").read_text())["num_parameters"] for j in jobs)
+    assert layers[0] < layers[1]  # the second job really has two layers
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), str(sweep_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert sorted(r["layers"] for r in rows) == ["1", "2"] and all(r["cell"] == "lstm" for r in rows)
+    header = (sweep_dir / "summary.md").read_text().splitlines()[0]
+    assert all(f" {c} " in header for c in ("cell", "layers", "bidirectional", "clip", "val_acc", "test_acc", "epoch_s"))
+    assert (sweep_dir / "summary.png").stat().st_size > 1000
