@@ -179,6 +179,9 @@ class RNNBase(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------------------
     def forward(self, input: Union[Tensor, PackedSequence], hx=None, lengths=None):
+        """``(output, h_n)``, or ``(output, (h_n, c_n))`` for LSTM/CIFG, exactly as torch.nn; see the class
+        docstring for the shapes. ``lengths`` (list of ints or 1-D integer tensor on the CPU or the input's
+        device) gives each sequence's length: padded steps keep the state and output zeros."""
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
