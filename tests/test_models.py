@@ -1,0 +1,110 @@
+"""SequenceClassifier: padding never changes a sequence's logit, pooling reads the right steps, Keras-like init."""
+import pytest
+import torch
+from torch import nn
+
+from rnnlab.models.classifier import CELLS, SequenceClassifier, keras_init_torch_rnn
+from rnnlab.models.module import SequenceClassifierModule
+
+LENGTHS = [7, 5, 5, 2, 1, 1]
+
+
+def padded_batch(vocab=50, lengths=LENGTHS, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = torch.randint(1, vocab, (n,), generator=g)
+    return ids, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_logit_of_a_padded_sequence_equals_its_logit_alone(cell, pooling):
+    torch.manual_seed(0)
+    model = SequenceClassifier(50, 6, cell, hidden_size=5, num_layers=2, bidirectional=True, pooling=pooling).eval()
+    ids, lengths = padded_batch()
+    batch = model(ids, lengths)
+    alone = torch.stack([model(ids[b:b + 1, :n], lengths[b:b + 1]) for b, n in enumerate(LENGTHS)]).squeeze(1)
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_last_pooling_reads_forward_at_each_end_and_reverse_at_step_zero():
+    torch.manual_seed(0)
+    model = SequenceClassifier(50, 6, "torch_lstm", hidden_size=3, bidirectional=True).eval()
+    ids, lengths = padded_batch()
+    features = {}
+    model.head.register_forward_hook(lambda m, args, out: features.setdefault("x", args[0]))
+    model(ids, lengths)
+    for b, n in enumerate(LENGTHS):  # torch's own h_n of the unpadded sequence: (2, 1, H) = forward end, reverse end
+        _, (h_n, _) = model.encoder(model.embedding(ids[b:b + 1, :n]))
+        torch.testing.assert_close(features["x"][b], h_n[:, 0].reshape(-1))
+
+
+def test_without_lengths_the_model_reads_the_padding_as_keras_without_masking_does():
+    torch.manual_seed(0)
+    model = SequenceClassifier(50, 6, "torch_gru", hidden_size=4, use_lengths=False, fixed_length=12).eval()
+    ids, lengths = padded_batch()
+    assert model.embedding.padding_idx is None and model.embedding.weight[0].abs().sum() > 0  # pad is a token
+    z = model(ids, lengths)
+    z_longer = model(torch.nn.functional.pad(ids, (0, 3)), lengths)  # same fixed length after padding
+    torch.testing.assert_close(z, z_longer)
+    ref = model.head(model.encoder(model.embedding(torch.nn.functional.pad(ids, (0, 5))))[0][:, -1])
+    torch.testing.assert_close(z, ref.squeeze(-1))  # the state after step 12, padding included
+
+
+def test_keras_init_matches_keras_layers():
+    torch.manual_seed(0)
+    model = SequenceClassifier(1000, 64, "torch_lstm", hidden_size=16, init="keras")
+    emb = model.embedding.weight
+    assert emb[0].abs().sum() == 0 and emb[1:].abs().max() <= 0.05 and emb[1:].std() > 0.025  # U(-0.05, 0.05)
+    assert model.head.bias.abs().sum() == 0
+    assert model.head.weight.abs().max() <= (6 / (16 + 1)) ** 0.5  # glorot uniform: fan_in H=16, fan_out 1
+    b_ih, b_hh = model.encoder.bias_ih_l0, model.encoder.bias_hh_l0
+    assert torch.all(b_ih[16:32] == 1) and b_ih[:16].abs().sum() == 0 and b_hh.abs().sum() == 0  # forget bias 1
+    w_hh = model.encoder.weight_hh_l0[:16]  # each gate's recurrent matrix is orthogonal
+    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(16), atol=1e-5, rtol=0)
+
+
+def test_torch_init_keeps_torch_defaults():
+    torch.manual_seed(0)
+    model = SequenceClassifier(1000, 64, "torch_gru", hidden_size=16, init="torch")
+    assert model.embedding.weight[1:].std() > 0.9  # N(0, 1)
+    assert model.encoder.bias_ih_l0.abs().sum() > 0
+
+
+def test_keras_init_of_a_torch_gru_zeroes_both_biases():
+    gru = nn.GRU(4, 3)
+    keras_init_torch_rnn(gru)
+    assert gru.bias_ih_l0.abs().sum() == 0 and gru.bias_hh_l0.abs().sum() == 0
+
+
+def test_stacked_widths_build_one_layer_per_width():
+    model = SequenceClassifier(50, 6, "torch_gru", hidden_size=[3, 5, 4], bidirectional=True).eval()
+    assert [layer.hidden_size for layer in model.encoder.layers] == [3, 5, 4]
+    assert model.head.in_features == 8
+    ids, lengths = padded_batch()
+    assert model(ids, lengths).shape == (len(LENGTHS),)
+
+
+def test_pretrained_vectors_of_the_wrong_shape_name_the_fix():
+    model = SequenceClassifier(10, 4, "torch_gru", hidden_size=3)
+    with pytest.raises(ValueError, match=r"expected \(10, 4\), got \(10, 8\).*embedding_dim=8"):
+        model.load_pretrained(torch.zeros(10, 8))
+    model.load_pretrained(torch.ones(10, 4), freeze=True)
+    assert not model.embedding.weight.requires_grad and model.embedding.weight[0].abs().sum() == 0
+
+
+def test_multiclass_uses_k_logits_and_cross_entropy():
+    module = SequenceClassifierModule(vocab_size=20, num_classes=3, embedding_dim=4, cell="torch_gru", hidden_size=3)
+    ids, lengths = padded_batch(vocab=20)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss, preds, _ = module._step((ids, lengths, y))
+    assert preds.shape == (6,) and isinstance(module.loss_fn, nn.CrossEntropyLoss) and loss.ndim == 0
+
+
+def test_rmsprop_default_has_keras_hyperparameters():
+    module = SequenceClassifierModule(vocab_size=20, embedding_dim=4, cell="torch_gru", hidden_size=3)
+    opt = module.configure_optimizers()
+    assert isinstance(opt, torch.optim.RMSprop)
+    assert opt.defaults["lr"] == 1e-3 and opt.defaults["alpha"] == 0.9 and opt.defaults["eps"] == 1e-7
