@@ -198,8 +198,12 @@ class RNNBase(nn.Module):
                     f"batch_first=True, or (L, H_in), got {input.dim()}-D input of shape {tuple(input.shape)}"
                 )
             batched = input.dim() == 3
-            x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
-            x = x if batched else x.unsqueeze(1)  # (T, B, I)
+            if not batched:
+                x = input.unsqueeze(1)  # (T, 1, I)
+            elif self.batch_first:
+                x = input.transpose(0, 1)  # (T, B, I)
+            else:
+                x = input  # (T, B, I)
         self._check_input(x)
         T, B = x.shape[:2]
         lengths = self._check_lengths(lengths, x) if lengths is not None else None
