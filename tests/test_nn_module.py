@@ -84,3 +84,19 @@ def test_cuda_lengths_on_device_or_cpu_agree():
     out_dev_len, _ = m(x, lengths=torch.tensor([5, 1, 3], device="cuda"))
     assert torch.equal(out_cpu_len, out_dev_len)
     assert m.last_lengths.device.type == "cpu"
+
+
+@pytest.mark.cuda
+def test_cuda_forward_backward_never_sync_with_the_host():
+    """No host synchronisation anywhere in forward/backward (lengths on the device, grad norms recorded)."""
+    m = rn.LSTM(I, H, 2, bidirectional=True, device="cuda").record_grad_norms()
+    x = torch.randn(T, B, I, device="cuda", requires_grad=True)
+    lengths = torch.tensor([5, 1, 3], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, _ = m(x, lengths=lengths)
+        out.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert m.grad_norms["l1_reverse"][1, 1:].abs().sum() == 0
