@@ -108,3 +108,17 @@ def test_keras_init_other_dtypes(dtype):
     W = m.weight_hh_l0.double()
     assert m.weight_hh_l0.dtype == dtype
     assert torch.allclose(W.T @ W, torch.eye(H, dtype=torch.float64), atol=5e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls", [(rn.LSTM, torch.nn.LSTM), (rn.GRU, torch.nn.GRU)])
+def test_keras_init_applies_to_torch_modules_with_the_same_draws(ours_cls, torch_cls):
+    """rnnlab.nn.init.keras_init_ on a torch.nn baseline gives the weights rnnlab draws with init='keras'."""
+    from rnnlab.nn.init import keras_init_
+
+    ref = torch_cls(I, H, 2, bidirectional=True)
+    torch.manual_seed(7)
+    ours = ours_cls(I, H, 2, bidirectional=True, init="keras")
+    torch.manual_seed(7)
+    keras_init_(ref, forget_bias=1.0)
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.equal(p, q), name

@@ -53,15 +53,31 @@ def init_keras_(module: nn.Module) -> None:
             nn.init.zeros_(weight)
 
 
+def _forget_slice(module: nn.Module):
+    if hasattr(module, "forget_slice"):  # rnnlab modules
+        return module.forget_slice()
+    if isinstance(module, nn.LSTM):  # torch.nn.LSTM: (i, f, g, o)
+        return slice(module.hidden_size, 2 * module.hidden_size)
+    return None
+
+
 @torch.no_grad()
 def add_forget_bias_(module: nn.Module, forget_bias: float) -> None:
-    """Add ``forget_bias`` to the forget-gate slice of every ``bias_ih`` (no-op without a forget gate or bias)."""
-    sl = module.forget_slice()
+    """Add ``forget_bias`` to the forget-gate slice of every ``bias_ih`` (no-op without a forget gate or bias).
+    Works on rnnlab modules and on ``torch.nn.LSTM``."""
+    sl = _forget_slice(module)
     if sl is None or not module.bias or forget_bias == 0:
         return
     for name, weight in module.named_parameters():
         if name.startswith("bias_ih"):
             weight[sl] += forget_bias
+
+
+def keras_init_(module: nn.Module, forget_bias: float = 1.0) -> None:
+    """Keras' LSTM/GRU/SimpleRNN initialisation, with ``unit_forget_bias`` as ``forget_bias``, on an rnnlab module
+    or on a ``torch.nn.LSTM``/``GRU``/``RNN`` (so a torch baseline can start from exactly the same law)."""
+    init_keras_(module)
+    add_forget_bias_(module, forget_bias)
 
 
 def reset_parameters_(module: nn.Module, init: str, forget_bias: float) -> None:
