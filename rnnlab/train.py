@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
 from rnnlab.models.resumable import ResumableLoader
 
@@ -33,15 +34,14 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 
 def flat_hparams(cfg: DictConfig) -> dict:
-    """The run's settings as flat scalars (``model.num_layers``, ``trainer.gradient_clip_val`` ...) for HParams."""
+    """Run settings the module's own hyperparameters lack (``data.max_length``, ``trainer.max_epochs``, ``seed``),
+    as flat scalars for the HParams tab."""
     out = {"seed": cfg.seed}
-    for group in ("model", "data", "trainer"):
+    for group in ("data", "trainer"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if key.startswith("_") or isinstance(value, dict):
                 continue
             out[f"{group}.{key}"] = str(value) if isinstance(value, list) or value is None else value
-    for key, value in OmegaConf.to_container(cfg.model.optimizer, resolve=True).items():
-        out[f"optimizer.{key.strip('_')}"] = value
     return out
 
 
@@ -81,8 +81,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule, module, trainer = build(cfg)
     n_params = module.num_parameters()
     log.info("%s: %d parameters (%d trainable)", cfg.model.cell, n_params, module.num_parameters(trainable=True))
-    for logger in trainer.loggers:  # one HParams entry per run, with the keys its metrics will be logged under
-        logger.log_hyperparams(flat_hparams(cfg), {k: math.nan for k in METRIC_KEYS})
+    for callback in trainer.callbacks:  # LogHParams declares the metric keys at train start; add the run's settings
+        if isinstance(callback, LogHParams):
+            callback.extra.update(flat_hparams(cfg))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}

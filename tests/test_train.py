@@ -121,3 +121,30 @@ def test_nan_loss_stops_with_the_step_and_a_clipping_hint():
 def test_a_wrong_config_key_is_a_hydra_error(archive, tmp_path):
     with pytest.raises(ConfigCompositionException, match="hiden_size"):
         make_cfg(archive, tmp_path, "model.hiden_size=3")
+
+
+def test_tensorboard_has_the_metrics_the_gradient_figures_and_one_hparams_entry(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    tmp, _ = trained
+    events = EventAccumulator(str(tmp / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "time/epoch_s"} <= set(tags["scalars"])
+    assert "grad_t/profile" in tags["images"] and "grad/clipped_fraction" in tags["scalars"]
+    hparams = events.PluginTagToContent("hparams")
+    declared = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment.metric_infos
+    assert {"val/acc", "val/loss", "test/acc"} <= {m.name.tag for m in declared}
+    session = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
+    assert {"num_layers", "bidirectional", "trainer.gradient_clip_val", "seed"} <= set(session.session_start_info.hparams)
+
+
+def test_the_command_line_reports_a_wrong_key_as_hydra_does(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "rnnlab.train", "model.hiden_size=3"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Could not override 'model.hiden_size'" in run.stderr
+    assert "Traceback" not in run.stderr
