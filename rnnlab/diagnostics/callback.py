@@ -164,15 +164,15 @@ class TimestepGradNorms(pl.Callback):
     def _collect(self) -> dict[str, dict[str, Tensor]]:
         """Per-series mean curves, start- and end-aligned, moved to CPU in one transfer."""
         per_sample: dict[str, tuple[Tensor, Tensor | None]] = {}
-        encoder_lengths = None
         for prefix, module in self._recorders:
-            lengths = getattr(module, "last_lengths", None)
-            encoder_lengths = lengths if encoder_lengths is None else encoder_lengths
             for key, norms in (getattr(module, "grad_norms", None) or {}).items():
-                name = f"dh/{key}" if len(self._recorders) == 1 else f"dh/{prefix}.{key}"
-                per_sample[name] = (norms, lengths)
+                name = f"dh/{key}" if len(self._recorders) == 1 else f"dh/{prefix.removeprefix('model.')}.{key}"
+                per_sample[name] = (norms, module.last_lengths)
         if self._embedding is not None and self._embedding.norms is not None:
-            per_sample["dx"] = (self._embedding.norms, self._lengths if self._lengths is not None else encoder_lengths)
+            # the lengths the recurrent module was run with (None: it read every step, padding included, as a
+            # model with use_lengths=False does); the batch's lengths for torch.nn encoders, which record nothing
+            lengths = self._recorders[0][1].last_lengths if self._recorders else self._lengths
+            per_sample["dx"] = (self._embedding.norms, lengths)
         names, stacked = [], []
         for name, (norms, lengths) in per_sample.items():
             if lengths is not None and len(lengths) != norms.size(0):
