@@ -1,7 +1,7 @@
 """Test-set metrics of a trained checkpoint: ``python -m rnnlab.evaluate ckpt=PATH``.
 
-The datamodule is rebuilt from the data config stored in the checkpoint (``+data.KEY=VALUE`` overrides a key), and
-its vocabulary must be the one the model was trained with.
+The datamodule is rebuilt from the data config stored in the checkpoint (``+data.KEY=VALUE`` overrides a key) with
+the vocabulary stored in the checkpoint.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if module.data_config is None:
         raise ValueError(f"ckpt {cfg.ckpt} has no data config: expected a checkpoint written by rnnlab.train")
     data_cfg = OmegaConf.merge(OmegaConf.create(module.data_config), cfg.data)
-    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule = hydra.utils.instantiate(data_cfg, vectorizer=module.vectorizer())  # the model's own vocabulary
     datamodule.prepare_data()
     datamodule.setup("fit" if cfg.split == "val" else "test")
     if module.vocabulary is not None and datamodule.vectorizer.to_json() != module.vocabulary:

@@ -5,6 +5,7 @@ from torch import nn
 
 from rnnlab.models.classifier import CELLS, SequenceClassifier, keras_init_torch_rnn
 from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.models.optim import KerasRMSprop
 
 LENGTHS = [7, 5, 5, 2, 1, 1]
 
@@ -103,8 +104,38 @@ def test_multiclass_uses_k_logits_and_cross_entropy():
     assert preds.shape == (6,) and isinstance(module.loss_fn, nn.CrossEntropyLoss) and loss.ndim == 0
 
 
-def test_rmsprop_default_has_keras_hyperparameters():
+def test_default_optimizer_is_keras_rmsprop_with_keras_hyperparameters():
     module = SequenceClassifierModule(vocab_size=20, embedding_dim=4, cell="torch_gru", hidden_size=3)
     opt = module.configure_optimizers()
-    assert isinstance(opt, torch.optim.RMSprop)
-    assert opt.defaults["lr"] == 1e-3 and opt.defaults["alpha"] == 0.9 and opt.defaults["eps"] == 1e-7
+    assert isinstance(opt, KerasRMSprop)
+    assert opt.defaults["lr"] == 1e-3 and opt.defaults["rho"] == 0.9 and opt.defaults["eps"] == 1e-7
+
+
+def test_keras_rmsprop_divides_by_sqrt_of_v_plus_eps_and_torch_by_sqrt_v_plus_eps():
+    g = torch.tensor([1e-5, 1.0])  # a rare token's tiny gradient and a large one
+    steps = {}
+    for name, make in {"keras": lambda p: KerasRMSprop([p], lr=1.0, rho=0.9, eps=1e-7),
+                       "torch": lambda p: torch.optim.RMSprop([p], lr=1.0, alpha=0.9, eps=1e-7)}.items():
+        p = nn.Parameter(torch.zeros(2))
+        opt = make(p)
+        p.grad = g.clone()
+        opt.step()
+        steps[name] = -p.detach()
+    v = 0.1 * g ** 2
+    torch.testing.assert_close(steps["keras"], g / (v + 1e-7).sqrt())
+    torch.testing.assert_close(steps["torch"], g / (v.sqrt() + 1e-7))
+    assert steps["keras"][0] < 0.05 * steps["torch"][0]  # the tiny gradient: Keras barely moves, torch jumps ~3.2
+    torch.testing.assert_close(steps["keras"][1], steps["torch"][1], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("name", ["rmsprop_keras", "rmsprop", "adam", "sgd"])
+def test_every_optimizer_config_builds_an_optimizer(name):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"model/optimizer={name}", "model/scheduler=cosine"])
+    module = SequenceClassifierModule(vocab_size=20, embedding_dim=4, cell="torch_gru", hidden_size=3,
+                                      optimizer=cfg.model.optimizer, scheduler=cfg.model.scheduler)
+    out = module.configure_optimizers()
+    assert isinstance(out["optimizer"], torch.optim.Optimizer)
+    assert isinstance(out["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)

@@ -18,8 +18,8 @@ from torch import nn
 
 from rnnlab.models.classifier import SequenceClassifier
 
-# Keras' RMSprop defaults (learning_rate=0.001, rho=0.9, epsilon=1e-7); torch's are alpha=0.99, eps=1e-8.
-RMSPROP_KERAS = {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 1e-3, "alpha": 0.9, "eps": 1e-7}
+# Keras' RMSprop: its update (epsilon inside the square root) and defaults (learning_rate=0.001, rho=0.9, epsilon=1e-7).
+RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
 
 
 def _plain(cfg):
@@ -36,7 +36,7 @@ class SequenceClassifierModule(pl.LightningModule):
         vocab_size, num_classes: from the datamodule (train.py passes them).
         embedding_dim ... backend: passed to :class:`SequenceClassifier` unchanged.
         optimizer: Hydra config of a partial optimizer, e.g. ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-3}``.
-            Default: RMSprop with Keras' defaults.
+            Default: :class:`rnnlab.models.optim.KerasRMSprop` (Keras' update and defaults).
         scheduler: optional Hydra config of a partial LR scheduler (``torch.optim.lr_scheduler.*``).
         scheduler_interval: ``epoch`` or ``step``.
         step_seed: when set, reseed torch's RNG from (step_seed, global_step) before each training step, so dropout
