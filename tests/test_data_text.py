@@ -1,0 +1,136 @@
+"""TextVectorizer: Keras TextVectorization semantics, both engines, save/load."""
+
+import pickle
+import random
+
+import pytest
+import torch
+
+from rnnlab.data.text import TextVectorizer, reference_standardize
+
+ENGINES = ["python", "tokenizers"]
+COURSE = ["I write, erase, rewrite", "Erase again, and then", "A poppy blooms"]
+COURSE_VOCAB = ["", "[UNK]", "erase", "write", "then", "rewrite", "poppy", "i", "blooms", "and", "again", "a"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_course_example_reproduced_exactly(engine):
+    """The course's adapt example: vocabulary order (count desc, ties reverse-lexicographic) and ids."""
+    v = TextVectorizer(engine=engine).adapt(COURSE)
+    assert v.get_vocabulary() == COURSE_VOCAB
+    assert v.vocab_size == 12
+    assert v(["write for natural language processing"]) == [[3, 1, 1, 1, 1]]
+    assert v.decode([3, 1, 1, 1, 1]) == "write [UNK] [UNK] [UNK] [UNK]"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ranking_by_count_then_reverse_lexicographic_and_max_tokens_cap(engine):
+    texts = ["b b b a a c c d", "e"]  # counts: b3, a2, c2, d1, e1
+    v = TextVectorizer(engine=engine).adapt(texts)
+    assert v.get_vocabulary() == ["", "[UNK]", "b", "c", "a", "e", "d"]
+    capped = TextVectorizer(max_tokens=4, engine=engine).adapt(texts)
+    assert capped.get_vocabulary() == ["", "[UNK]", "b", "c"]
+    assert capped(["a b c zzz"]) == [[1, 2, 3, 1]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_standardization_steps_and_switches(engine):
+    text = "Café <br /><br />DÉJÀ-vu, isn't it?<i>Great</i>"
+    v = TextVectorizer(engine=engine)
+    assert v.split(text) == ["cafe", "dejavu", "isnt", "it", "great"]
+    assert TextVectorizer(strip_html=False, engine=engine).split("a<br />b") == ["abr", "b"]  # Keras' default behaviour
+    assert TextVectorizer(strip_accents=False, engine=engine).split("Café") == ["café"]
+    assert TextVectorizer(lowercase=False, engine=engine).split("Café") == ["Cafe"]
+    assert TextVectorizer(strip_punctuation=False, engine=engine).split("a, b.") == ["a,", "b."]
+
+
+def _random_text(rng):
+    pieces = ["Hello", "WORLD", "café", "naïve", "déjà", "<br />", "<br/>", "<p class='x'>", "don't", "x-ray", "a.b",
+              "(ok)", "\t", "\n", "  ", "Ñandú", "Straße", "1,000", "$5", "[UNK]", "", "ü", "a<b", "c>d", "ＡＢＣ"]
+    return " ".join(rng.choice(pieces) + rng.choice(["", " ", ",", "!"]) for _ in range(rng.randint(0, 12)))
+
+
+def test_engines_agree_with_each_other_and_the_regex_reference():
+    rng = random.Random(0)
+    texts = [_random_text(rng) for _ in range(300)]
+    py, tk = TextVectorizer(engine="python"), TextVectorizer(engine="tokenizers")
+    for t in texts:
+        assert py.standardize(t) == tk.standardize(t) == reference_standardize(t), t
+    for n in (1, 2):
+        a = TextVectorizer(engine="python", ngrams=n, max_tokens=40).adapt(texts[:200])
+        b = TextVectorizer(engine="tokenizers", ngrams=n, max_tokens=40).adapt(texts[:200])
+        assert a.get_vocabulary() == b.get_vocabulary()
+        assert a(texts[200:]) == b(texts[200:])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fixed_length_pads_and_truncates_at_the_end(engine):
+    v = TextVectorizer(output_sequence_length=3, engine=engine, vocabulary=COURSE_VOCAB)
+    out = v(["write for natural language processing", "", "erase"])
+    assert out.dtype == torch.long
+    assert out.tolist() == [[3, 1, 1], [0, 0, 0], [2, 0, 0]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_variable_length_mode_keeps_empty_texts(engine):
+    v = TextVectorizer(engine=engine, vocabulary=COURSE_VOCAB)
+    assert v(["erase a", "", "!!!"]) == [[2, 11], [], []]
+    flat, lengths = v.encode(["erase a", "", "a a a a"], max_length=3)
+    assert lengths.tolist() == [2, 0, 3]
+    assert flat.tolist() == [2, 11, 11, 11, 11]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_multi_hot(engine):
+    v = TextVectorizer(output_mode="multi_hot", engine=engine, vocabulary=COURSE_VOCAB)
+    out = v(["erase erase a zzz", ""])
+    assert out.shape == (2, 12) and out.dtype == torch.float32
+    assert out[0].nonzero().flatten().tolist() == [1, 2, 11]  # OOV, erase, a; repeated tokens count once
+    assert out[1].sum() == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ngrams_vocabulary_and_keras_output_order(engine):
+    v = TextVectorizer(ngrams=2, engine=engine).adapt(["the cat sat", "the cat ran"])
+    vocab = v.get_vocabulary()
+    assert vocab[:4] == ["", "[UNK]", "the cat", "the"]  # counts 2 ("the cat" > "the" in reverse-lex), then 2 ("cat")
+    assert set(vocab[2:]) == {"the", "cat", "sat", "ran", "the cat", "cat sat", "cat ran"}
+    ids = v(["the cat sat on"])[0]
+    # unigrams first (the, cat, sat, on), then bigrams (the cat, cat sat, sat on)
+    assert [vocab[i] for i in ids] == ["the", "cat", "sat", "[UNK]", "the cat", "cat sat", "[UNK]"]
+
+
+def test_save_load_and_json_round_trip(tmp_path):
+    v = TextVectorizer(max_tokens=50, output_sequence_length=7, ngrams=2, strip_accents=False).adapt(COURSE)
+    path = tmp_path / "vectorizer.json"
+    v.save(path)
+    w = TextVectorizer.load(path)
+    assert w.get_config() == v.get_config()
+    assert w.get_vocabulary() == v.get_vocabulary()
+    assert torch.equal(w(["erase again, and then"]), v(["erase again, and then"]))
+    assert TextVectorizer.from_json(v.to_json()).to_json() == v.to_json()
+    assert pickle.loads(pickle.dumps(v)).get_vocabulary() == v.get_vocabulary()
+
+
+def test_to_tokenizer_exports_the_same_pipeline():
+    v = TextVectorizer().adapt(COURSE)
+    tok = v.to_tokenizer()
+    assert tok.encode("Write, for natural <br />ERASE", add_special_tokens=False).ids == v("Write, for natural <br />ERASE")
+
+
+def test_decode_drops_padding_and_handles_batches():
+    v = TextVectorizer(output_sequence_length=4, vocabulary=COURSE_VOCAB)
+    ids = v(["erase a", "poppy"])
+    assert v.decode(ids) == ["erase a", "poppy"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"output_mode": "count"}, "output_mode"),
+    ({"max_tokens": 2}, "max_tokens"),
+    ({"ngrams": 0}, "ngrams"),
+    ({"output_mode": "multi_hot", "output_sequence_length": 5}, "output_sequence_length"),
+    ({"engine": "rust"}, "engine"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TextVectorizer(**kwargs)
