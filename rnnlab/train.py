@@ -70,9 +70,20 @@ def build(cfg: DictConfig):
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run the job described by ``cfg``; returns the metrics also written to ``metrics.json``."""
-    if cfg.flush_denormal:
-        torch.set_flush_denormal(True)  # CPU only; a no-op (returns False) where unsupported
+    """Run the job described by ``cfg``; returns the metrics also written to ``metrics.json``.
+
+    ``cfg.flush_denormal`` flushes subnormal floats to zero on CPU during the run (x86 SSE3; a no-op elsewhere):
+    recurrent nets drive many activations and gradients into the subnormal range, where CPUs are ~100x slower.
+    """
+    flushed = bool(cfg.flush_denormal) and torch.set_flush_denormal(True)
+    try:
+        return _train(cfg)
+    finally:
+        if flushed:  # leave the process as we found it (tests and notebooks call train() in-process)
+            torch.set_flush_denormal(False)
+
+
+def _train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
