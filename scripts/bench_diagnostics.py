@@ -5,19 +5,21 @@ RMSprop, clipping at 1.0) trained by a Lightning ``Trainer`` with a TensorBoard 
 batches whose lengths follow IMDB's (log-normal, median ~175 tokens, capped at 600, bucketed as the
 datamodule does).
 
-Two runs over the same batches, repeated and interleaved: ``reference`` (no diagnostics callbacks)
-and ``diagnostics`` (``TimestepGradNorms`` recording every ``--record-every`` steps, plus
-``GradClipStats``). Every step is timed (on_train_batch_start to on_train_batch_end, best of the
-repeats per step), and each step is compared with the *same batch* in the reference run, so lengths
-and machine load cancel out. From that:
+Runs over the same batches, repeated and interleaved: ``reference`` (no diagnostics callbacks),
+``grad_t`` (``TimestepGradNorms`` recording every ``--record-every`` steps, drawing figures on every
+``--figures-every``-th recording) and ``clip stats`` (``GradClipStats`` with clipping at 1.0). Every
+step is timed (batch start to next batch start: every hook of the step; best of the repeats per
+step) and compared with the *same batch* in the reference run, so lengths and load cancel out:
 
-* plain steps (not recorded): ratio diagnostics / reference: the cost of the callbacks when the
-  per-timestep recording is off on that step (clip stats, hook dispatch);
-* recorded steps: extra seconds per recorded step (hooks, aggregation, figures, TensorBoard writes);
-* overhead at interval N: ``(plain ratio - 1) + extra per recorded step / (N * mean reference step)``.
+* plain steps (not recorded): ratio grad_t / reference: the callback's cost when it is off on a step;
+* recorded steps: extra seconds per recording (hooks, aggregation, scalars), and per drawing
+  (profile figure and heatmap rendered and written);
+* overhead at the defaults (every 50 steps, figures every 4th recording):
+  ``(plain ratio - 1) + (extra per recording + extra per drawing / 4) / (50 * mean reference step)``;
+* clip stats: ratio over all steps (one gradient norm per step when clipping is on).
 
-With ``--direct`` it also times whole runs at the default interval (``every_n_steps=50``) against
-``every_n_steps=0`` and no callbacks (needs >= 100 steps to include more than the step-0 recording).
+With ``--direct`` it also times whole runs at ``every_n_steps=50`` against ``every_n_steps=0``
+and no callbacks (use >= 200 steps so that several recordings fall in the run).
 
     flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py             # ~5 min on 2 CPU cores
     flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py --direct --steps 150
@@ -100,9 +102,11 @@ def fit(callbacks, batches, cell: str, clip: float) -> StepTimer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=32, help="training steps per run")
     parser.add_argument("--record-every", type=int, default=4, help="recording interval of the per-step comparison")
+    parser.add_argument("--figures-every", type=int, default=2, help="drawing interval (in recordings) of the comparison")
     parser.add_argument("--every-n-steps", type=int, default=50, help="interval the overhead is reported for")
+    parser.add_argument("--default-figures-every", type=int, default=4, help="figures_every the overhead is reported for")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=600)
@@ -118,41 +122,47 @@ def main() -> None:
     print(f"{args.cell} BiLSTM 32, {args.steps} steps of batch {args.batch_size}, mean length {mean_len:.0f} "
           f"(max {args.max_length}), torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
 
-    def diagnostics(n):
-        return [TimestepGradNorms(every_n_steps=n), GradClipStats()]
-
-    fit(diagnostics(1), batches[:2], args.cell, args.clip)  # warm-up: allocator, matplotlib fonts, TensorBoard
-    ref, diag = [], []
+    configs = {
+        "reference": lambda: [],
+        "grad_t": lambda: [TimestepGradNorms(every_n_steps=args.record_every, figures_every=args.figures_every)],
+        "clip stats": lambda: [GradClipStats()],
+    }
+    fit([TimestepGradNorms(every_n_steps=1), GradClipStats()], batches[:2], args.cell, args.clip)  # warm-up
+    runs = {name: [] for name in configs}
     for _ in range(args.repeats):
-        ref.append(fit([], batches, args.cell, args.clip).steps)
-        diag.append(fit(diagnostics(args.record_every), batches, args.cell, args.clip).steps)
-    ref = torch.tensor(ref).min(0).values  # (S,) best of the repeats, per step
-    diag = torch.tensor(diag).min(0).values
-    recorded = torch.zeros(args.steps, dtype=torch.bool)
-    recorded[:: args.record_every] = True
-    recorded[0] = False  # step 0 also pays one-off costs (first figure of the run): left out of both groups
-    plain = ~recorded
-    plain[0] = False
-    plain_ratio = float(diag[plain].sum() / ref[plain].sum())
-    extra = float((diag[recorded] - ref[recorded]).mean())
-    step = float(ref[1:].mean())
-    overhead = (plain_ratio - 1) + extra / (args.every_n_steps * step)
-    print(f"reference step (mean, steps 1..): {step:.3f} s")
-    print(f"plain steps: diagnostics / reference = {plain_ratio:.3f} ({int(plain.sum())} steps)")
-    print(f"recorded steps: +{extra:.3f} s each ({int(recorded.sum())} steps, every {args.record_every})")
-    print(f"overhead at every_n_steps={args.every_n_steps}: {100 * overhead:+.1f}% "
+        for name, make in configs.items():
+            runs[name].append(fit(make(), batches, args.cell, args.clip).steps)
+    ref, grad_t, clip = (torch.tensor(runs[n]).min(0).values for n in configs)  # (S,) best of the repeats, per step
+    S = args.steps
+    recorded = torch.arange(S) % args.record_every == 0
+    drawn = recorded & ((torch.arange(S) // args.record_every) % args.figures_every == 0)
+    later = torch.arange(S) > 0  # step 0 also pays one-off costs (first figure of the run): left out
+    plain, undrawn, drawn = ~recorded & later, recorded & ~drawn & later, drawn & later
+    step = float(ref[later].mean())
+    plain_ratio = float(grad_t[plain].sum() / ref[plain].sum())
+    per_record = float((grad_t - ref)[undrawn].mean())
+    per_draw = float((grad_t - ref)[drawn].mean()) - per_record
+    n, f = args.every_n_steps, args.default_figures_every
+    overhead = (plain_ratio - 1) + (per_record + per_draw / f) / (n * step)
+    print(f"reference step (mean): {step:.4f} s")
+    print(f"grad_t plain steps / reference: {plain_ratio:.3f} ({int(plain.sum())} steps)")
+    print(f"grad_t extra per recording: {per_record:+.4f} s ({int(undrawn.sum())} steps); extra per drawing: "
+          f"{per_draw:+.4f} s ({int(drawn.sum())} steps)")
+    print(f"grad_t overhead at every_n_steps={n}, figures_every={f}: {100 * overhead:+.1f}% "
           f"(ratio {1 + overhead:.3f}; target < 10%)")
+    clip_ratio = float(clip[later].sum() / ref[later].sum())
+    print(f"clip stats (gradient_clip_val={args.clip}) / reference: {clip_ratio:.3f}")
 
     if args.direct:
-        runs = {"no diagnostics": [], "every_n_steps=0": [0], f"every_n_steps={args.every_n_steps}": [args.every_n_steps]}
-        times = {name: [] for name in runs}
+        whole = {"no diagnostics": lambda: [], "every_n_steps=0": lambda: [TimestepGradNorms(every_n_steps=0)],
+                 f"every_n_steps={n}": lambda: [TimestepGradNorms(every_n_steps=n)]}
+        times = {name: [] for name in whole}
         for _ in range(args.repeats):
-            for name, n in runs.items():
-                callbacks = diagnostics(n[0]) if n else []
-                times[name].append(fit(callbacks, batches, args.cell, args.clip).seconds)
+            for name, make in whole.items():
+                times[name].append(fit(make(), batches, args.cell, args.clip).seconds)
         base = min(times["no diagnostics"])
         for name, ts in times.items():
-            print(f"direct {name:22s} {min(ts):8.2f} s  ratio {min(ts) / base:.3f}   runs {[round(t, 2) for t in ts]}")
+            print(f"direct {name:18s} {min(ts):8.2f} s  ratio {min(ts) / base:.3f}   runs {[round(t, 2) for t in ts]}")
 
 
 if __name__ == "__main__":

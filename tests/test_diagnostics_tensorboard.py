@@ -74,15 +74,15 @@ def _batches():
     return out
 
 
-def _fit(tmp_path, cell="lstm", every_n_steps=2, clip=CLIP):
+def _fit(tmp_path, cell="lstm", every_n_steps=1, clip=CLIP, log_every_n_steps=1):
     torch.manual_seed(0)
     logger = TensorBoardLogger(tmp_path, name="run", default_hp_metric=False)
     reference = ReferenceNorms()
     trainer = pl.Trainer(
-        max_epochs=1, logger=logger, log_every_n_steps=1, gradient_clip_val=clip, accelerator="cpu",
+        max_epochs=1, logger=logger, log_every_n_steps=log_every_n_steps, gradient_clip_val=clip, accelerator="cpu",
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[
-            TimestepGradNorms(every_n_steps=every_n_steps, decay_steps=(2, 10, 400)),
+            TimestepGradNorms(every_n_steps=every_n_steps, decay_steps=(2, 10, 400), figures_every=3),
             GradClipStats(), reference, LogHParams(metrics=("train/loss",)),
         ],
     )
@@ -100,14 +100,13 @@ def test_event_file_has_scalar_image_figure_and_hparams_tags(tmp_path):
     trainer, events, reference, log_dir = _fit(tmp_path)
     tags = events.Tags()
     assert {"grad_t/profile", "grad_t/heatmap"} <= set(tags["images"])
-    # recorded on steps 0 and 2 of 4: one figure and one (growing) heatmap each
-    assert [e.step for e in events.Images("grad_t/heatmap")] == [0, 2]
-    first, last = events.Images("grad_t/heatmap")
-    assert last.height >= first.height  # one more row per recorded step (never shrinks)
+    # recorded on steps 0..3; figures on every 3rd recorded step (0, 3) and at the end (3)
+    for tag in ("grad_t/profile", "grad_t/heatmap"):
+        assert [e.step for e in events.Images(tag)] == [0, 3]
     for series in ("dx", "dh/l0", "dh/l0_reverse"):
         decay = _scalars(events, f"grad_t/{series}/decay_2")
-        assert sorted(decay) == [0, 2] and all(0 < v < math.inf for v in decay.values())
-    assert sorted(_scalars(events, "grad_t/decay_10")) == [0, 2]
+        assert sorted(decay) == [0, 1, 2, 3] and all(0 < v < math.inf for v in decay.values())
+    assert sorted(_scalars(events, "grad_t/decay_10")) == [0, 1, 2, 3]
     assert "grad_t/decay_400" not in tags["scalars"]  # no sequence is 400 long: skipped, not NaN or a placeholder
     # HParams: the session declares the diagnostics' keys as metrics, and the clip value as a hyperparameter
     content = events.PluginTagToContent("hparams")
@@ -119,7 +118,8 @@ def test_event_file_has_scalar_image_figure_and_hparams_tags(tmp_path):
     assert session.hparams["cell"].string_value == "lstm"
     # the curves are saved for offline plots
     records = torch.load(log_dir / "grad_t.pt")
-    assert [r["step"] for r in records] == [0, 2] and set(records[0]["curves"]) == {"dx", "dh/l0", "dh/l0_reverse"}
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert set(records[0]["curves"]) == {"dx", "dh/l0", "dh/l0_reverse"}
 
 
 def test_clipping_stats_before_after_and_fraction(tmp_path):
@@ -142,8 +142,10 @@ def test_clipping_stats_before_after_and_fraction(tmp_path):
 
 
 def test_torch_baseline_gets_dx_only_and_offline_plot_script_writes_pngs(tmp_path):
-    _, events, _, log_dir = _fit(tmp_path, cell="torch_lstm", clip=0)
-    assert "grad_t/decay_2" in events.Tags()["scalars"]
+    _, events, _, log_dir = _fit(tmp_path, cell="torch_lstm", every_n_steps=2, clip=0, log_every_n_steps=2)
+    assert sorted(_scalars(events, "grad_t/decay_2")) == [0, 2]
+    # norms are computed only on the steps Lightning writes, and all of those are written
+    assert sorted(_scalars(events, "grad/norm_before_clip")) == sorted(_scalars(events, "train/loss")) == [1, 3]
     assert not any(t.startswith("grad_t/dh/") for t in events.Tags()["scalars"])
     assert set(_scalars(events, "grad/clipped_fraction").values()) == {0.0}  # no clipping configured
     spec = importlib.util.spec_from_file_location("plot_grad_norms", ROOT / "scripts" / "plot_grad_norms.py")

@@ -17,6 +17,10 @@ runs inside the *next* closure):
 Groups are a parameter's module path, with the recurrent layer suffix for ``weight_ih_l1_reverse``
 style names, e.g. ``encoder.l0``, ``encoder.l0_reverse``, ``embedding``, ``head``. All values stay
 device tensors handed to ``LightningModule.log``: no host synchronisation in the training step.
+
+Cost: the norms are computed only on the steps whose values Lightning writes (``log_every_n_steps``),
+except the one total norm per step that the clipped fraction needs when clipping is on (the same
+pass Lightning's own clipping makes).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class GradClipStats(pl.Callback):
         self._names: list[str] = []
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
         self._pending = False
+        self._zero_cache: Tensor | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         groups = [(self._group(n), p) for n, p in pl_module.named_parameters() if p.requires_grad]
@@ -84,11 +89,26 @@ class GradClipStats(pl.Callback):
         return self._index_cache[groups]
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        clip = trainer.gradient_clip_val or 0.0
+        self._pending = _will_log(trainer)  # norms logged on_step reach the logger on logging steps only
+        if clip <= 0 and not self._pending:
+            pl_module.log("grad/clipped_fraction", self._zero(pl_module), on_step=False, on_epoch=True, batch_size=1)
+            return
         groups, grads = self._grads()
         if not grads:
+            self._pending = False
             return
         norms = torch.stack(torch._foreach_norm(grads)).float()  # (P,) one norm per parameter
         total = torch.linalg.vector_norm(norms)  # ||g||_2 over all parameters
+        if clip <= 0:
+            clipped = self._zero(pl_module)
+        elif trainer.gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
+            clipped = (torch.stack(torch._foreach_norm(grads, math.inf)).max() > clip).float()  # max_i |g_i| > c
+        else:
+            clipped = (total > clip).float()
+        pl_module.log("grad/clipped_fraction", clipped, on_step=False, on_epoch=True, batch_size=1)
+        if not self._pending:
+            return
         log = dict(on_step=True, on_epoch=False, batch_size=1)
         pl_module.log("grad/norm_before_clip", total, **log)
         if self.per_layer:
@@ -96,23 +116,23 @@ class GradClipStats(pl.Callback):
             per_group = torch.zeros(len(self._names), device=norms.device).index_add_(0, index, norms.square()).sqrt()
             for i in sorted(set(groups)):
                 pl_module.log(f"grad/norm_layer/{self._names[i]}", per_group[i], **log)
-        clip = trainer.gradient_clip_val or 0.0
-        if clip > 0:
-            if trainer.gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
-                largest = torch.stack(torch._foreach_norm(grads, math.inf)).max()  # max_i |g_i|
-                clipped = largest > clip
-            else:
-                clipped = total > clip
-        else:
-            clipped = torch.zeros((), device=norms.device, dtype=torch.bool)
-        pl_module.log("grad/clipped_fraction", clipped.float(), on_step=False, on_epoch=True, batch_size=1)
-        self._pending = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._pending:  # accumulating: no optimizer step on this batch
+        if not self._pending:  # not a logging step, or accumulating (no optimizer step on this batch)
             return
         self._pending = False
         _, grads = self._grads()
         if grads:
             after = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
             pl_module.log("grad/norm_after_clip", after, on_step=True, on_epoch=False, batch_size=1)
+
+    def _zero(self, pl_module) -> Tensor:
+        if self._zero_cache is None or self._zero_cache.device != pl_module.device:
+            self._zero_cache = torch.zeros((), device=pl_module.device)
+        return self._zero_cache
+
+
+def _will_log(trainer: pl.Trainer) -> bool:
+    """Whether step values logged now reach the loggers (Lightning writes them every ``log_every_n_steps``)."""
+    connector = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(connector, "should_update_logs", True))

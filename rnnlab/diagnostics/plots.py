@@ -53,7 +53,7 @@ def profile_figure(profiles: dict[str, dict[str, torch.Tensor]], step: int | Non
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle("per-timestep gradient norm" + ("" if step is None else f" (training step {step})"))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.13, top=0.9, wspace=0.04)  # tight_layout costs a draw
     return fig
 
 
@@ -75,7 +75,8 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
     (reverse directions), so a gradient that dies with distance from the loss fades to the right.
     """
     names = [n for n, rows in history.items() if rows]
-    fig = Figure(figsize=(10, 1.2 + 2.0 * max(len(names), 1)), dpi=80)
+    height = 0.4 + 2.0 * max(len(names), 1)
+    fig = Figure(figsize=(10, height), dpi=80)
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(max(len(names), 1), 1, squeeze=False)[:, 0])
     for ax, name in zip(axes, names):
@@ -96,7 +97,7 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
         ax.set_xlabel(f"k (tokens {where} token)", fontsize=8)
         ax.set_ylabel("training step", fontsize=8)
         fig.colorbar(image, ax=ax, pad=0.01)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=1.0, bottom=0.55 / height, top=1 - 0.3 / height, hspace=0.75)
     return fig
 
 
