@@ -28,8 +28,9 @@ def test_batches_are_near_uniform_in_length_and_save_padding():
     bucketed = BucketBatchSampler(lengths, batch_size=32).batches(0)
     rng = np.random.default_rng(0)
     plain = np.array_split(rng.permutation(5000), -(-5000 // 32))
-    assert padding_stats(lengths, bucketed)["padding_fraction"] < 0.05
-    assert padding_stats(lengths, plain)["padding_fraction"] > 0.3
+    saved = padding_stats(lengths, bucketed)["padding_fraction"]
+    random_batches = padding_stats(lengths, plain)["padding_fraction"]
+    assert random_batches > 0.3 and saved < 0.15 and saved < random_batches / 4
 
 
 def test_no_shuffle_is_deterministic_and_drop_last():
