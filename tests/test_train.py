@@ -59,6 +59,7 @@ def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
     keys = ("train/loss", "val/loss", "val/acc", "test/acc")
     assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
     assert runs[0]["val/loss"] != runs[2]["val/loss"]
+    assert torch.tensor(1e-310, dtype=torch.float64) * 1.5 > 0  # flush_denormal was undone after the runs
 
 
 def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path):
