@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.models.classifier import CELLS, SequenceClassifier, keras_init_torch_rnn
+from rnnlab.models.classifier import CELLS, SequenceClassifier
 from rnnlab.models.module import SequenceClassifierModule
 from rnnlab.models.optim import KerasRMSprop
 
@@ -63,8 +63,9 @@ def test_keras_init_matches_keras_layers():
     assert model.head.weight.abs().max() <= (6 / (16 + 1)) ** 0.5  # glorot uniform: fan_in H=16, fan_out 1
     b_ih, b_hh = model.encoder.bias_ih_l0, model.encoder.bias_hh_l0
     assert torch.all(b_ih[16:32] == 1) and b_ih[:16].abs().sum() == 0 and b_hh.abs().sum() == 0  # forget bias 1
-    w_hh = model.encoder.weight_hh_l0[:16]  # each gate's recurrent matrix is orthogonal
-    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(16), atol=1e-5, rtol=0)
+    w_hh = model.encoder.weight_hh_l0  # (4H, H), orthonormal columns: Keras' (H, 4H) kernel with orthonormal rows
+    torch.testing.assert_close(w_hh.T @ w_hh, torch.eye(16), atol=1e-5, rtol=0)
+    assert model.encoder.weight_ih_l0.abs().max() <= (6 / (64 + 64)) ** 0.5  # glorot over the whole (4H, I)
 
 
 def test_torch_init_keeps_torch_defaults():
@@ -75,9 +76,8 @@ def test_torch_init_keeps_torch_defaults():
 
 
 def test_keras_init_of_a_torch_gru_zeroes_both_biases():
-    gru = nn.GRU(4, 3)
-    keras_init_torch_rnn(gru)
-    assert gru.bias_ih_l0.abs().sum() == 0 and gru.bias_hh_l0.abs().sum() == 0
+    model = SequenceClassifier(100, 4, "torch_gru", hidden_size=3, init="keras")
+    assert model.encoder.bias_ih_l0.abs().sum() == 0 and model.encoder.bias_hh_l0.abs().sum() == 0
 
 
 def test_stacked_widths_build_one_layer_per_width():

@@ -21,26 +21,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab import nn as rnn
+from rnnlab.nn.init import keras_init_
+
 CELLS = ("lstm", "cifg", "gru", "rnn", "lstm_noforget", "torch_lstm", "torch_gru")
 POOLINGS = ("last", "mean", "max")
-
-
-def keras_init_torch_rnn(module: nn.LSTM | nn.GRU, forget_bias: float = 1.0) -> None:
-    """Keras' recurrent init on a torch.nn.LSTM/GRU: glorot-uniform W_ih per gate, orthogonal W_hh per gate,
-    zero biases, and (LSTM) the forget-gate slice of ``bias_ih`` set to ``forget_bias`` (torch has two biases)."""
-    H = module.hidden_size
-    for name, p in module.named_parameters():
-        with torch.no_grad():
-            if name.startswith("weight_ih"):
-                for g in p.split(H):  # (H, I) per gate, as Keras' kernel is per gate (fan_in=I, fan_out=H)
-                    nn.init.xavier_uniform_(g)
-            elif name.startswith("weight_hh"):
-                for g in p.split(H):  # (H, H) per gate
-                    nn.init.orthogonal_(g)
-            elif name.startswith("bias"):
-                p.zero_()
-                if isinstance(module, nn.LSTM) and name.startswith("bias_ih"):
-                    p[H:2 * H] = forget_bias  # gate order i, f, g, o
 
 
 def build_encoder(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
@@ -49,10 +34,9 @@ def build_encoder(cell: str, input_size: int, hidden_size: int, num_layers: int,
     common = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=True)
     if cell in ("torch_lstm", "torch_gru"):
         module = (nn.LSTM if cell == "torch_lstm" else nn.GRU)(input_size, hidden_size, **common)
-        if init == "keras":
-            keras_init_torch_rnn(module, forget_bias)
+        if init == "keras":  # the same law as rnnlab's cells: glorot / orthogonal (whole matrices), forget bias
+            keras_init_(module, forget_bias)
         return module
-    from rnnlab import nn as rnn  # imported lazily: the torch baselines need nothing from it
 
     extra = dict(init=init, backend=backend)
     if cell == "lstm":
