@@ -102,7 +102,7 @@ def _train(cfg: DictConfig) -> dict:
     if best is not None and best.best_model_score is not None:
         metrics["best/val/acc"] = float(best.best_model_score)
         metrics["best_ckpt"] = best.best_model_path
-    if cfg.test:
+    if cfg.test and cfg.data.get("test_dir", "") is not None:  # a folder dataset may have no test split
         ckpt = "best" if best is not None and best.best_model_path else None
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})

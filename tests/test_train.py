@@ -149,3 +149,22 @@ def test_the_command_line_reports_a_wrong_key_as_hydra_does(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "Could not override 'model.hiden_size'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_three_class_folder_trains_with_three_logits_and_predicts_class_names(tmp_path):
+    from helpers import make_text_folder
+
+    words = {"comedy": "funny laugh joke", "horror": "scary blood fear", "drama": "tears family loss"}
+    texts = {c: [f"{w} the film {i}" for i in range(10)] for c, w in words.items()}
+    root = make_text_folder(tmp_path / "texts", texts)
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=folder", f"data.train_dir={root}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8",
+            "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            f"output_dir={tmp_path / 'run'}"])
+    metrics = train(cfg)
+    module = SequenceClassifierModule.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt",
+                                                           weights_only=False)
+    assert module.model.head.out_features == 3 and sorted(module.class_names) == sorted(words)
+    assert predict(module, ["scary blood"])[0]["label"] in words and 0 <= metrics["val/acc"] <= 1
+    assert "test/acc" not in metrics  # no test_dir, no test split
