@@ -168,3 +168,24 @@ def test_a_three_class_folder_trains_with_three_logits_and_predicts_class_names(
     assert module.model.head.out_features == 3 and sorted(module.class_names) == sorted(words)
     assert predict(module, ["scary blood"])[0]["label"] in words and 0 <= metrics["val/acc"] <= 1
     assert "test/acc" not in metrics  # no test_dir, no test split
+
+
+def test_predict_command_reads_stdin_and_takes_raw_text_with_commas_and_quotes(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from rnnlab.predict import quote_text_override
+
+    _, metrics = trained
+    ckpt = metrics["best_ckpt"]
+    run = subprocess.run([sys.executable, "-m", "rnnlab.predict", f"ckpt={ckpt}"], input="great film\n\nawful, dull\n",
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["great film", "awful, dull"] and all(r["label"] in ("neg", "pos") for r in rows)
+    # what the shell hands over for text="it's great, [really] \" — Hydra's grammar would reject it unquoted
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw = 'text=it\'s great, [really] \\'
+    parsed = OverridesParser.create().parse_override(quote_text_override(raw))
+    assert parsed.value() == raw[5:]
