@@ -139,3 +139,18 @@ def test_every_optimizer_config_builds_an_optimizer(name):
     out = module.configure_optimizers()
     assert isinstance(out["optimizer"], torch.optim.Optimizer)
     assert isinstance(out["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+
+
+def test_a_stack_of_widths_reports_grad_norms_per_layer_as_one_module_would():
+    model = SequenceClassifier(50, 6, "gru", hidden_size=[3, 5], bidirectional=True)
+    model.encoder.record_grad_norms(True)
+    ids, lengths = padded_batch()
+    model(ids, lengths).sum().backward()
+    norms = model.encoder.grad_norms
+    assert sorted(norms) == ["l0", "l0_reverse", "l1", "l1_reverse"]
+    assert all(n.shape == ids.shape for n in norms.values())
+    assert torch.all(norms["l1"][lengths.view(-1, 1) <= torch.arange(ids.size(1))] == 0)  # zero at padding
+    torch_stack = SequenceClassifier(50, 6, "torch_gru", hidden_size=[3, 5])
+    torch_stack.encoder.record_grad_norms(True)  # nothing to record, and no error
+    torch_stack(ids, lengths).sum().backward()
+    assert torch_stack.encoder.grad_norms == {}

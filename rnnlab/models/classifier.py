@@ -83,7 +83,8 @@ class StackedEncoder(nn.Module):
 
     def record_grad_norms(self, enabled: bool = True):
         for layer in self.layers:
-            layer.record_grad_norms(enabled)
+            if hasattr(layer, "record_grad_norms"):  # torch.nn layers record nothing
+                layer.record_grad_norms(enabled)
 
     @property
     def grad_norms(self) -> dict:

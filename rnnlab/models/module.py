@@ -59,7 +59,7 @@ class SequenceClassifierModule(pl.LightningModule):
         optimizer, scheduler = _plain(optimizer) or dict(RMSPROP_KERAS), _plain(scheduler)
         if isinstance(hidden_size, (list, tuple)) or OmegaConf.is_list(hidden_size):
             hidden_size = list(hidden_size)
-        self.save_hyperparameters(logger=False)  # train.py logs the whole run config to HParams instead
+        self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = SequenceClassifier(
             vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout, rnn_dropout, pooling,
             num_classes, init, forget_bias, nonlinearity, use_lengths, fixed_length, freeze_embeddings, backend)
