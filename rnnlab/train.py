@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
 from rnnlab.models.resumable import ResumableLoader

@@ -1,6 +1,7 @@
 """The training job end to end: the real Hydra config, shrunk to tiny CPU runs on a tiny IMDB archive."""
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -119,9 +120,16 @@ def test_nan_loss_stops_with_the_step_and_a_clipping_hint():
         module.training_step(batch, 0)
 
 
-def test_a_wrong_config_key_is_a_hydra_error(archive, tmp_path):
-    with pytest.raises(ConfigCompositionException, match="hiden_size"):
-        make_cfg(archive, tmp_path, "model.hiden_size=3")
+@pytest.mark.parametrize("override, message", [
+    ("model.hiden_size=3", "Could not override 'model.hiden_size'"),
+    ("model.cell=lsmt", r"Invalid value 'lsmt', expected one of \[lstm, cifg, gru"),
+    ("model.num_layers=two", "Value 'two' of type 'str' could not be converted to Integer"),
+    ("model.pooling=median", "Invalid value 'median'"),
+])
+def test_a_wrong_config_key_or_value_is_a_hydra_error_at_composition(archive, tmp_path, override, message):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_cfg(archive, tmp_path, override)
+    assert re.search(message, str(error.value) + str(error.value.__cause__))
 
 
 def test_tensorboard_has_the_metrics_the_gradient_figures_and_one_hparams_entry(trained):

@@ -56,6 +56,9 @@ class SequenceClassifierModule(pl.LightningModule):
                  freeze_embeddings: bool = False, backend: str = "auto", optimizer: dict | None = None,
                  scheduler: dict | None = None, scheduler_interval: str = "epoch", step_seed: int | None = None):
         super().__init__()
+        # Hydra's schema hands choices over as str-valued Enum members: keep plain strings in the hparams
+        cell, pooling, init, nonlinearity, scheduler_interval = (
+            str(getattr(v, "value", v)) for v in (cell, pooling, init, nonlinearity, scheduler_interval))
         optimizer, scheduler = _plain(optimizer) or dict(RMSPROP_KERAS), _plain(scheduler)
         if isinstance(hidden_size, (list, tuple)) or OmegaConf.is_list(hidden_size):
             hidden_size = list(hidden_size)
