@@ -19,6 +19,15 @@ from rnnlab.train import train
 EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP threads spin badly on a shared, busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)

@@ -1,6 +1,7 @@
 """A Hydra multirun of two jobs in a subprocess, from another working directory, summarised by scripts/summarize.py."""
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ def test_two_job_multirun_from_another_directory_then_summarize(tmp_path):
            f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_length=30",
            "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
            f"hydra.sweep.dir={sweep_dir}"]
-    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # cwd: not the repo
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models; spare the shared CPU
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # cwd: not the repo
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = sorted(p.parent for p in sweep_dir.rglob("metrics.json"))
     assert [j.name for j in jobs] == ["0", "1"]  # one folder per job, named by job number
