@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from rnnlab.nn import fused, loop
+from rnnlab.nn import fused, fused_ext, loop
 
 TOL = 1e-10
 T, B, I, H = 7, 6, 5, 4
@@ -26,6 +26,19 @@ VARIANTS = [
     ("rnn", True, "relu", 1),
     ("rnn", True, "identity", 1),
 ]
+
+
+@pytest.fixture(params=["python", "cpp"])
+def loops(request, monkeypatch):
+    """Both implementations of the per-step loops: the Python one and the C++ extension."""
+    impl = fused._PythonLoops
+    if request.param == "cpp":
+        monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")  # build now (once per source version, cached)
+        impl = fused_ext.loops()
+        if impl is None:
+            pytest.skip("the C++ extension could not be built here (no compiler?)")
+    monkeypatch.setattr(fused, "_loops", lambda x: impl)
+    return impl
 
 
 def _run(backend, variant, tensors, lengths, reverse, gout):
@@ -45,7 +58,7 @@ def _run(backend, variant, tensors, lengths, reverse, gout):
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-def test_run_layer_matches_loop(variant, reverse, with_lengths, bias):
+def test_run_layer_matches_loop(variant, reverse, with_lengths, bias, loops):
     cell, _, _, G = variant
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
@@ -72,7 +85,7 @@ def test_run_layer_matches_loop(variant, reverse, with_lengths, bias):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_float32_close_to_float64_loop(cell):
+def test_float32_close_to_float64_loop(cell, loops):
     """float32 runs the same arithmetic: close to the float64 reference at float32 precision."""
     g = torch.Generator().manual_seed(1)
     G = 4 if cell == "lstm" else 3

@@ -39,6 +39,8 @@ Double backward is not supported (the backward is ``once_differentiable``).
 import torch
 from torch.autograd.function import once_differentiable
 
+from rnnlab.nn import fused_ext
+
 __all__ = ["run_layer"]
 
 
@@ -398,6 +400,13 @@ def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, 
     Returns ``(out (T, B, H), h_n (B, H), c_n (B, H) or None)``. ``lengths`` (B,) int64 or None;
     ``grad_norms`` (B, T) float tensor filled in place by the backward, or None.
     """
+    return run_layer_with(_loops(x), cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+                          reverse, nonlinearity=nonlinearity, forget_gate=forget_gate, grad_norms=grad_norms)
+
+
+def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                   *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
+    """:func:`run_layer` with a given implementation of the six per-step loops (Python, C++, Triton)."""
     if cell not in ("lstm", "cifg", "gru", "rnn"):
         raise ValueError(f"`cell` must be one of ('lstm', 'cifg', 'gru', 'rnn'): got {cell!r}")
     T, B, _ = x.shape
@@ -414,10 +423,11 @@ def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, 
         c0 = None
     out, h_n, c_n = _FusedLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mask,
                                       bool(reverse), cell, nonlinearity, forget_gate, grad_norms,
-                                      _loops(x))
+                                      loops)
     return out, h_n, c_n
 
 
 def _loops(x):
-    """The C++ loops on CPU once the extension is built (see :mod:`rnnlab.nn.fused_ext`), else Python."""
-    return _PythonLoops
+    """The C++ loops once the extension is built (see :mod:`rnnlab.nn.fused_ext`), else the Python ones."""
+    ops = fused_ext.loops()
+    return _PythonLoops if ops is None else ops
