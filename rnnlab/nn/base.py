@@ -16,17 +16,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.nn import fused, loop
+from rnnlab.nn import fused, loop, triton_cells
 from rnnlab.nn.init import INITS, reset_parameters_
 
 #: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.loop.run_layer`. Adding one is one line.
-BACKENDS = {"loop": loop.run_layer, "fused": fused.run_layer}
+BACKENDS = {"loop": loop.run_layer, "fused": fused.run_layer, "triton": triton_cells.run_layer}
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
     """The backend ``name`` runs as on ``device``: ``'auto'`` picks the fastest correct one."""
     if name == "auto":
-        return "fused"  # equal to loop to float64 round-off, faster on CPU and CUDA (scripts/bench_cells.py)
+        return "fused"  # equal to loop to float64 round-off and faster on CPU (scripts/bench_cells.py); CUDA unmeasured
     return name
 
 
