@@ -28,11 +28,11 @@ def hparam_metric_keys(trainer: pl.Trainer, metrics=()) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
-    """The datamodule's and module's saved hyperparameters plus the trainer's clipping settings."""
+def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule, saved: bool = True) -> dict:
+    """The datamodule's and module's saved hyperparameters (``saved``) plus the trainer's clipping settings."""
     params: dict = {}
     datamodule = getattr(trainer, "datamodule", None)
-    for source in (datamodule, pl_module):
+    for source in (datamodule, pl_module) if saved else ():
         hparams = getattr(source, "hparams", None)
         if hparams:
             params.update(dict(hparams))
@@ -63,17 +63,20 @@ class LogHParams(pl.Callback):
         metrics: metric keys logged by the module, e.g. ``("val/acc", "val/loss", "test/acc")``; the
             ``hparam_metrics`` of the other callbacks are added.
         extra: additional hyperparameters (e.g. a flattened Hydra config), merged last.
+        saved_hparams: include the module's and datamodule's ``hparams`` (``save_hyperparameters()``); turn
+            off when ``extra`` already holds the same settings under other names. Default: ``True``
 
     Use with ``TensorBoardLogger(default_hp_metric=False)`` so no ``hp_metric`` placeholder appears.
     """
 
-    def __init__(self, metrics=("val/acc", "val/loss"), extra: dict | None = None):
+    def __init__(self, metrics=("val/acc", "val/loss"), extra: dict | None = None, saved_hparams: bool = True):
         super().__init__()
         self.metrics = tuple(metrics)
         self.extra = dict(extra or {})
+        self.saved_hparams = saved_hparams
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        params = {**run_hparams(trainer, pl_module), **self.extra}
+        params = {**run_hparams(trainer, pl_module, self.saved_hparams), **self.extra}
         keys = hparam_metric_keys(trainer, self.metrics)
         for logger in trainer.loggers:
             logger.log_hyperparams(params)  # hparams.yaml (TensorBoard) / hparams in the other loggers
