@@ -66,7 +66,8 @@ def build(cfg: DictConfig):
     if trainer.world_size == 1:  # under DDP Lightning must see the DataLoader itself to shard it
         make_loader = datamodule.train_dataloader
         datamodule.train_dataloader = lambda: ResumableLoader(
-            make_loader(), lambda: trainer.global_step, lambda: trainer.current_epoch, trainer.accumulate_grad_batches)
+            make_loader(), lambda: trainer.global_step, lambda: trainer.current_epoch, trainer.accumulate_grad_batches,
+            trainer.limit_train_batches)
     return datamodule, module, trainer
 
 
@@ -104,7 +105,7 @@ def _train(cfg: DictConfig) -> dict:
         metrics["best/val/acc"] = float(best.best_model_score)
         metrics["best_ckpt"] = best.best_model_path
     if cfg.test and cfg.data.get("test_dir", "") is not None:  # a folder dataset may have no test split
-        ckpt = "best" if best is not None and best.best_model_path else None
+        ckpt = best.best_model_path if best is not None and best.best_model_path else None  # None: current weights
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)

@@ -55,7 +55,8 @@ def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, exper
     assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
     assert len(metrics["epoch_times_s"]) == 1 and metrics["epoch_times_s"][0] > 0
     assert (out / "config.yaml").exists() and list((out / "tensorboard").glob("events.out.tfevents.*"))
-    assert (out / "checkpoints" / "last.ckpt").exists() and Path(metrics["best_ckpt"]).exists()
+    assert Path(metrics["best_ckpt"]).exists()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
     module = SequenceClassifierModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert module.hparams.cell == cfg.model.cell and module.num_parameters() == metrics["num_parameters"]
     assert module.vocabulary is not None and module.class_names == ["neg", "pos"]
@@ -72,25 +73,26 @@ def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
     assert torch.tensor(1e-310, dtype=torch.float64) * 1.5 > 0  # flush_denormal was undone after the runs
 
 
-def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path):
-    # 48 training reviews -> 5 batches of 8 per epoch; stop at step 7 (mid second epoch), resume, compare.
-    common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2", "data.val_fraction=0.2",
-              "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-              "+callbacks.steps.every_n_train_steps=7", "+callbacks.steps.save_top_k=-1",
-              "+callbacks.steps.filename='step{step}'", "+callbacks.steps.auto_insert_metric_name=false"]
-    full = train(make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", name="full"))
-    cut = make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps", "trainer.max_steps=7",
-                   "test=false", name="cut")
-    train(cut)
-    ckpt = tmp_path / "cut" / "steps" / "step7.ckpt"
-    assert torch.load(ckpt, weights_only=False)["global_step"] == 7
-    resumed = train(make_cfg(archive, tmp_path, *common, "+callbacks.steps.dirpath=${output_dir}/steps",
-                             f"ckpt_path={ckpt}", name="resumed"))
-    assert resumed["steps"] == full["steps"] == 10
+@pytest.mark.parametrize("limit, stop", [(None, 7), (4, 6)])
+def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, limit, stop):
+    # 48 training reviews -> 5 batches of 8 per epoch (or `limit`); stop mid second epoch, resume, compare.
+    steps = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+             f"+callbacks.steps.every_n_train_steps={stop}", "+callbacks.steps.save_top_k=-1",
+             "+callbacks.steps.filename='step{step}'", "+callbacks.steps.auto_insert_metric_name=false",
+             "+callbacks.steps.dirpath=${output_dir}/steps"]
+    common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2", f"trainer.limit_train_batches={limit or 'null'}",
+              *steps]
+    full = train(make_cfg(archive, tmp_path, *common, name="full"))
+    train(make_cfg(archive, tmp_path, *common, f"trainer.max_steps={stop}", "test=false", name="cut"))
+    ckpt = tmp_path / "cut" / "steps" / f"step{stop}.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == stop
+    # resumed in the same folder, as README says: ModelCheckpoint then restores its best score too
+    resumed = train(make_cfg(archive, tmp_path, *common, f"ckpt_path={ckpt}", name="cut"))
+    assert resumed["steps"] == full["steps"] == 2 * (limit or 5)
     for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
         assert resumed[key] == full[key], key
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
