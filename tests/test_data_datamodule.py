@@ -1,0 +1,207 @@
+"""IMDBDataModule / FolderDataModule: splits, batches, the on-disk cache, stage isolation, Lightning."""
+
+import os
+import tempfile
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_imdb_archive, make_text_folder
+from rnnlab.data import imdb
+from rnnlab.data.datamodule import FolderDataModule, IMDBDataModule, texts_to_batch
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv(imdb.ENV_ARCHIVE, raising=False)
+    monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    return make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=20)
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Records which splits are read from disk."""
+    seen = []
+    real = imdb.read_split
+
+    def spy(folder, split):
+        seen.append(split)
+        return real(folder, split)
+
+    monkeypatch.setattr(imdb, "read_split", spy)
+    return seen
+
+
+def make_dm(tmp_path, archive, **kw):
+    kw.setdefault("batch_size", 4)
+    dm = IMDBDataModule(root=tmp_path / "cache", archive=archive, **kw)
+    dm.prepare_data()
+    return dm
+
+
+def test_fit_gives_stratified_train_val_and_batches_in_the_spec_format(tmp_path, archive, reads):
+    dm = make_dm(tmp_path, archive, max_length=10)
+    dm.setup("fit")
+    assert reads == ["train"]  # the test set is not touched by fit
+    assert dm.class_names == ["neg", "pos"] and dm.num_classes == 2 and dm.pretrained is None
+    assert len(dm.datasets["train"]) == 32 and len(dm.datasets["val"]) == 8
+    assert dm.datasets["val"].labels.tolist().count(1.0) == 4
+    ids, lengths, labels = next(iter(dm.train_dataloader()))
+    assert ids.dtype == lengths.dtype == torch.int64 and labels.dtype == torch.float32
+    assert ids.shape == (4, int(lengths.max())) and 1 <= lengths.min() and lengths.max() <= 10
+    assert torch.all(ids[torch.arange(ids.size(1)) >= lengths[:, None]] == 0)  # padded after each length
+    n = sum(len(b[0]) for b in dm.train_dataloader())
+    assert n == 32
+    dm.setup("test")
+    assert reads == ["train", "test"] and len(dm.datasets["test"]) == 40
+
+
+def test_second_run_loads_the_cache_and_a_changed_setting_does_not(tmp_path, archive, reads):
+    first = make_dm(tmp_path, archive)
+    first.setup("fit")
+    first.setup("test")
+    again = make_dm(tmp_path, archive)
+    again.setup("fit")
+    again.setup("test")
+    assert reads == ["train", "test"]  # nothing read the second time
+    assert again.vectorizer.to_json() == first.vectorizer.to_json()
+    for split in ("train", "val", "test"):
+        assert torch.equal(again.datasets[split].flat, first.datasets[split].flat)
+    other = make_dm(tmp_path, archive, max_tokens=10)
+    other.setup("fit")
+    assert reads[-1] == "train" and other.vectorizer.vocab_size == 10
+    assert other.cache_dir() != first.cache_dir()
+
+
+def test_test_stage_alone_adapts_on_train_not_test(tmp_path, archive, reads):
+    dm = make_dm(tmp_path, archive)
+    dm.setup("test")
+    assert reads == ["train", "test"]
+    ref = make_dm(tmp_path / "other", archive)
+    ref.setup("fit")
+    assert dm.vectorizer.to_json() == ref.vectorizer.to_json()
+
+
+def test_val_fraction_zero_and_subset(tmp_path, archive):
+    dm = make_dm(tmp_path, archive, val_fraction=0.0)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 40 and len(dm.datasets["val"]) == 0
+    assert list(dm.val_dataloader()) == []
+    sub = make_dm(tmp_path, archive, subset=6)
+    sub.setup("fit")
+    sub.setup("test")
+    assert [len(sub.datasets[s]) for s in ("train", "val", "test")] == [6, 6, 6]
+    assert sorted(sub.datasets["train"].labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_empty_reviews_get_length_one_and_fixed_length_pads_to_max_length(tmp_path):
+    texts = {"neg": ["", "bad bad movie", "!!! ..."], "pos": ["good", "a good good good good good good film", "<br />"]}
+    archive = make_imdb_archive(tmp_path / "a.tar.gz", texts=texts)
+    dm = make_dm(tmp_path, archive, val_fraction=0.0, batch_size=6, max_length=5)
+    dm.setup("fit")
+    assert sorted(dm.datasets["train"].lengths.tolist()) == [0, 0, 0, 1, 3, 5]
+    ids, lengths, _ = next(iter(dm.train_dataloader()))
+    assert sorted(lengths.tolist()) == [1, 1, 1, 1, 3, 5] and ids.shape == (6, 5)
+    assert torch.all(ids[lengths == 1][:, 0] >= 0)
+    fixed = make_dm(tmp_path, archive, val_fraction=0.0, batch_size=2, max_length=7, fixed_length=True)
+    fixed.setup("fit")
+    assert {b[0].shape[1] for b in fixed.train_dataloader()} == {7}
+
+
+def test_folder_datamodule_multiclass_int_labels_and_test_dir(tmp_path):
+    classes = {c: [f"{c} text number {i} {'x ' * i}" for i in range(10)] for c in ("b_sci", "a_art", "c_cars")}
+    train = make_text_folder(tmp_path / "train", classes)
+    test = make_text_folder(tmp_path / "test", {c: t[:3] for c, t in classes.items()})
+    dm = FolderDataModule(train, test, root=tmp_path / "cache", batch_size=5, val_fraction=0.2, bucket=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.class_names == ["a_art", "b_sci", "c_cars"] and dm.num_classes == 3
+    assert len(dm.datasets["train"]) == 24 and len(dm.datasets["val"]) == 6 and len(dm.datasets["test"]) == 9
+    ids, lengths, labels = next(iter(dm.test_dataloader()))
+    assert labels.dtype == torch.int64
+    no_test = FolderDataModule(train, root=tmp_path / "cache")
+    with pytest.raises(ValueError, match="needs a test set"):
+        no_test.setup("test")
+
+
+def test_folder_datamodule_missing_folder_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="text folder not found"):
+        FolderDataModule(tmp_path / "missing", root=tmp_path).prepare_data()
+
+
+def test_embeddings_option_sets_pretrained(tmp_path, archive):
+    glove = tmp_path / "glove.txt"
+    glove.write_text("the 1 2 3\ngreat 4 5 6\nnotinvocab 7 8 9\n")
+    dm = make_dm(tmp_path, archive, embeddings=glove)
+    dm.setup("fit")
+    vocab = dm.vectorizer.get_vocabulary()
+    assert dm.pretrained.shape == (len(vocab), 3)
+    assert dm.pretrained[vocab.index("great")].tolist() == [4, 5, 6]
+    assert dm.embedding_coverage["found"] == 2
+
+
+def test_texts_to_batch_matches_the_dataloader(tmp_path, archive):
+    dm = make_dm(tmp_path, archive, val_fraction=0.0, bucket=False, batch_size=40, max_length=8)
+    dm.setup("fit")
+    texts = imdb.read_split(dm._prepare().folder, "train").texts
+    ids, lengths = texts_to_batch(dm.vectorizer, texts[:3], max_length=8)
+    for i in range(3):
+        seq = dm.datasets["train"][i][0]  # val_fraction=0: train keeps the file order
+        assert lengths[i] == max(len(seq), 1) and ids[i, : len(seq)].tolist() == seq.tolist()
+
+
+class TinyClassifier(L.LightningModule):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.emb = torch.nn.EmbeddingBag(vocab_size, 4, mode="sum")
+        self.out = torch.nn.Linear(4, 1)
+        self.seen = []
+
+    def training_step(self, batch, _):
+        ids, lengths, labels = batch
+        self.seen.append(len(labels))
+        mask = (torch.arange(ids.size(1)) < lengths[:, None]).float()
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.out(self.emb(ids, per_sample_weights=mask)).squeeze(1), labels)
+
+    def validation_step(self, batch, _):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_trainer_runs_on_the_datamodule(tmp_path, archive):
+    dm = IMDBDataModule(root=tmp_path / "cache", archive=archive, batch_size=8)
+    dm.prepare_data()
+    dm.setup("fit")
+    model = TinyClassifier(dm.vectorizer.vocab_size)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    assert sum(model.seen) == 2 * 32
+
+
+IMDB_ARCHIVE = os.environ.get(imdb.ENV_ARCHIVE)
+IMDB_ROOT = os.environ.get(imdb.ENV_ROOT) or os.path.join(tempfile.gettempdir(), "rnnlab-imdb-tests")
+
+
+@pytest.mark.imdb
+def test_real_imdb_datamodule():
+    dm = IMDBDataModule(root=IMDB_ROOT, archive=IMDB_ARCHIVE, cache=False, progressbar=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    train, val, test = (dm.datasets[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (20_000, 5_000, 25_000)
+    for ds in (train, val, test):
+        assert np.bincount(ds.labels.numpy().astype(int)).tolist() == [len(ds) // 2] * 2
+        assert ds.lengths.min() >= 1 and ds.lengths.max() == 600  # no empty review; truncation at max_length
+    assert dm.vectorizer.vocab_size == 20_000
+    assert dm.vectorizer.get_vocabulary()[:6] == ["", "[UNK]", "the", "and", "a", "of"]
