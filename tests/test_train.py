@@ -2,8 +2,10 @@
 import json
 import math
 import re
+import signal
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import make_imdb_archive
@@ -73,18 +75,38 @@ def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
     assert torch.tensor(1e-310, dtype=torch.float64) * 1.5 > 0  # flush_denormal was undone after the runs
 
 
-@pytest.mark.parametrize("limit, stop", [(None, 7), (4, 6)])
-def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, limit, stop):
+class InterruptAt(pl.Callback):
+    """Ctrl+C after optimizer step `step` (Lightning saves, then exits with status 1)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how, limit, stop", [("ctrl-c", None, 7), ("max_steps", 4, 6)])
+def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how, limit, stop):
     # 48 training reviews -> 5 batches of 8 per epoch (or `limit`); stop mid second epoch, resume, compare.
-    steps = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-             f"+callbacks.steps.every_n_train_steps={stop}", "+callbacks.steps.save_top_k=-1",
-             "+callbacks.steps.filename='step{step}'", "+callbacks.steps.auto_insert_metric_name=false",
-             "+callbacks.steps.dirpath=${output_dir}/steps"]
-    common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2", f"trainer.limit_train_batches={limit or 'null'}",
-              *steps]
+    common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2",
+              f"trainer.limit_train_batches={limit or 'null'}"]
     full = train(make_cfg(archive, tmp_path, *common, name="full"))
-    train(make_cfg(archive, tmp_path, *common, f"trainer.max_steps={stop}", "test=false", name="cut"))
-    ckpt = tmp_path / "cut" / "steps" / f"step{stop}.ckpt"
+    if how == "ctrl-c":  # last.ckpt is saved at the interrupted step
+        try:
+            with pytest.raises(SystemExit):
+                train(make_cfg(archive, tmp_path, *common, f"+callbacks.stop._target_={__name__}.InterruptAt",
+                               f"+callbacks.stop.step={stop}", name="cut"))
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl+C
+        ckpt = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    else:  # a checkpoint every `stop` steps, and the run ends there
+        train(make_cfg(archive, tmp_path, *common, f"trainer.max_steps={stop}", "test=false",
+                       "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                       f"+callbacks.steps.every_n_train_steps={stop}", "+callbacks.steps.filename='step{step}'",
+                       "+callbacks.steps.auto_insert_metric_name=false",
+                       "+callbacks.steps.dirpath=${output_dir}/checkpoints", name="cut"))
+        ckpt = tmp_path / "cut" / "checkpoints" / f"step{stop}.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == stop
     # resumed in the same folder, as README says: ModelCheckpoint then restores its best score too
     resumed = train(make_cfg(archive, tmp_path, *common, f"ckpt_path={ckpt}", name="cut"))
