@@ -17,12 +17,15 @@ class ResumableLoader:
 
     Each ``iter()`` first calls ``set_epoch(epoch())`` on the loader's sampler and batch sampler: Lightning reaches
     ``loader.sampler`` and ``loader.batch_sampler.sampler`` only, so a batch sampler would otherwise count epochs
-    itself, from 0 again in a resumed process. Assumes a fixed number of batches per epoch and ``accumulate``
-    batches per optimizer step.
+    itself, from 0 again in a resumed process. Assumes a fixed number of batches per epoch (``len(loader)`` cut by
+    ``limit``, Lightning's ``limit_train_batches``: an int count or a float fraction) and ``accumulate`` batches per
+    optimizer step.
     """
 
-    def __init__(self, loader, global_step: Callable[[], int], epoch: Callable[[], int], accumulate: int = 1):
+    def __init__(self, loader, global_step: Callable[[], int], epoch: Callable[[], int], accumulate: int = 1,
+                 limit: int | float = 1.0):
         self.loader, self.global_step, self.epoch, self.accumulate = loader, global_step, epoch, accumulate
+        self.limit = limit
         self._skip = 0
 
     def __len__(self) -> int:
@@ -37,7 +40,9 @@ class ResumableLoader:
         return {"global_step": int(self.global_step())}
 
     def load_state_dict(self, state: dict) -> None:
-        steps_per_epoch = math.ceil(len(self.loader) / self.accumulate)
+        n = len(self.loader)
+        n = min(n, self.limit) if isinstance(self.limit, int) else int(n * self.limit)  # as Lightning counts
+        steps_per_epoch = math.ceil(n / self.accumulate)
         self._skip = (state.get("global_step", 0) % steps_per_epoch) * self.accumulate
 
     def __iter__(self):
