@@ -120,12 +120,16 @@ def read_text_folder(root, class_names: Sequence[str] | None = None) -> TextSamp
         files = _txt_files(root / cls)
         if not files:
             raise ValueError(f"class folder {root / cls} holds no .txt file: expected at least 1, got 0")
+        skip = len(str(root)) + 1
         for f in files:
             with open(f, "rb") as fh:
-                text, replaced = decode(fh.read())
-            n_replaced += replaced
-            texts.append(text)
-            paths.append(os.path.relpath(f, root))
+                data = fh.read()
+            try:
+                texts.append(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(data.decode("utf-8", errors="replace"))
+                n_replaced += 1
+            paths.append(f[skip:])  # relative to root, e.g. "pos/123_9.txt"
         labels.extend([label] * len(files))
     if n_replaced:
         log.warning("%d of %d files under %s were not valid UTF-8; invalid bytes replaced by U+FFFD", n_replaced, len(texts), root)

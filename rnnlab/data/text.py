@@ -48,6 +48,7 @@ modes, so column 0 (padding) is always 0.
 
 from __future__ import annotations
 
+import array
 import itertools
 import json
 import re
@@ -230,8 +231,9 @@ class TextVectorizer:
         texts = list(texts)
         if self.engine == "python":
             counts = Counter()
+            tokens = self.split if self.ngrams == 1 else self.tokens
             for text in texts:
-                counts.update(self.tokens(text))
+                counts.update(tokens(text))
         else:
             counts = self._count_tokenizers(texts)
         counts.pop(OOV, None)
@@ -283,12 +285,14 @@ class TextVectorizer:
         texts = list(texts)
         if self.engine == "python":
             get = self._index.__getitem__
-            if self.ngrams == 1:
-                ids = [list(map(get, self.split(t)[:max_length])) for t in texts]
-            else:
-                ids = [list(map(get, self.tokens(t)[:max_length])) for t in texts]
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())), lengths
+            tokens = self.split if self.ngrams == 1 else self.tokens
+            flat = array.array("q")
+            ends = np.empty(len(texts), dtype=np.int64)
+            for b, t in enumerate(texts):  # C-level loops: split, map, extend
+                flat.extend(map(get, tokens(t)[:max_length]))
+                ends[b] = len(flat)
+            flat = np.frombuffer(flat, dtype=np.int64) if len(flat) else np.zeros(0, dtype=np.int64)
+            return flat, np.diff(ends, prepend=0)
         if self.ngrams == 1:
             return self._encode_ids(self._truncating(max_length), texts)
         flat, lengths = self._encode_ids(self._tokenizer, texts)
