@@ -24,7 +24,11 @@ How it is fast:
   (e.g. :math:`A_i = g_t \odot i_t (1 - i_t)`), so each reverse step is ~6 ops: add the
   incoming gradient, scale by the factors, one ``addmm_`` with :math:`W_{hh}`;
 * gate gradients of all steps land in one buffer ``(T, B, G*H)``; after the loop
-  ``dW_ih``, ``dW_hh``, ``dx`` are one matmul each and the biases one sum.
+  ``dW_ih``, ``dW_hh``, ``dx`` are one matmul each and the biases one sum;
+* the six per-step loops (``lstm_fwd`` ... ``rnn_bwd`` below) also exist in C++
+  (:mod:`rnnlab.nn.fused_ext`, built once in the background and cached): on CPU a step is then the
+  matmul plus one vectorised pass over the step's gates. Same buffers, same numbers; the Python
+  loops are used until (or unless) the extension is built.
 
 Lengths: with :math:`m_t = [t < \text{len}]`, the state is kept where :math:`m_t = 0`
 (``h_t = m_t ? \tilde h_t : h_{t-1}``) and the output is :math:`m_t \tilde h_t`. The reverse
