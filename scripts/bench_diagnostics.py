@@ -5,24 +5,23 @@ RMSprop, clipping at 1.0) trained by a Lightning ``Trainer`` with a TensorBoard 
 batches whose lengths follow IMDB's (log-normal, median ~175 tokens, capped at 600, bucketed as the
 datamodule does).
 
-Runs over the same batches, repeated and interleaved: ``reference`` (no diagnostics callbacks),
-``grad_t`` (``TimestepGradNorms`` recording every ``--record-every`` steps, drawing figures on every
-``--figures-every``-th recording) and ``clip stats`` (``GradClipStats`` with clipping at 1.0). Every
-step is timed (batch start to next batch start: every hook of the step; best of the repeats per
-step) and compared with the *same batch* in the reference run, so lengths and load cancel out:
+On a shared machine, whole runs timed one after the other differ by more than the overhead being
+measured (other jobs come and go), so the overhead is measured inside one run, where numerator and
+denominator see the same load:
 
-* plain steps (not recorded): ratio grad_t / reference: the callback's cost when it is off on a step;
-* recorded steps: extra seconds per recording (hooks, aggregation, scalars), and per drawing
-  (profile figure and heatmap rendered and written);
-* overhead at the defaults (every 50 steps, figures every 4th recording):
-  ``(plain ratio - 1) + (extra per recording + extra per drawing / 4) / (50 * mean reference step)``;
-* clip stats: ratio over all steps (one gradient norm per step when clipping is on).
+1. a training run with ``TimestepGradNorms`` at the default interval (``every_n_steps=50``,
+   figures every 4th recording and at the end) and ``GradClipStats``, each hook timed: the share of
+   the training loop spent inside each callback;
+2. what recording changes in the model's own forward and backward (the per-timestep norm buffers the
+   cells fill, the embedding hook): the same batches run with recording off and on, alternating
+   batch by batch, median ratio; times the number of recorded steps.
 
-With ``--direct`` it also times whole runs at ``every_n_steps=50`` against ``every_n_steps=0``
-and no callbacks (use >= 200 steps so that several recordings fall in the run).
+``grad_t overhead = (time in TimestepGradNorms hooks + recorded steps x extra compute per recorded
+step) / (loop time without them)``. ``--direct`` also times whole runs (no callbacks,
+``every_n_steps=0``, ``every_n_steps=50``) for a quiet machine.
 
-    flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py             # ~5 min on 2 CPU cores
-    flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py --direct --steps 150
+    flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py             # ~3 min on 2 CPU cores
+    flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py --steps 400 --direct
 
 Target: ``TimestepGradNorms(every_n_steps=50)`` adds < 10% to training time.
 """
@@ -32,9 +31,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
+import sys
 import tempfile
 import time
 import warnings
+
+os.environ.setdefault("RNNLAB_FUSED_EXT", "wait")  # time the C++ loops, not the fallback during a background build
 
 import lightning.pytorch as pl
 import torch
@@ -42,9 +45,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from rnnlab.diagnostics import GradClipStats, TimestepGradNorms
+from rnnlab.diagnostics.callback import find_embedding, find_recorders
+from rnnlab.diagnostics.gradients import EmbeddingGradNorm
 from rnnlab.models.module import SequenceClassifierModule
 
 VOCAB = 20000
+HOOKS = ("on_fit_start", "on_train_batch_start", "on_after_backward", "on_before_optimizer_step",
+         "on_train_batch_end", "on_train_end", "on_fit_end")
 
 
 def imdb_like_batches(steps: int, batch_size: int, max_length: int, seed: int = 0):
@@ -62,57 +69,90 @@ def imdb_like_batches(steps: int, batch_size: int, max_length: int, seed: int = 
     return batches
 
 
-class StepTimer(pl.Callback):
-    """Wall-clock seconds of every training step (batch start to next batch start: every hook of the step) and of
-    the whole training loop."""
+def timed(callback: pl.Callback) -> pl.Callback:
+    """Wrap the callback's hooks so that ``callback.seconds`` accumulates the time spent inside them."""
+    callback.seconds = 0.0
+    for name in HOOKS:
+        hook = getattr(callback, name)
 
-    def __init__(self):
-        self.steps: list[float] = []
-        self.t0 = None
+        def wrapper(*args, _hook=hook, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _hook(*args, **kwargs)
+            finally:
+                callback.seconds += time.perf_counter() - t0
 
+        setattr(callback, name, wrapper)
+    return callback
+
+
+class LoopTimer(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         self.start = time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        now = time.perf_counter()
-        if self.t0 is not None:
-            self.steps.append(now - self.t0)
-        self.t0 = now
-
     def on_train_end(self, trainer, pl_module):
-        now = time.perf_counter()
-        self.steps.append(now - self.t0)
-        self.seconds = now - self.start
+        self.seconds = time.perf_counter() - self.start
 
 
-def fit(callbacks, batches, cell: str, clip: float) -> StepTimer:
+def make_module(cell: str) -> SequenceClassifierModule:
     torch.manual_seed(0)
-    module = SequenceClassifierModule(vocab_size=VOCAB, embedding_dim=256, cell=cell, hidden_size=32,
-                                      bidirectional=True, dropout=0.5)
-    timer = StepTimer()
+    return SequenceClassifierModule(vocab_size=VOCAB, embedding_dim=256, cell=cell, hidden_size=32,
+                                    bidirectional=True, dropout=0.5)
+
+
+def fit(callbacks, batches, cell: str, clip: float) -> float:
+    """Seconds of the training loop (on_train_start to on_train_end, every callback included)."""
+    timer = LoopTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
             max_steps=len(batches), logger=TensorBoardLogger(tmp, default_hp_metric=False), log_every_n_steps=50,
             gradient_clip_val=clip, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=[timer, *callbacks],
         )
-        trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
-    return timer
+        trainer.fit(make_module(cell), train_dataloaders=DataLoader(batches, batch_size=None))
+    return timer.seconds
+
+
+def recording_compute_ratio(batches, cell: str) -> tuple[float, float]:
+    """Median over batches of (forward + backward with recording) / (without), alternating; and the mean step."""
+    module = make_module(cell)
+    recorders = [m for _, m in find_recorders(module)]
+    embedding = EmbeddingGradNorm(find_embedding(module))
+
+    def step(batch, record: bool) -> float:
+        module.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        for m in recorders:
+            m.record_grad_norms(record)
+        if record:
+            embedding.attach()
+        ids, lengths, y = batch
+        module.loss_fn(module(ids, lengths), y).backward()
+        embedding.detach()
+        return time.perf_counter() - t0
+
+    ratios, plain = [], []
+    for i, batch in enumerate(batches):
+        first = i % 2 == 0  # alternate which goes first
+        a = step(batch, first)
+        b = step(batch, not first)
+        on, off = (a, b) if first else (b, a)
+        ratios.append(on / off)
+        plain.append(off)
+    return statistics.median(ratios), statistics.mean(plain)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=32, help="training steps per run")
-    parser.add_argument("--record-every", type=int, default=4, help="recording interval of the per-step comparison")
-    parser.add_argument("--figures-every", type=int, default=2, help="drawing interval (in recordings) of the comparison")
-    parser.add_argument("--every-n-steps", type=int, default=50, help="interval the overhead is reported for")
-    parser.add_argument("--default-figures-every", type=int, default=4, help="figures_every the overhead is reported for")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=200, help="training steps of the measured run")
+    parser.add_argument("--every-n-steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=600)
     parser.add_argument("--cell", default="lstm", help="model.cell: lstm (rnnlab.nn) or torch_lstm (dJ/dx_t only)")
     parser.add_argument("--clip", type=float, default=1.0, help="trainer.gradient_clip_val")
-    parser.add_argument("--direct", action="store_true", help="also time whole runs at --every-n-steps vs off")
+    parser.add_argument("--compute-batches", type=int, default=16, help="batches of the recording on/off comparison")
+    parser.add_argument("--direct", action="store_true", help="also time whole runs one after the other")
+    parser.add_argument("--repeats", type=int, default=2, help="(--direct) runs per configuration")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -122,47 +162,35 @@ def main() -> None:
     print(f"{args.cell} BiLSTM 32, {args.steps} steps of batch {args.batch_size}, mean length {mean_len:.0f} "
           f"(max {args.max_length}), torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
 
-    configs = {
-        "reference": lambda: [],
-        "grad_t": lambda: [TimestepGradNorms(every_n_steps=args.record_every, figures_every=args.figures_every)],
-        "clip stats": lambda: [GradClipStats()],
-    }
     fit([TimestepGradNorms(every_n_steps=1), GradClipStats()], batches[:2], args.cell, args.clip)  # warm-up
-    runs = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, make in configs.items():
-            runs[name].append(fit(make(), batches, args.cell, args.clip).steps)
-    ref, grad_t, clip = (torch.tensor(runs[n]).min(0).values for n in configs)  # (S,) best of the repeats, per step
-    S = args.steps
-    recorded = torch.arange(S) % args.record_every == 0
-    drawn = recorded & ((torch.arange(S) // args.record_every) % args.figures_every == 0)
-    later = torch.arange(S) > 0  # step 0 also pays one-off costs (first figure of the run): left out
-    plain, undrawn, drawn = ~recorded & later, recorded & ~drawn & later, drawn & later
-    step = float(ref[later].mean())
-    plain_ratio = float(grad_t[plain].sum() / ref[plain].sum())
-    per_record = float((grad_t - ref)[undrawn].mean())
-    per_draw = float((grad_t - ref)[drawn].mean()) - per_record
-    n, f = args.every_n_steps, args.default_figures_every
-    overhead = (plain_ratio - 1) + (per_record + per_draw / f) / (n * step)
-    print(f"reference step (mean): {step:.4f} s")
-    print(f"grad_t plain steps / reference: {plain_ratio:.3f} ({int(plain.sum())} steps)")
-    print(f"grad_t extra per recording: {per_record:+.4f} s ({int(undrawn.sum())} steps); extra per drawing: "
-          f"{per_draw:+.4f} s ({int(drawn.sum())} steps)")
-    print(f"grad_t overhead at every_n_steps={n}, figures_every={f}: {100 * overhead:+.1f}% "
+    grad_t, clip = timed(TimestepGradNorms(every_n_steps=args.every_n_steps)), timed(GradClipStats())
+    loop = fit([grad_t, clip], batches, args.cell, args.clip)
+    n_recorded = len(grad_t.records)
+    ratio, step = recording_compute_ratio(batches[: args.compute_batches], args.cell)
+    compute = n_recorded * (ratio - 1) * step
+    base = loop - grad_t.seconds - clip.seconds - compute
+    print(f"training loop: {loop:.2f} s for {args.steps} steps ({loop / args.steps:.4f} s/step), "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"TimestepGradNorms hooks: {grad_t.seconds:.3f} s ({n_recorded} recorded steps, "
+          f"{grad_t.seconds / max(n_recorded, 1):.3f} s each incl. figures on every 4th and the last)")
+    print(f"recording in forward+backward: x{ratio:.3f} on a recorded step ({step:.4f} s/step without), "
+          f"{compute:.3f} s in all")
+    print(f"GradClipStats hooks: {clip.seconds:.3f} s ({100 * clip.seconds / base:.1f}%)")
+    overhead = (grad_t.seconds + compute) / base
+    print(f"TimestepGradNorms(every_n_steps={args.every_n_steps}) overhead: {100 * overhead:.1f}% "
           f"(ratio {1 + overhead:.3f}; target < 10%)")
-    clip_ratio = float(clip[later].sum() / ref[later].sum())
-    print(f"clip stats (gradient_clip_val={args.clip}) / reference: {clip_ratio:.3f}")
 
     if args.direct:
         whole = {"no diagnostics": lambda: [], "every_n_steps=0": lambda: [TimestepGradNorms(every_n_steps=0)],
-                 f"every_n_steps={n}": lambda: [TimestepGradNorms(every_n_steps=n)]}
+                 f"every_n_steps={args.every_n_steps}": lambda: [TimestepGradNorms(every_n_steps=args.every_n_steps)]}
         times = {name: [] for name in whole}
         for _ in range(args.repeats):
             for name, make in whole.items():
-                times[name].append(fit(make(), batches, args.cell, args.clip).seconds)
-        base = min(times["no diagnostics"])
+                times[name].append(fit(make(), batches, args.cell, args.clip))
+                print(f"  {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+        ref = min(times["no diagnostics"])
         for name, ts in times.items():
-            print(f"direct {name:18s} {min(ts):8.2f} s  ratio {min(ts) / base:.3f}   runs {[round(t, 2) for t in ts]}")
+            print(f"direct {name:18s} {min(ts):8.2f} s  ratio {min(ts) / ref:.3f}   runs {[round(t, 2) for t in ts]}")
 
 
 if __name__ == "__main__":
