@@ -49,3 +49,16 @@ def test_collate_pads_per_batch_and_gives_empty_sequences_length_one():
     assert labels.dtype == torch.float32 and labels.tolist() == [1.0, 0.0, 1.0]
     ids, lengths, _ = collate([ds[0], ds[2]], pad_to=5)
     assert ids.shape == (2, 5) and lengths.tolist() == [3, 2]
+
+
+def test_ranks_split_one_batch_order_without_overlap():
+    lengths = lengths_like_imdb(1000)
+    ranks = [BucketBatchSampler(lengths, batch_size=10, seed=5, num_replicas=3, rank=r) for r in range(3)]
+    for s in ranks:
+        s.set_epoch(2)
+    per_rank = [list(s) for s in ranks]
+    assert [len(b) for b in per_rank] == [len(s) for s in ranks] == [33, 33, 33]
+    seen = [i for batches in per_rank for b in batches for i in b]
+    assert len(seen) == len(set(seen)) == 990  # disjoint; one leftover batch dropped so ranks stay in step
+    whole = BucketBatchSampler(lengths, batch_size=10, seed=5).batches(2)
+    assert [list(b) for b in per_rank[1]] == [list(b) for b in whole[1::3][:33]]

@@ -81,9 +81,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         bucket_batches: batches per sorted chunk. Default: 50.
         drop_last: drop each epoch's last incomplete batch.
         seed: base seed; epoch e uses ``seed + e`` (`set_epoch`, else an internal counter).
+        num_replicas, rank: for distributed training, every rank draws the same batch order
+            and keeps batches ``rank, rank + num_replicas, ...`` (all ranks get ``len(self)``
+            batches). Lightning cannot inject its sampler into this one: with DDP use
+            ``Trainer(use_distributed_sampler=False)``; the data modules then pass the ranks.
     """
 
-    def __init__(self, lengths, batch_size: int, shuffle: bool = True, bucket_batches: int = 50, drop_last: bool = False, seed: int = 0):
+    def __init__(self, lengths, batch_size: int, shuffle: bool = True, bucket_batches: int = 50, drop_last: bool = False, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas): got rank={rank}, num_replicas={num_replicas}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1: got {batch_size}")
         self.lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
@@ -92,6 +99,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.bucket_batches = bucket_batches
         self.drop_last = drop_last
         self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
         self._epoch_set = False
 
@@ -99,9 +108,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self._epoch_set = True
 
-    def __len__(self) -> int:
+    def _num_batches(self) -> int:
         n = len(self.lengths)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        return self._num_batches() // self.num_replicas if self.num_replicas > 1 else self._num_batches()
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The batches of `epoch` (a pure function of seed and epoch)."""
@@ -116,9 +128,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
-            batches = batches[: len(self)]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.num_replicas > 1:
+            batches = batches[self.rank::self.num_replicas][: len(self)]
         return batches
 
     def __iter__(self):

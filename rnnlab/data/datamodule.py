@@ -19,6 +19,8 @@ Batches are ``(ids (B, L) int64, lengths (B,) int64, labels (B,))``; labels are
 float32 for two classes (binary) and int64 otherwise. Sequences are truncated to
 ``max_length`` tokens and padded per batch (``bucket=True``: length-bucketed, see
 `rnnlab.data.batching`), or to exactly ``max_length`` with ``fixed_length=True``.
+With DDP and ``bucket=True``, use ``Trainer(use_distributed_sampler=False)``: the
+bucketed sampler splits batches over ranks itself.
 """
 
 from __future__ import annotations
@@ -204,7 +206,9 @@ class TextDataModule(L.LightningDataModule):
         fn = FixedLengthCollate(self.max_length) if self.fixed_length else collate
         common = dict(collate_fn=fn, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         if self.bucket:
-            sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed)
+            trainer = getattr(self, "trainer", None)
+            replicas = dict(num_replicas=trainer.world_size, rank=trainer.global_rank) if trainer is not None and trainer.world_size > 1 else {}
+            sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed, **replicas)
             return DataLoader(ds, batch_sampler=sampler, **common)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
