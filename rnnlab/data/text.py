@@ -173,7 +173,7 @@ class TextVectorizer:
         if self.strip_html and "<" in text:
             text = _HTML_RE.sub(" ", text)
         if self.strip_accents and not text.isascii():
-            text = strip_accents(text)
+            text = remove_accents(text)
         if self.lowercase:
             text = text.lower()
         if self.strip_punctuation:
@@ -378,7 +378,7 @@ def pad_ragged(flat: np.ndarray, lengths: np.ndarray, length: int, pad: int = 0)
     return out
 
 
-def strip_accents(text: str) -> str:
+def remove_accents(text: str) -> str:
     """Remove combining marks: NFD, drop category M* characters, NFC (``é -> e``), as tokenizers' StripAccents."""
     return unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.category(c).startswith("M")))
 
@@ -388,7 +388,7 @@ def reference_standardize(text: str, lowercase=True, strip_accents=True, strip_p
     if strip_html:
         text = re.sub(HTML_TAG, " ", text)
     if strip_accents:
-        text = globals()["strip_accents"](text)
+        text = remove_accents(text)
     if lowercase:
         text = text.lower()
     if strip_punctuation:
