@@ -244,6 +244,24 @@ def rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse: bool):
 
 
 # --- the autograd Function: setup before the loops, one matmul per gradient after ------------------
+def _onednn_ok():
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN = _onednn_ok()
+
+
+def _linear(x, w, b=None):
+    """``x @ w.T + b`` for the big matmuls. float32 on CPU goes to oneDNN (``mkldnn::_linear_pointwise``), which
+    ran these shapes about 2x faster than MKL's sgemm behind ``torch.mm`` on the AMD EPYC CPU measured here."""
+    if _ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu":
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
+
+
 def _gate_layout(cell, forget_gate):
     """Torch-order gate names, and the forward order putting the sigmoid gates first."""
     names = {"cifg": "fgo", "lstm": "ifgo" if forget_gate else "igo"}[cell]
@@ -274,11 +292,7 @@ class _FusedLayer(torch.autograd.Function):
         if cell in ("lstm", "cifg"):
             names, perm = _gate_layout(cell, forget_gate)
             w_ih_p, w_hh_p = _rows(w_ih, perm, H), _rows(w_hh, perm, H)
-            if b_ih is None:
-                A = torch.mm(x2, w_ih_p.t())
-            else:
-                A = torch.addmm(_rows(b_ih + b_hh, perm, H), x2, w_ih_p.t())
-            A = A.view(T, B, -1)  # (T, B, G*H), gates [sigmoid gates..., g]
+            A = _linear(x2, w_ih_p, None if b_ih is None else _rows(b_ih + b_hh, perm, H)).view(T, B, -1)  # (T, B, G*H), gates [sigmoid gates..., g]
             Cs = x.new_empty(T + 1, B, H)
             Cs[T if reverse else 0] = c0
             TC = x.new_empty(T, B, H)  # tanh(c~_t)
@@ -286,7 +300,7 @@ class _FusedLayer(torch.autograd.Function):
             loops.lstm_fwd(A, w_hh_p.t(), h0, Cs, TC, out, Hs, M, Mf, kind, reverse)
             saved.update(A=A, Cs=Cs, TC=TC, names=names, perm=perm, kind=kind)
         elif cell == "gru":
-            XP = torch.mm(x2, w_ih.t()).view(T, B, 3 * H)  # (T, B, 3H)
+            XP = _linear(x2, w_ih).view(T, B, 3 * H)  # (T, B, 3H)
             A = x.new_empty(T, B, 3 * H)
             if b_ih is None:
                 A[..., : 2 * H] = XP[..., : 2 * H]
@@ -299,7 +313,7 @@ class _FusedLayer(torch.autograd.Function):
             loops.gru_fwd(A, w_hh.t(), XP[..., 2 * H:], N, h0, out, Hs, M, Mf, reverse)
             saved.update(A=A, N=N)
         else:
-            XP = torch.mm(x2, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())
+            XP = _linear(x2, w_ih, None if b_ih is None else b_ih + b_hh)
             loops.rnn_fwd(XP.view(T, B, H), w_hh.t(), h0, out, Hs, M, Mf, _ACTS[nonlinearity], reverse)
 
         if Hs is None:
@@ -380,9 +394,9 @@ class _FusedLayer(torch.autograd.Function):
             s["grad_norms"].copy_(NR.t())
         need = ctx.needs_input_grad
         DX2, DH2 = DX.view(T * B, -1), DH.view(T * B, -1)
-        dx = torch.mm(DX2, w_ih).view_as(x) if need[0] else None
-        dw_ih = torch.mm(DX2.t(), x.reshape(T * B, -1)) if need[3] else None
-        dw_hh = torch.mm(DH2.t(), Hprev.reshape(T * B, H)) if need[4] else None
+        dx = _linear(DX2, w_ih.t()).view_as(x) if need[0] else None  # dG W_ih
+        dw_ih = _linear(DX2.t(), x.reshape(T * B, -1).t()) if need[3] else None  # dG^T x
+        dw_hh = _linear(DH2.t(), Hprev.reshape(T * B, H).t()) if need[4] else None  # dG^T h_{t-1}
         db_ih = db_hh = None
         if ctx.has_bias:
             db_ih = DX2.sum(0)
