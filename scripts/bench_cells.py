@@ -1,0 +1,189 @@
+"""Forward + backward time of rnnlab's cells per backend against torch.nn, measured in the same run.
+
+    python scripts/bench_cells.py --quick                  # 12 rows, a minute or two on 2 cores
+    python scripts/bench_cells.py --json cells.json        # the full grid of issue 5 (long)
+    python scripts/bench_cells.py --device cuda --backends fused,triton,loop
+
+Grid: batch {32, 128} x steps {100, 600} x hidden {32, 128, 512} x {uni, bi}directional x
+{padded, variable-length}, input 256; ``--quick`` keeps batch 32, steps 100. Per row and cell
+(lstm, gru, cifg) it times ``out.sum().backward()`` (median of ``--repeats`` after a warm-up,
+backends interleaved; CUDA synchronised) for each rnnlab backend and for ``torch.nn.LSTM`` / ``torch.nn.GRU`` on the
+same input (CIFG has no torch peer: it is compared with ``torch.nn.LSTM``, which does more work).
+Padded rows: every sequence has T steps, no lengths. Variable rows: lengths uniform in [T/4, T];
+torch gets ``pack_padded_sequence`` / ``pad_packed_sequence`` (its way), rnnlab gets ``lengths=``.
+``rec`` is fused with per-timestep gradient-norm recording on (its overhead is ``rec/fused``).
+
+Denormals are flushed on both sides (``torch.set_flush_denormal(True)``; they cost plain
+PyTorch several times here). Targets (issue 5, 2-core CPU): fused at most 1.0x torch.nn on
+the median row and at most 1.5x on every row.
+"""
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnlab.nn as rnn
+from rnnlab.nn import fused_ext
+
+TORCH_PEER = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "cifg": torch.nn.LSTM}
+OURS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "cifg": rnn.CIFGLSTM}
+
+
+def timed(device, fn):
+    """Milliseconds of one call of fn (CUDA: between synchronised events)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def bench(device, fns, repeats):
+    """Median ms of each of fns after one warm-up; the repeats interleave the fns, so noise from other
+    processes on a shared machine falls on all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(timed(device, fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_torch(m, x, lengths):
+    def fn():
+        xi = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
+        out, _ = m(xi)
+        if lengths is not None:
+            out, _ = pad_packed_sequence(out, total_length=x.size(0))
+        out.sum().backward()
+    return fn
+
+
+def step_ours(m, x, lengths):
+    def fn():
+        out, _ = m(x, lengths=lengths)
+        out.sum().backward()
+    return fn
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="batch 32, steps 100 only (12 rows)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--backends", default=None, help="comma list of rnnlab backends (default: fused, +triton on cuda)")
+    ap.add_argument("--cells", default="lstm,gru,cifg")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per cell (default 5 quick, 3 full)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's, 2 here); 1 is far steadier when other jobs share the cores")
+    ap.add_argument("--no-rec", action="store_true", help="skip the grad-norm recording column")
+    ap.add_argument("--json", default=None, help="write every row to this file")
+    ap.add_argument("--e2e", type=int, default=0, metavar="N",
+                    help="also time N training batches (-1: a whole epoch) of the bilstm experiment, model.cell=lstm "
+                         "vs torch_lstm (needs the IMDB archive: --archive or $RNNLAB_IMDB_ARCHIVE)")
+    ap.add_argument("--archive", default=os.environ.get("RNNLAB_IMDB_ARCHIVE"))
+    ap.add_argument("--e2e-repeats", type=int, default=2, help="interleaved runs per cell for --e2e")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here")
+    flushed = torch.set_flush_denormal(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = args.backends.split(",") if args.backends else (["fused", "triton"] if device.type == "cuda" else ["fused"])
+    backends = [b for b in backends if b in rnn.BACKENDS]
+    cells = args.cells.split(",")
+    repeats = args.repeats or (5 if args.quick else 3)
+    os.environ.setdefault("RNNLAB_FUSED_EXT", "wait")  # build the C++ loops before timing
+    cpp = fused_ext.loops() is not None
+    batches, steps = ([32], [100]) if args.quick else ([32, 128], [100, 600])
+    grid = list(itertools.product(batches, steps, [32, 128, 512], [False, True], [False, True]))
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}, denormals flushed: {flushed} (both sides), "
+          f"fused C++ loops: {cpp}, median of {repeats} after warm-up, input 256, forward+backward ms")
+    cols = ["torch"] + backends + ([] if args.no_rec else ["rec"])
+    head = f"{'cell':5} {'B':>4} {'T':>4} {'H':>4} {'dir':>3} {'len':>4} " + " ".join(f"{c:>9}" for c in cols)
+    head += " " + " ".join(f"{b + '/t':>9}" for b in backends) + ("" if args.no_rec else f" {'rec/fus':>8}")
+    print(head)
+    rows = []
+    for (B, T, H, bi, var), cell in itertools.product(grid, cells):
+        torch.manual_seed(0)
+        x = torch.randn(T, B, 256, device=device, requires_grad=True)
+        lengths = torch.randint(T // 4, T + 1, (B,)) if var else None
+        peer = TORCH_PEER[cell](256, H, bidirectional=bi, device=device)
+        fns = {"torch": step_torch(peer, x, lengths)}
+        for b in backends + ([] if args.no_rec else ["rec"]):
+            m = OURS[cell](256, H, bidirectional=bi, device=device, backend="fused" if b == "rec" else b)
+            m.record_grad_norms(b == "rec")
+            fns[b] = step_ours(m, x, lengths)
+        row = {"cell": cell, "batch": B, "steps": T, "hidden": H, "bidirectional": bi, "variable": var}
+        row.update({f"{k}_ms": v for k, v in bench(device, fns, repeats).items()})
+        rows.append(row)
+        line = f"{cell:5} {B:4d} {T:4d} {H:4d} {'bi' if bi else 'uni':>3} {'var' if var else 'pad':>4} "
+        line += " ".join(f"{row[c + '_ms']:9.1f}" for c in cols)
+        line += " " + " ".join(f"{row[b + '_ms'] / row['torch_ms']:9.2f}" for b in backends)
+        if not args.no_rec:
+            line += f" {row['rec_ms'] / row['fused_ms']:8.3f}"
+        print(line, flush=True)
+
+    print("\n# ratio to torch.nn per cell and backend: median row, worst row (targets: fused <= 1.0 median, <= 1.5 every row)")
+    for cell, b in itertools.product(cells, backends):
+        r = [row[f"{b}_ms"] / row["torch_ms"] for row in rows if row["cell"] == cell]
+        med, worst = statistics.median(r), max(r)
+        ok = "" if b != "fused" else ("  PASS" if med <= 1.0 and worst <= 1.5 else "  MISS")
+        print(f"{cell:5} {b:7} median {med:.2f}x  worst {worst:.2f}x{ok}")
+    if not args.no_rec:
+        rec = [row["rec_ms"] / row["fused_ms"] for row in rows]
+        print(f"grad-norm recording overhead (rec/fused): median {statistics.median(rec):.3f}, worst {max(rec):.3f}")
+    e2e = end_to_end(args) if args.e2e else None
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": str(device), "threads": torch.get_num_threads(), "denormals_flushed": flushed,
+                       "fused_cpp_loops": cpp, "torch": torch.__version__, "rows": rows, "e2e": e2e}, f, indent=1)
+
+
+def end_to_end(args):
+    """Training-epoch time of `+experiment=bilstm` with rnnlab's LSTM vs torch.nn.LSTM (train.py's EpochTimer,
+    validation excluded; flush_denormal is on in both, the config's default), runs interleaved."""
+    if not args.archive:
+        print("\n# end-to-end skipped: pass --archive or set RNNLAB_IMDB_ARCHIVE")
+        return None
+    import subprocess
+    import tempfile
+
+    limit = "null" if args.e2e < 0 else str(args.e2e)
+    times = {"lstm": [], "torch_lstm": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep, cell in itertools.product(range(args.e2e_repeats), times):
+            out = os.path.join(tmp, f"{cell}-{rep}")
+            cmd = [sys.executable, "-m", "rnnlab.train", "+experiment=bilstm", f"model.cell={cell}",
+                   f"data.archive={args.archive}", "trainer.max_epochs=1", f"trainer.limit_train_batches={limit}",
+                   "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "test=false",
+                   f"hydra.run.dir={out}"]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(out, "metrics.json")) as f:
+                times[cell].append(json.load(f)["epoch_times_s"][0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    what = "a whole epoch" if args.e2e < 0 else f"{args.e2e} batches"
+    print(f"\n# end-to-end bilstm, {what} of batch 32 (train time, median of {args.e2e_repeats}): "
+          f"rnnlab lstm {med['lstm']:.1f} s, torch_lstm {med['torch_lstm']:.1f} s, "
+          f"ratio {med['lstm'] / med['torch_lstm']:.2f} (target <= 1.1)")
+    return {"batches": args.e2e, "seconds": times, "ratio": med["lstm"] / med["torch_lstm"]}
+
+
+if __name__ == "__main__":
+    main()
