@@ -9,8 +9,10 @@ Build: ``torch.utils.cpp_extension.load_inline`` (ATen only, no pybind; ~20 s of
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a directory named by the hash
 of the source, so a changed source never loads a stale library. By default the build runs in a
 background process on first use and the Python loops are used until it is ready; a missing
-compiler just leaves the Python loops in place. ``RNNLAB_FUSED_EXT``: ``auto`` (default),
-``wait`` (build in this process on first use, blocking: for benchmarks), ``0`` (never).
+compiler just leaves the Python loops in place (a failed build leaves ``FAILED`` and ``build.log``
+in the build folder and is not retried by later processes). ``python -m rnnlab.nn.fused_ext``
+builds ahead of time. ``RNNLAB_FUSED_EXT``: ``auto`` (default), ``wait`` (build in this process
+on first use, blocking: for benchmarks and tests), ``0`` (never).
 """
 import hashlib
 import os
@@ -468,6 +470,8 @@ def loops():
         if os.path.exists(_ready_marker()):
             torch.ops.load_library(os.path.join(build_dir(), f"{NAME}.so"))
             st["ops"] = getattr(torch.ops, NAME)
+        elif os.path.exists(os.path.join(build_dir(), "FAILED")) and mode != "wait":
+            st["failed"] = True  # a background build failed here before: see build.log; do not retry every process
         elif mode == "wait":
             st["ops"] = build()
         elif not st["started"]:
@@ -486,6 +490,10 @@ def _mkdir(path):
     return path
 
 
-if __name__ == "__main__":  # the background build
-    build()
+if __name__ == "__main__":  # the background build (or `python -m rnnlab.nn.fused_ext` to build ahead of time)
+    try:
+        build()
+    except Exception:
+        open(os.path.join(_mkdir(build_dir()), "FAILED"), "w").close()
+        raise
     print("built", build_dir())
