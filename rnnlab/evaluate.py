@@ -12,11 +12,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.utils import flush_denormals
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    """Metrics of ``cfg.ckpt`` on ``cfg.split``, printed as JSON (and written to ``cfg.output`` if set)."""
+    with flush_denormals(cfg.flush_denormal):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict:
     module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location="cpu", weights_only=False)
     if module.data_config is None:
         raise ValueError(f"ckpt {cfg.ckpt} has no data config: expected a checkpoint written by rnnlab.train")

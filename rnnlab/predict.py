@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig
 
 from rnnlab.data.datamodule import texts_to_batch
 from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.utils import flush_denormals
 
 
 @torch.no_grad()
@@ -53,7 +54,9 @@ def main(cfg: DictConfig) -> None:
     else:
         texts = list(cfg.text) if isinstance(cfg.text, ListConfig) else [str(cfg.text)]
     module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location=cfg.device, weights_only=False)
-    for row in predict(module, texts):
+    with flush_denormals(cfg.flush_denormal):
+        rows = predict(module, texts)
+    for row in rows:
         print(json.dumps(row))
 
 

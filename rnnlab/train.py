@@ -17,13 +17,13 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
 from rnnlab.models.resumable import ResumableLoader
+from rnnlab.utils import flush_denormals
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("val/loss", "val/acc", "test/acc")
@@ -77,12 +77,8 @@ def train(cfg: DictConfig) -> dict:
     ``cfg.flush_denormal`` flushes subnormal floats to zero on CPU during the run (x86 SSE3; a no-op elsewhere):
     recurrent nets drive many activations and gradients into the subnormal range, where CPUs are ~100x slower.
     """
-    flushed = bool(cfg.flush_denormal) and torch.set_flush_denormal(True)
-    try:
+    with flush_denormals(cfg.flush_denormal):
         return _train(cfg)
-    finally:
-        if flushed:  # leave the process as we found it (tests and notebooks call train() in-process)
-            torch.set_flush_denormal(False)
 
 
 def _train(cfg: DictConfig) -> dict:
