@@ -39,6 +39,7 @@ def profile_figure(profiles: dict[str, dict[str, torch.Tensor]], step: int | Non
     fig = Figure(figsize=(11, 4), dpi=80)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
+    width = max((len(v[a]) for v in profiles.values() for a in ("start", "end")), default=1)
     for name, views in profiles.items():
         style = dict(lw=1.2, ls="--" if name == "dx" else "-", label=name)
         for ax, align in zip(axes, ("start", "end")):
@@ -49,6 +50,7 @@ def profile_figure(profiles: dict[str, dict[str, torch.Tensor]], step: int | Non
     axes[1].set_xlabel("k (tokens before each sequence's last token)")
     axes[0].set_ylabel("mean ||dJ/dh_t||, ||dJ/dx_t||")
     for ax in axes:
+        ax.set_xlim(0, max(width - 1, 1))  # the whole sequence, also where the gradient is exactly zero
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
