@@ -21,7 +21,7 @@ from rnnlab.diagnostics.plots import heatmap_figure, natural_align, profile_figu
 
 
 def from_records(path: Path, out: Path, step: int | None, heatmap: bool) -> None:
-    records = torch.load(path, weights_only=False)
+    records = torch.load(path, weights_only=True)  # plain lists, dicts, floats and tensors
     if not records:
         raise SystemExit(f"{path}: no recorded steps")
     if heatmap:
