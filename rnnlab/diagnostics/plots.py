@@ -75,6 +75,7 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
     One panel per series; rows are training steps (growing downwards as training goes on), columns
     are ``k`` steps before the sequence's last token (forward directions, ``dx``) or after its first
     (reverse directions), so a gradient that dies with distance from the loss fades to the right.
+    Blank: no sequence in that batch is that long; darkest: the gradient is zero or below the colour range.
     """
     names = [n for n, rows in history.items() if rows]
     height = 0.4 + 2.0 * max(len(names), 1)
@@ -85,9 +86,10 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
         steps = [s for s, _ in history[name]]
         with np.errstate(divide="ignore", invalid="ignore"):
             grid = np.log10(pad_rows([c for _, c in history[name]], max_width))  # (N, W)
-        grid[~np.isfinite(grid)] = np.nan
         finite = grid[np.isfinite(grid)]
         vmin, vmax = (np.percentile(finite, 1), np.percentile(finite, 99)) if finite.size else (0, 1)
+        grid[np.isneginf(grid)] = vmin  # an exactly zero gradient (underflow) shows as vanished, not as missing
+        grid[~np.isfinite(grid)] = np.nan  # no sample that long: blank
         image = ax.imshow(
             grid, aspect="auto", interpolation="nearest", cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-6),
             extent=(-0.5, grid.shape[1] - 0.5, len(steps) - 0.5, -0.5),
