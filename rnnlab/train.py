@@ -95,6 +95,8 @@ def _train(cfg: DictConfig) -> dict:
             callback.extra.update(flat_hparams(cfg))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
+    epoch_times = list(timer.times) if timer else []  # before trainer.test restores callback states from the best ckpt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     best = trainer.checkpoint_callback
     if best is not None and best.best_model_score is not None:
@@ -104,8 +106,7 @@ def _train(cfg: DictConfig) -> dict:
         ckpt = best.best_model_path if best is not None and best.best_model_path else None  # None: current weights
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
-    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
-    metrics.update({"epoch_times_s": timer.times if timer else [], "num_parameters": n_params,
+    metrics.update({"epoch_times_s": epoch_times, "num_parameters": n_params,
                     "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

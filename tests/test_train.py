@@ -118,6 +118,15 @@ def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_metrics_keep_every_epoch_time_when_the_best_checkpoint_is_an_earlier_epoch(archive, tmp_path):
+    # monitor=epoch, mode=min: the best checkpoint is epoch 0, which trainer.test reloads (callback states included)
+    metrics = train(make_cfg(archive, tmp_path, "+experiment=lstm", "model.hidden_size=4", "trainer.max_epochs=2",
+                             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                             "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"))
+    assert "epoch00" in Path(metrics["best_ckpt"]).name
+    assert len(metrics["epoch_times_s"]) == 2 and all(t > 0 for t in metrics["epoch_times_s"])
+
+
 @pytest.fixture(scope="module")
 def trained(archive, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
