@@ -12,6 +12,7 @@ help:  ## list the targets
 install:  ## install rnnlab (editable) with test and sweep extras
 	$(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[dev,sweep]"
+	$(PYTHON) -m rnnlab.nn.fused_ext  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
 
 install-gpu:  ## also install triton for the GPU kernels
 	$(PYTHON) -m pip install -e ".[dev,sweep,gpu]"

@@ -3,6 +3,11 @@ import os
 import pytest
 import torch
 
+# Without a GPU, Triton kernels run under Triton's CPU interpreter. The switch must be set before anything imports
+# triton (lightning does, through torch), since triton reads it then: here, before any test module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
