@@ -10,13 +10,7 @@ from rnnlab.models.optim import KerasRMSprop
 LENGTHS = [7, 5, 5, 2, 1, 1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP threads spin badly on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def padded_batch(vocab=50, lengths=LENGTHS, seed=0):

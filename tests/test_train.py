@@ -21,13 +21,7 @@ from rnnlab.train import train
 EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP threads spin badly on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
