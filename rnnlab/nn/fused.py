@@ -395,8 +395,12 @@ class _FusedLayer(torch.autograd.Function):
         need = ctx.needs_input_grad
         DX2, DH2 = DX.view(T * B, -1), DH.view(T * B, -1)
         dx = _linear(DX2, w_ih.t()).view_as(x) if need[0] else None  # dG W_ih
-        dw_ih = _linear(DX2.t(), x.reshape(T * B, -1).t()) if need[3] else None  # dG^T x
-        dw_hh = _linear(DH2.t(), Hprev.reshape(T * B, H).t()) if need[4] else None  # dG^T h_{t-1}
+        dw_ih = dw_hh = None
+        if need[3] or need[4]:  # dG^T made contiguous once (oneDNN would copy a transposed view on each call)
+            DXt = DX2.t().contiguous()  # (G*H, T*B)
+            DHt = DXt if DH is DX else DH2.t().contiguous()
+            dw_ih = _linear(DXt, x.reshape(T * B, -1).t()) if need[3] else None  # dG^T x
+            dw_hh = _linear(DHt, Hprev.reshape(T * B, H).t()) if need[4] else None  # dG^T h_{t-1}
         db_ih = db_hh = None
         if ctx.has_bias:
             db_ih = DX2.sum(0)
