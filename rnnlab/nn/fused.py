@@ -350,25 +350,29 @@ class _FusedLayer(torch.autograd.Function):
 
         if cell in ("lstm", "cifg"):
             A, Cs, TC, names, perm, kind = (s[k] for k in ("A", "Cs", "TC", "names", "perm", "kind"))
-            act = {names[j]: A[..., k * H:(k + 1) * H] for k, j in enumerate(perm)}
-            Cprev = Cs[1:] if reverse else Cs[:T]
-            o, g = act["o"], act["g"]
-            # local derivative factors of every step at once
-            Ac = o * torch.addcmul(one, TC, TC, value=-1)  # o ⊙ (1 - tanh² c)
-            Ao = TC * torch.addcmul(o, o, o, value=-1)  # tanh(c) ⊙ o(1 - o)
-            K = len(names) - 1  # gates driven by dJ/dc: all but o (last in torch order)
-            Adc = x.new_empty(T, B, K, H)
-            for k, nm in enumerate(names[:K]):
-                a = act[nm]
-                if nm == "g":
-                    gi = (1 - act["f"]) if kind == CIFG else act["i"]
-                    torch.mul(gi, torch.addcmul(one, g, g, value=-1), out=Adc[:, :, k])  # i ⊙ (1 - g²)
-                else:
-                    other = {"i": g, "f": (Cprev - g) if kind == CIFG else Cprev}[nm]
-                    torch.mul(other, torch.addcmul(a, a, a, value=-1), out=Adc[:, :, k])  # · ⊙ σ'
             dc = gc_n.clone()
-            F = act["f"] if kind != LSTM_NO_FORGET else None
-            loops.lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse)
+            inline = _inline_lstm_bwd(loops, x)
+            if inline is not None:  # C++ on CPU: the factors below are computed inside the loop, no pass over all steps
+                inline(DG, A, TC, Cs, gout, dh, dc, w_hh, Mf, NR, kind, reverse)
+            else:
+                act = {names[j]: A[..., k * H:(k + 1) * H] for k, j in enumerate(perm)}
+                Cprev = Cs[1:] if reverse else Cs[:T]
+                o, g = act["o"], act["g"]
+                # local derivative factors of every step at once
+                Ac = o * torch.addcmul(one, TC, TC, value=-1)  # o ⊙ (1 - tanh² c)
+                Ao = TC * torch.addcmul(o, o, o, value=-1)  # tanh(c) ⊙ o(1 - o)
+                K = len(names) - 1  # gates driven by dJ/dc: all but o (last in torch order)
+                Adc = x.new_empty(T, B, K, H)
+                for k, nm in enumerate(names[:K]):
+                    a = act[nm]
+                    if nm == "g":
+                        gi = (1 - act["f"]) if kind == CIFG else act["i"]
+                        torch.mul(gi, torch.addcmul(one, g, g, value=-1), out=Adc[:, :, k])  # i ⊙ (1 - g²)
+                    else:
+                        other = {"i": g, "f": (Cprev - g) if kind == CIFG else Cprev}[nm]
+                        torch.mul(other, torch.addcmul(a, a, a, value=-1), out=Adc[:, :, k])  # · ⊙ σ'
+                F = act["f"] if kind != LSTM_NO_FORGET else None
+                loops.lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse)
             dc0, DX, DH = dc, DG, DG
         elif cell == "gru":
             A, N = s["A"], s["N"]
@@ -406,6 +410,14 @@ class _FusedLayer(torch.autograd.Function):
             db_ih = DX2.sum(0)
             db_hh = db_ih if DH is DX else DH2.sum(0)
         return dx, dh, dc0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None, None, None
+
+
+def _inline_lstm_bwd(loops, x):
+    """The C++ ``lstm_bwd_inline`` (LSTM backward computing its derivative factors inside the loop) where it
+    applies: the extension's loops, CPU, float32/float64; else None (precompute + ``loops.lstm_bwd``)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return getattr(loops, "lstm_bwd_inline", None)
 
 
 class _PythonLoops:

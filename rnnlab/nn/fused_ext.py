@@ -184,6 +184,68 @@ static void lstm_bwd_raw(Tensor& DG, const Tensor& Ac, const Tensor& Adc, const 
   add_into(dh, dmm);
 }
 
+// lstm_bwd with the local derivative factors (o ⊙ (1 - tanh² c), σ' ⊙ ..., the A* of fused.py) computed in the
+// loop from the saved activations A, tanh(c) and c_{t-1}, instead of a precompute over all steps into (T, B, K, H)
+// buffers: one pass over memory less per layer. One batch row; KIND 0: A [i, f, o, g] -> DG [i, f, g, o];
+// 1 (no forget gate): A [i, o, g] -> DG [i, g, o]; 2 (cifg): A [f, o, g] -> DG [f, g, o]. `as`/`ds`: the first
+// sigmoid gate (i, or f for cifg); `af`/`df`: f of the full LSTM only. Returns the row's ||dJ/dh_t||².
+template <typename T, int KIND>
+static inline T lstm_bwd_row(const T* __restrict as, const T* __restrict af, const T* __restrict ao, const T* __restrict ag,
+                             const T* __restrict tc, const T* __restrict cp, const T* __restrict go,
+                             T* __restrict ds, T* __restrict df, T* __restrict dgg, T* __restrict dov,
+                             T* __restrict dh, T* __restrict dc, T m, int64_t H) {
+  T ss = 0;
+  for (int64_t j = 0; j < H; ++j) {
+    T dht = dh[j] + go[j], dhc = dht * m;  // total dJ/dh_t; the candidate's share
+    T th = tc[j], o = ao[j], g = ag[j], s = as[j];
+    T dct = dc[j], d = dct * m + dhc * (o * (T(1) - th * th));  // dJ/dc_t
+    ss += dhc * dhc;
+    dov[j] = dhc * (th * (o - o * o));  // o preactivation
+    dgg[j] = ((KIND == 2 ? T(1) - s : s) * (T(1) - g * g)) * d;  // g: i ⊙ (1 - g²), cifg (1 - f) ⊙ (1 - g²)
+    T fg = T(1);
+    if (KIND == 0) { T f = af[j]; ds[j] = (g * (s - s * s)) * d; df[j] = (cp[j] * (f - f * f)) * d; fg = f; }
+    else if (KIND == 1) { ds[j] = (g * (s - s * s)) * d; }
+    else { ds[j] = ((cp[j] - g) * (s - s * s)) * d; fg = s; }
+    dh[j] = dht - dhc;  // passed through a padded step (0 otherwise); + dG W_hh at the next step
+    dc[j] = dct - dct * m + (KIND == 1 ? d : d * fg);
+  }
+  return ss;
+}
+
+template <typename T, int KIND>
+static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, const Tensor& Cs, const Tensor& gout,
+                                Tensor& dh, Tensor& dc, const Tensor& w_hh, const optional<Tensor>& Mf,
+                                const optional<Tensor>& NR, bool reverse) {
+  const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = TC.size(2), p = reverse ? 1 : 0;
+  V DGl = DG.unbind(0);
+  const Tensor W = w_hh.t().contiguous();  // (H, GH)
+  Tensor dmm;  // the previous step's dG W_hh, added into dh at the start of the next
+  const T *go = gout.data_ptr<T>(), *a = A.data_ptr<T>(), *tc = TC.data_ptr<T>(), *cs = Cs.data_ptr<T>();
+  const T* mf = Mf.has_value() ? Mf->data_ptr<T>() : nullptr;
+  T* nr = NR.has_value() ? NR->data_ptr<T>() : nullptr;
+  T *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
+  WALK(Tn, !reverse) {
+    if (dmm.defined()) add_into(dh, dmm);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * H, q = t * B * H + r;
+      const T* ab = a + (t * B + b) * GH;
+      T* dgb = DG.data_ptr<T>() + (t * B + b) * GH;
+      const T* cp = cs + (t + p) * B * H + r;
+      const T m = mf ? mf[t * B + b] : T(1);
+      T ss;
+      if (KIND == 0)
+        ss = lstm_bwd_row<T, 0>(ab, ab + H, ab + 2 * H, ab + 3 * H, tc + q, cp, go + q, dgb, dgb + H, dgb + 2 * H,
+                                dgb + 3 * H, dhp + r, dcp + r, m, H);
+      else
+        ss = lstm_bwd_row<T, KIND>(ab, nullptr, ab + H, ab + 2 * H, tc + q, cp, go + q, dgb, nullptr, dgb + H,
+                                   dgb + 2 * H, dhp + r, dcp + r, m, H);
+      if (nr) nr[t * B + b] = std::sqrt(ss);
+    }
+    dmm = step_mm(DGl[t], W).contiguous();
+  }
+  add_into(dh, dmm);
+}
+
 template <typename T>
 static void gru_fwd_raw(Tensor& A, const Tensor& whhT, const Tensor& XN, Tensor& N, const V& Hl, Tensor& out,
                         const optional<Tensor>& M, bool reverse) {
@@ -328,6 +390,19 @@ void lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, optional<Tensor> F, T
   }
 }
 
+// CPU float/double only (fused.py checks): lstm_bwd from A, TC, Cs directly, no precomputed factors.
+void lstm_bwd_inline(Tensor DG, Tensor A, Tensor TC, Tensor Cs, Tensor gout, Tensor dh, Tensor dc, Tensor w_hh,
+                     optional<Tensor> Mf, optional<Tensor> NR, int64_t kind, bool reverse) {
+  TORCH_CHECK(raw_ok(DG) && A.is_contiguous() && TC.is_contiguous() && Cs.is_contiguous() && DG.is_contiguous(),
+              "lstm_bwd_inline: CPU float/double contiguous buffers expected");
+  Tensor g = gout.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(DG.scalar_type(), "lstm_bwd_inline", [&] {
+    if (kind == 0) lstm_bwd_inline_raw<scalar_t, 0>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+    else if (kind == 1) lstm_bwd_inline_raw<scalar_t, 1>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+    else lstm_bwd_inline_raw<scalar_t, 2>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+  });
+}
+
 void gru_fwd(Tensor A, Tensor whhT, Tensor XN, Tensor N, Tensor h0, Tensor out, optional<Tensor> Hs,
              optional<Tensor> M, optional<Tensor> Mf, bool reverse) {
   if (raw_ok(A)) {
@@ -423,6 +498,8 @@ TORCH_LIBRARY(NAMESPACE, m) {
         "Tensor? Mf, int kind, bool reverse) -> ()", &lstm_fwd);
   m.def("lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, Tensor? F, Tensor gout, Tensor dh, Tensor dc, "
         "Tensor w_hh, Tensor? Mf, Tensor? NR, bool reverse) -> ()", &lstm_bwd);
+  m.def("lstm_bwd_inline(Tensor DG, Tensor A, Tensor TC, Tensor Cs, Tensor gout, Tensor dh, Tensor dc, Tensor w_hh, "
+        "Tensor? Mf, Tensor? NR, int kind, bool reverse) -> ()", &lstm_bwd_inline);
   m.def("gru_fwd(Tensor A, Tensor whhT, Tensor XN, Tensor N, Tensor h0, Tensor out, Tensor? Hs, Tensor? M, "
         "Tensor? Mf, bool reverse) -> ()", &gru_fwd);
   m.def("gru_bwd(Tensor DG, Tensor DN, Tensor Az, Tensor An, Tensor Ar, Tensor R, Tensor Z, Tensor gout, "
