@@ -22,7 +22,8 @@ How it is fast:
   per-step slicing); LSTM/CIFG weights are permuted so the sigmoid gates are contiguous;
 * the backward first computes, for all steps at once, the local derivative factors
   (e.g. :math:`A_i = g_t \odot i_t (1 - i_t)`), so each reverse step is ~6 ops: add the
-  incoming gradient, scale by the factors, one ``addmm_`` with :math:`W_{hh}`;
+  incoming gradient, scale by the factors, one ``addmm_`` with :math:`W_{hh}` (on CPU the C++
+  LSTM/CIFG loop, ``lstm_bwd_inline``, computes the factors row by row inside the loop instead);
 * gate gradients of all steps land in one buffer ``(T, B, G*H)``; after the loop
   ``dW_ih``, ``dW_hh``, ``dx`` are one matmul each and the biases one sum;
 * the six per-step loops (``lstm_fwd`` ... ``rnn_bwd`` below) also exist in C++

@@ -52,19 +52,38 @@ static bool raw_ok(const Tensor& t) {
   return t.device().is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
 }
 
-// x @ w^T for w (N, K). float32 steps big enough go to oneDNN (mkldnn::_linear_pointwise): about 2x MKL's sgemm
-// on the AMD EPYC this was tuned on; small ones stay on at::mm, whose per-call overhead is lower.
-static Tensor step_mm(const Tensor& x, const Tensor& w) {
+// x @ w^T for w (N, K), one step's recurrent matmul. float32 steps big enough go to oneDNN
+// (mkldnn::_linear_pointwise): about 2x MKL's sgemm on the AMD EPYC this was tuned on; small ones stay on at::mm,
+// whose per-call overhead is lower. For oneDNN the loop packs w once (mkldnn::_reorder_linear_weight, see
+// StepMM): with a plain w oneDNN reorders it on every call, which at H = 512 was a third of the step.
+static const c10::optional<c10::OperatorHandle>& linear_op() {
   static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
-  if (op.has_value() && at::hasMKLDNN() && x.scalar_type() == at::kFloat && x.size(0) * w.size(0) * w.size(1) >= (1 << 21)) {
+  return op;
+}
+static const c10::optional<c10::OperatorHandle>& pack_op() {
+  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
+  return op;
+}
+struct StepMM {
+  Tensor w, packed;  // w (N, K); packed: w in oneDNN's blocked layout, or undefined (at::mm)
+  StepMM(const Tensor& w_, int64_t rows) : w(w_) {
+    if (linear_op().has_value() && pack_op().has_value() && at::hasMKLDNN() && w.scalar_type() == at::kFloat &&
+        rows * w.size(0) * w.size(1) >= (1 << 21)) {
+      torch::jit::Stack st;
+      st.emplace_back(w.contiguous()); st.emplace_back(c10::IValue(rows));
+      pack_op()->callBoxed(&st);
+      packed = st[0].toTensor();
+    }
+  }
+  Tensor operator()(const Tensor& x) const {  // x @ w^T
+    if (!packed.defined()) return at::mm(x, w.t());
     torch::jit::Stack st;
-    st.emplace_back(x); st.emplace_back(w); st.emplace_back(c10::IValue()); st.emplace_back(std::string("none"));
+    st.emplace_back(x); st.emplace_back(packed); st.emplace_back(c10::IValue()); st.emplace_back(std::string("none"));
     st.emplace_back(c10::List<c10::optional<at::Scalar>>()); st.emplace_back(std::string(""));
-    op->callBoxed(&st);
+    linear_op()->callBoxed(&st);
     return st[0].toTensor();
   }
-  return at::mm(x, w.t());
-}
+};
 static void add_into(Tensor& acc, const Tensor& d) {  // acc += d, both (B, H) contiguous
   AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "add_into", [&] {
     scalar_t* a = acc.data_ptr<scalar_t>();
@@ -118,9 +137,9 @@ static void lstm_fwd_raw(Tensor& A, const Tensor& whhT, const V& Hl, const V& Cl
   const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = GH / (kind == 0 ? 4 : 3);
   const int64_t p = reverse ? 1 : 0, n = 1 - p;
   const bool* mk = M.has_value() ? M->data_ptr<bool>() : nullptr;
-  const Tensor W = whhT.t();  // (GH, H)
+  const StepMM mm(whhT.t(), B);  // W_hh (GH, H)
   WALK(Tn, reverse) {
-    const Tensor gm = step_mm(Hl[t + p], W).contiguous();  // W_hh h_{t-1}, (B, GH)
+    const Tensor gm = mm(Hl[t + p]).contiguous();  // W_hh h_{t-1}, (B, GH)
     const T* gw = gm.data_ptr<T>();
     T* a = A.data_ptr<T>() + t * B * GH;
     const T *hp = Hl[t + p].data_ptr<T>(), *cp = Cl[t + p].data_ptr<T>();
@@ -146,7 +165,7 @@ static void lstm_bwd_raw(Tensor& DG, const Tensor& Ac, const Tensor& Adc, const 
                          const optional<Tensor>& NR, bool reverse) {
   const int64_t Tn = Adc.size(0), B = Adc.size(1), K = Adc.size(2), H = Adc.size(3), GH = (K + 1) * H;
   V DGl = DG.unbind(0);
-  const Tensor W = w_hh.t().contiguous();  // (H, GH)
+  const StepMM mm(w_hh.t().contiguous(), B);  // W_hh^T (H, GH)
   Tensor dmm;  // the previous step's dG W_hh, added into dh at the start of the next
   const T *go = gout.data_ptr<T>(), *ac = Ac.data_ptr<T>(), *adc = Adc.data_ptr<T>(), *ao = Ao.data_ptr<T>();
   const T* f = F.has_value() ? F->data_ptr<T>() : nullptr;
@@ -179,7 +198,7 @@ static void lstm_bwd_raw(Tensor& DG, const Tensor& Ac, const Tensor& Adc, const 
       }
       if (nr) nr[t * B + b] = std::sqrt(ss);
     }
-    dmm = step_mm(DGl[t], W).contiguous();
+    dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
 }
@@ -218,7 +237,7 @@ static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, c
                                 const optional<Tensor>& NR, bool reverse) {
   const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = TC.size(2), p = reverse ? 1 : 0;
   V DGl = DG.unbind(0);
-  const Tensor W = w_hh.t().contiguous();  // (H, GH)
+  const StepMM mm(w_hh.t().contiguous(), B);  // W_hh^T (H, GH)
   Tensor dmm;  // the previous step's dG W_hh, added into dh at the start of the next
   const T *go = gout.data_ptr<T>(), *a = A.data_ptr<T>(), *tc = TC.data_ptr<T>(), *cs = Cs.data_ptr<T>();
   const T* mf = Mf.has_value() ? Mf->data_ptr<T>() : nullptr;
@@ -241,7 +260,7 @@ static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, c
                                    dgb + 2 * H, dhp + r, dcp + r, m, H);
       if (nr) nr[t * B + b] = std::sqrt(ss);
     }
-    dmm = step_mm(DGl[t], W).contiguous();
+    dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
 }
@@ -253,9 +272,9 @@ static void gru_fwd_raw(Tensor& A, const Tensor& whhT, const Tensor& XN, Tensor&
   const int64_t p = reverse ? 1 : 0, n = 1 - p;
   const bool* mk = M.has_value() ? M->data_ptr<bool>() : nullptr;
   const int64_t xs0 = XN.stride(0), xs1 = XN.stride(1);
-  const Tensor W = whhT.t();  // (3H, H)
+  const StepMM mm(whhT.t(), B);  // W_hh (3H, H)
   WALK(Tn, reverse) {
-    const Tensor gm = step_mm(Hl[t + p], W).contiguous();  // W_hh h_{t-1}, (B, 3H)
+    const Tensor gm = mm(Hl[t + p]).contiguous();  // W_hh h_{t-1}, (B, 3H)
     const T* gw = gm.data_ptr<T>();
     T* a = A.data_ptr<T>() + t * B * 3 * H;
     const T* xn = XN.data_ptr<T>() + t * xs0;
@@ -284,7 +303,7 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
                         const optional<Tensor>& NR, bool reverse) {
   const int64_t Tn = DN.size(0), B = DN.size(1), H = DN.size(2);
   V DGl = DG.unbind(0);
-  const Tensor W = w_hh.t().contiguous();  // (H, 3H)
+  const StepMM mm(w_hh.t().contiguous(), B);  // W_hh^T (H, 3H)
   Tensor dmm;
   const T *go = gout.data_ptr<T>(), *az = Az.data_ptr<T>(), *an = An.data_ptr<T>(), *ar = Ar.data_ptr<T>();
   const T* rp = R.data_ptr<T>();  // R (T, B, H) view of A; Z follows at +H
@@ -313,7 +332,7 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
       }
       if (nr) nr[t * B + b] = std::sqrt(ss);
     }
-    dmm = step_mm(DGl[t], W).contiguous();
+    dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
 }
