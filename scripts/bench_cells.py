@@ -29,8 +29,11 @@ import time
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import rnnlab.nn as rnn
-from rnnlab.nn import fused_ext
+# Time the checkout this script is in: `python scripts/bench_cells.py` puts scripts/ (not the repo root) on
+# sys.path, so `import rnnlab` would otherwise load whichever copy is pip-installed, possibly another checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import rnnlab.nn as rnn  # noqa: E402
+from rnnlab.nn import fused_ext  # noqa: E402
 
 TORCH_PEER = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "cifg": torch.nn.LSTM}
 OURS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "cifg": rnn.CIFGLSTM}
