@@ -18,6 +18,15 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def no_data_env(monkeypatch):
+    """CI sets RNNLAB_IMDB_ARCHIVE / RNNLAB_DATA; tests that choose the archive and cache explicitly unset them."""
+    from rnnlab.data import imdb
+
+    monkeypatch.delenv(imdb.ENV_ARCHIVE, raising=False)
+    monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_archive = bool(os.environ.get("RNNLAB_IMDB_ARCHIVE"))

@@ -13,10 +13,7 @@ from rnnlab.data import imdb
 from rnnlab.data.datamodule import FolderDataModule, IMDBDataModule, texts_to_batch
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
-    monkeypatch.delenv(imdb.ENV_ARCHIVE, raising=False)
-    monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
+pytestmark = pytest.mark.usefixtures("no_data_env")
 
 
 @pytest.fixture

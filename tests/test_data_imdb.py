@@ -14,11 +14,7 @@ from helpers import make_imdb_archive
 from rnnlab.data import imdb
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
-    """CI sets RNNLAB_IMDB_ARCHIVE / RNNLAB_DATA; these tests choose explicitly."""
-    monkeypatch.delenv(imdb.ENV_ARCHIVE, raising=False)
-    monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
+pytestmark = pytest.mark.usefixtures("no_data_env")
 
 
 @pytest.fixture
