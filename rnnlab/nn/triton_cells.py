@@ -159,12 +159,16 @@ def _interpreting() -> bool:
 
 def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
               *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
-    """Same contract as :func:`rnnlab.nn.loop.run_layer`, with Triton kernels for each step's arithmetic."""
+    """Same contract as :func:`rnnlab.nn.loop.run_layer`, with Triton kernels: one persistent kernel per loop
+    (:mod:`rnnlab.nn.triton_persistent`) where it applies, else one kernel per step (:class:`TritonLoops`)."""
     if not available():
         raise RuntimeError("backend='triton' needs the triton package: pip install 'rnnlab[gpu]'")
     if x.device.type != "cuda" and not _interpreting():
         raise RuntimeError(f"backend='triton' runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1): "
                            f"got input on {x.device}; use backend='fused' there")
-    return fused.run_layer_with(TritonLoops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+    from rnnlab.nn import triton_persistent  # imports this module
+
+    loops = triton_persistent.PersistentLoops if triton_persistent.ENABLED else TritonLoops
+    return fused.run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
                                 reverse, nonlinearity=nonlinearity, forget_gate=forget_gate,
                                 grad_norms=grad_norms)

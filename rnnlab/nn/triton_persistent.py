@@ -1,0 +1,214 @@
+r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.fused` is ONE kernel launch.
+
+Same contract, buffers and numbers as :class:`rnnlab.nn.triton_cells.TritonLoops` (equations in
+:mod:`rnnlab.nn.fused`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
+``addmm`` for :math:`W_{hh} h_{t-1}` and a Triton kernel for the gates (~2 launches x T each way), which
+on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.triton_persistent_kernels`)
+walks all T steps: program ``p`` owns batch rows ``[p*BLOCK_B, (p+1)*BLOCK_B)`` and, at each step,
+computes the recurrent product for those rows with ``tl.dot`` in ``(BLOCK_K, BLOCK_N)`` weight chunks
+(weights re-read each step; they stay in L2) followed by the step's gate arithmetic:
+
+* forward: :math:`A_t \mathrel{+}= h_{t-1} W_{hh}^\top`, gates, cell, state, masked output;
+* backward, phase 1: :math:`\partial J/\partial h_t` (incoming + output gradient), length mask,
+  :math:`\lVert \partial J/\partial h_t \rVert` per row, gate gradients ``DG[t]``, cell carry;
+  phase 2: :math:`\partial J/\partial h_{t-1} = \ldots + DG_t W_{hh}`.
+
+Rows never interact in the recurrence (each row's :math:`h_t` depends only on its own
+:math:`h_{t-1}`), so programs never synchronise with each other. Inside a program, values written by
+one thread and read by another later (the state ``h_t`` between steps; ``DG[t]`` and ``dh`` between
+the two backward phases and steps) are separated by ``tl.debug_barrier()``, a CTA barrier.
+
+float32 products use ``input_precision="ieee"`` (full float32, like the cuBLAS ``addmm`` of the other
+backends) unless ``torch.set_float32_matmul_precision`` allows TF32 (``CONFIG["fp32_precision"]``
+overrides); float64 runs exact. It applies to float32 / float64 with ``hidden_size >= 16`` (``tl.dot``
+needs tiles of at least 16); anything else, or a kernel that fails to compile on this device (recorded in
+``FAILED``, with a warning), runs :class:`~rnnlab.nn.triton_cells.TritonLoops`.
+
+Knobs (module level, read at each call): ``ENABLED`` (env ``RNNLAB_TRITON_PERSISTENT=0`` turns the
+persistent path off), ``CONFIG`` (env ``RNNLAB_TRITON_CONFIG="block_b=32,num_warps=8"``): rows per
+program ``block_b`` (>= 16), weight chunk ``block_n`` x ``block_k`` (powers of two >= 16), ``num_warps``,
+``fp32_precision`` (None, "ieee", "tf32", "tf32x3"), ``fp64_dot`` (False: float64 products as a
+multiply-and-sum instead of ``tl.dot``).
+"""
+import os
+import warnings
+
+import torch
+
+from rnnlab.nn.fused import LSTM
+from rnnlab.nn.triton_cells import TritonLoops, _interpreting
+
+__all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies"]
+
+
+def _env_config():
+    cfg = {"block_b": 16, "block_n": 64, "block_k": 64, "num_warps": 4, "fp32_precision": None, "fp64_dot": True}
+    for item in filter(None, os.environ.get("RNNLAB_TRITON_CONFIG", "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            raise ValueError(f"RNNLAB_TRITON_CONFIG: unknown key {key!r}: expected one of {sorted(cfg)}")
+        cfg[key] = value if key == "fp32_precision" else (value.lower() in ("1", "true") if key == "fp64_dot"
+                                                          else int(value))
+    return cfg
+
+
+CONFIG = _env_config()
+ENABLED = os.environ.get("RNNLAB_TRITON_PERSISTENT", "1") not in ("", "0")
+FAILED = {}  # (loop, dtype) -> why its kernel could not be compiled / launched here; those use TritonLoops
+
+_K = {}
+
+
+def _kernels():
+    if not _K:
+        from rnnlab.nn import triton_persistent_kernels as k
+        _K.update(lstm_fwd=k.lstm_fwd, lstm_bwd=k.lstm_bwd, gru_fwd=k.gru_fwd, gru_bwd=k.gru_bwd,
+                  rnn_fwd=k.rnn_fwd, rnn_bwd=k.rnn_bwd)
+    return _K
+
+
+def applies(H: int, dtype: torch.dtype) -> bool:
+    """Whether the persistent kernels run a layer of hidden size ``H`` in ``dtype`` (else TritonLoops)."""
+    return ENABLED and H >= 16 and dtype in (torch.float32, torch.float64)
+
+
+def _pow2(n):
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _meta(H, Kdim, dtype, reverse, masked):
+    """Compile-time parameters of a launch: blocks, precision, warps."""
+    dot = dtype != torch.float64 or CONFIG["fp64_dot"]
+    cap_n, cap_k = (CONFIG["block_n"], CONFIG["block_k"]) if dot else (16, 16)  # multiply-and-sum: small tiles
+    prec = "ieee"
+    if dtype == torch.float32:
+        prec = CONFIG["fp32_precision"] or ("ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32")
+    return dict(REVERSE=reverse, MASKED=masked, DOT=dot, PREC=prec, BLOCK_B=max(16, CONFIG["block_b"]),
+                BLOCK_N=max(16, min(cap_n, _pow2(H))), BLOCK_K=max(16, min(cap_k, _pow2(Kdim))),
+                num_warps=CONFIG["num_warps"], num_stages=1)
+
+
+def _usable(H, *tensors):
+    """float32/64, H >= 16, the buffers the kernels index as dense are contiguous, 32-bit offsets suffice."""
+    ts = [t for t in tensors if t is not None]
+    return (applies(H, ts[0].dtype) and all(t.is_contiguous() for t in ts)
+            and all(t.numel() < 2 ** 31 for t in ts))
+
+
+def _launch(name, grid, args, meta, dtype):
+    """Run kernel ``name``; False if it cannot be built for this device (then the caller falls back)."""
+    key = (name, dtype)
+    if key in FAILED:
+        return False
+    try:
+        _kernels()[name][grid](*args, **meta)
+    except Exception as e:  # compilation / resources: raised before the kernel runs, so no buffer was touched
+        if _interpreting():  # the interpreter runs the kernel while raising: buffers may be half-written
+            raise
+        FAILED[key] = f"{type(e).__name__}: {e}"
+        warnings.warn(f"rnnlab: persistent Triton kernel {name} ({dtype}) failed here, using the per-step "
+                      f"kernels: {FAILED[key][:500]}", RuntimeWarning)
+        return False
+    return True
+
+
+def _states(h0, out, Hs, reverse):
+    """(S, P_OFF, N_OFF, USE_H0): the state before step t is S[t + P_OFF] (h0 at the first step when USE_H0),
+    after it S[t + N_OFF]. Same views as :func:`rnnlab.nn.fused._states`."""
+    if Hs is not None:
+        return (Hs, 1, 0, False) if reverse else (Hs, 0, 1, False)
+    return out, (1 if reverse else -1), 0, True
+
+
+def _grid(B, meta):
+    return ((B + meta["BLOCK_B"] - 1) // meta["BLOCK_B"],)
+
+
+class PersistentLoops:
+    """The six loops of :mod:`rnnlab.nn.fused`, each one persistent Triton kernel (see the module docstring)."""
+
+    @staticmethod
+    def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse):
+        T, B, GH = A.shape
+        H = GH // (4 if kind == LSTM else 3)
+        h0 = h0.contiguous()
+        if _usable(H, A, h0, Cs, TC, out, Hs, Mf):
+            S, po, no, use_h0 = _states(h0, out, Hs, reverse)
+            p, n = (1, 0) if reverse else (0, 1)
+            meta = _meta(H, H, A.dtype, reverse, Mf is not None)
+            MF = Mf.reshape(T, B) if Mf is not None else out  # dummy pointer when unmasked
+            args = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), Cs, TC, out, MF,
+                    T, B, H, po, no, p, n)
+            if _launch("lstm_fwd", _grid(B, meta), args, dict(meta, KIND=kind, USE_H0=use_h0), A.dtype):
+                return
+        TritonLoops.lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse)
+
+    @staticmethod
+    def lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse):
+        T, B, K, H = Adc.shape
+        gout = gout.contiguous()
+        f_ok = F is None or F.stride(-1) == 1
+        if f_ok and _usable(H, DG, Ac, Adc, Ao, gout, dh, dc, w_hh, Mf, NR):
+            meta = _meta(H, (K + 1) * H, DG.dtype, not reverse, Mf is not None)
+            dummy = gout
+            args = (DG, Ac, Adc, Ao, F if F is not None else dummy, F.stride(0) if F is not None else 0,
+                    F.stride(1) if F is not None else 0, gout, dh, dc,
+                    Mf.reshape(T, B) if Mf is not None else dummy, NR if NR is not None else dummy, w_hh, T, B, H)
+            if _launch("lstm_bwd", _grid(B, meta), args,
+                       dict(meta, K=K, HAS_F=F is not None, RECORD=NR is not None), DG.dtype):
+                return
+        TritonLoops.lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse)
+
+    @staticmethod
+    def gru_fwd(A, whhT, XN, N, h0, out, Hs, M, Mf, reverse):
+        T, B, H3 = A.shape
+        H = H3 // 3
+        h0 = h0.contiguous()
+        if XN.stride(-1) == 1 and _usable(H, A, N, h0, out, Hs, Mf):
+            S, po, no, use_h0 = _states(h0, out, Hs, reverse)
+            meta = _meta(H, H, A.dtype, reverse, Mf is not None)
+            MF = Mf.reshape(T, B) if Mf is not None else out
+            args = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), XN, XN.stride(0), XN.stride(1), N, h0, S,
+                    S.stride(0), out, MF, T, B, H, po, no)
+            if _launch("gru_fwd", _grid(B, meta), args, dict(meta, USE_H0=use_h0), A.dtype):
+                return
+        TritonLoops.gru_fwd(A, whhT, XN, N, h0, out, Hs, M, Mf, reverse)
+
+    @staticmethod
+    def gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse):
+        T, B, H = DN.shape
+        gout = gout.contiguous()
+        rz_ok = R.stride() == Z.stride() and R.stride(-1) == 1
+        if rz_ok and _usable(H, DG, DN, Az, An, Ar, gout, dh, w_hh, Mf, NR):
+            meta = _meta(H, 3 * H, DG.dtype, not reverse, Mf is not None)
+            args = (DG, DN, Az, An, Ar, R, Z, R.stride(0), R.stride(1), gout, dh,
+                    Mf.reshape(T, B) if Mf is not None else gout, NR if NR is not None else gout, w_hh, T, B, H)
+            if _launch("gru_bwd", _grid(B, meta), args, dict(meta, RECORD=NR is not None), DG.dtype):
+                return
+        TritonLoops.gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse)
+
+    @staticmethod
+    def rnn_fwd(XP, whhT, h0, out, Hs, M, Mf, act, reverse):
+        T, B, H = XP.shape
+        h0 = h0.contiguous()
+        if _usable(H, XP, h0, out, Hs, Mf):
+            S, po, no, use_h0 = _states(h0, out, Hs, reverse)
+            meta = _meta(H, H, XP.dtype, reverse, Mf is not None)
+            MF = Mf.reshape(T, B) if Mf is not None else out
+            args = (XP, whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), out, MF, T, B, H, po, no)
+            if _launch("rnn_fwd", _grid(B, meta), args, dict(meta, ACT=act, USE_H0=use_h0), XP.dtype):
+                return
+        TritonLoops.rnn_fwd(XP, whhT, h0, out, Hs, M, Mf, act, reverse)
+
+    @staticmethod
+    def rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse):
+        T, B, H = DG.shape
+        gout = gout.contiguous()
+        if _usable(H, DG, Ad, gout, dh, w_hh, Mf, NR):
+            meta = _meta(H, H, DG.dtype, not reverse, Mf is not None)
+            args = (DG, Ad if Ad is not None else gout, gout, dh, Mf.reshape(T, B) if Mf is not None else gout,
+                    NR if NR is not None else gout, w_hh, T, B, H)
+            if _launch("rnn_bwd", _grid(B, meta), args, dict(meta, HAS_AD=Ad is not None, RECORD=NR is not None),
+                       DG.dtype):
+                return
+        TritonLoops.rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse)
