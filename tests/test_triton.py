@@ -1,20 +1,37 @@
-"""The Triton backend equals the loop reference (float64, <= 1e-10), kernels run by the Triton interpreter on CPU.
+"""The per-step Triton loops equal the loop reference (float64, <= 1e-10).
 
-TRITON_INTERPRET=1 is set here, at import, before any kernel is made (rnnlab makes them on first use), so
-CI checks every kernel without a GPU; on a CUDA machine the `cuda` test runs them compiled.
+Without CUDA the kernels run under the Triton interpreter on CPU tensors (TRITON_INTERPRET=1, set here at import
+before any kernel is made, as conftest does), so CI checks every kernel without a GPU; with CUDA the same tests
+run them compiled on the GPU. hidden 4 is below the persistent kernels' minimum of 16, so `backend='triton'`
+runs the per-step loops here; tests/test_triton_persistent.py covers the persistent ones.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 from rnnlab.nn import loop, triton_cells  # noqa: E402
-from test_fused import LENGTHS, VARIANTS, _run, B, H, I, T, TOL  # noqa: E402
+from test_fused import LENGTHS, VARIANTS, B, H, I, T, TOL  # noqa: E402
 
 pytestmark = pytest.mark.triton
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # compiled on a GPU, interpreted on CPU
+
+
+def _run(backend, variant, tensors, lengths, reverse, gout):
+    """Outputs, gradients of every leaf and the recorded grad norms of `backend.run_layer` (test_fused's, on DEVICE)."""
+    cell, forget_gate, nl, _ = variant
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = tensors
+    norms = torch.zeros(x.size(1), x.size(0), device=x.device)
+    out, h_n, c_n = backend.run_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                                      nonlinearity=nl, forget_gate=forget_gate, grad_norms=norms)
+    results = [out, h_n] + ([c_n] if c_n is not None else [])
+    loss = sum((r * g).sum() for r, g in zip(results, gout))
+    grads = torch.autograd.grad(loss, [t for t in tensors if t is not None])
+    return [r.detach() for r in results], grads, norms
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
@@ -23,12 +40,12 @@ pytestmark = pytest.mark.triton
 def test_triton_run_layer_matches_loop(variant, reverse, with_lengths, bias):
     cell, _, _, G = variant
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(DEVICE)  # noqa: E731
     lstm_like = cell in ("lstm", "cifg")
     tensors = (r(T, B, I), r(B, H), r(B, H) if lstm_like else None, r(G * H, I) * 0.5, r(G * H, H) * 0.5,
                r(G * H) if bias else None, r(G * H) if bias else None)
     tensors = tuple(t.requires_grad_() if t is not None else None for t in tensors)
-    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    lengths = torch.tensor(LENGTHS, device=DEVICE) if with_lengths else None
     gout = [r(T, B, H)] + [r(B, H) for _ in range(2 if lstm_like else 1)]
 
     ref, ref_grads, ref_norms = _run(loop, variant, tensors, lengths, reverse, gout)
@@ -36,6 +53,7 @@ def test_triton_run_layer_matches_loop(variant, reverse, with_lengths, bias):
     for a, b in zip(ref + list(ref_grads), got + list(got_grads)):
         assert (a - b).abs().max().item() <= TOL
     assert (ref_norms - got_norms).abs().max().item() <= 1e-5
+    assert ref_norms.abs().sum() > 0
 
 
 @pytest.mark.cuda

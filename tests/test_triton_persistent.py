@@ -1,0 +1,184 @@
+"""The persistent Triton loops (one kernel launch per loop) equal the loop reference in float64 (<= 1e-10).
+
+Outputs, final states, every gradient and the recorded grad norms, for every cell variant x direction x lengths x
+bias, with a batch that is not a multiple of the rows per program (19 = 16 + 3) and a hidden size that is not a
+power of two (24). Weight chunks of 16 make H=24 two column chunks and two reduction chunks, the second one
+partly masked, so the chunk loops and their masks run too. The per-step loops are replaced by a stub that fails,
+so a silent fallback cannot pass. Interpreted on CPU (TRITON_INTERPRET=1, from conftest), compiled with CUDA.
+"""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from rnnlab.nn import loop, triton_cells, triton_persistent  # noqa: E402
+from test_fused import VARIANTS  # noqa: E402
+
+pytestmark = pytest.mark.triton
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = 1e-10
+
+
+class _NoPerStep:
+    """Stands in for TritonLoops: any fallback from the persistent kernels fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"fell back to the per-step loop {name}")
+
+
+@pytest.fixture
+def persistent_only(monkeypatch):
+    monkeypatch.setattr(triton_persistent, "TritonLoops", _NoPerStep())
+    monkeypatch.setattr(triton_persistent, "ENABLED", True)
+    monkeypatch.setattr(triton_persistent, "CONFIG", dict(triton_persistent.CONFIG, block_b=16, block_n=16,
+                                                           block_k=16))
+    triton_persistent.FAILED.clear()
+
+
+def _inputs(cell, G, T, B, I, H, bias, with_lengths, seed=0, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device)  # noqa: E731
+    lstm_like = cell in ("lstm", "cifg")
+    tensors = (r(T, B, I), r(B, H), r(B, H) if lstm_like else None, r(G * H, I) * 0.3, r(G * H, H) * 0.3,
+               r(G * H) if bias else None, r(G * H) if bias else None)
+    tensors = tuple(t.requires_grad_() if t is not None else None for t in tensors)
+    lengths = torch.randint(1, T + 1, (B,), generator=g).to(device) if with_lengths else None
+    if lengths is not None:
+        lengths[0] = T  # one full row, and (by chance) a mix of short ones
+    gout = [r(T, B, H)] + [r(B, H) for _ in range(2 if lstm_like else 1)]
+    return tensors, lengths, gout
+
+
+def _run(backend, variant, tensors, lengths, reverse, gout):
+    cell, forget_gate, nl, _ = variant
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = tensors
+    norms = torch.zeros(x.size(1), x.size(0), dtype=x.dtype, device=x.device)
+    out, h_n, c_n = backend.run_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                                      nonlinearity=nl, forget_gate=forget_gate, grad_norms=norms)
+    results = [out, h_n] + ([c_n] if c_n is not None else [])
+    loss = sum((r * g).sum() for r, g in zip(results, gout))
+    grads = torch.autograd.grad(loss, [t for t in tensors if t is not None])
+    return [r.detach() for r in results] + list(grads), norms
+
+
+def _check(variant, T, B, I, H, reverse, with_lengths, bias):
+    tensors, lengths, gout = _inputs(variant[0], variant[3], T, B, I, H, bias, with_lengths)
+    want, want_norms = _run(loop, variant, tensors, lengths, reverse, gout)
+    got, got_norms = _run(triton_cells, variant, tensors, lengths, reverse, gout)
+    for a, b in zip(want, got):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= TOL
+    assert want_norms.abs().sum() > 0
+    assert (want_norms - got_norms).abs().max().item() <= 1e-5  # the loop reference records in float32
+    if with_lengths:  # padded steps: zero output, zero norm
+        pad = torch.arange(T, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
+        assert got[0].transpose(0, 1)[pad].abs().max() == 0
+        assert got_norms[pad].abs().max() == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
+@pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False),
+                                                       (False, True, False)],
+                         ids=["fwd-full-bias", "rev-lengths-bias", "rev-full-nobias", "fwd-lengths-nobias"])
+def test_persistent_matches_loop(variant, reverse, with_lengths, bias, persistent_only):
+    _check(variant, 5, 19, 3, 24, reverse, with_lengths, bias)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_persistent_multiply_and_sum_path_matches_loop(cell, persistent_only, monkeypatch):
+    """fp64_dot=False: the products as a broadcast multiply-and-sum instead of tl.dot (a fallback knob for GPUs
+    whose Triton cannot compile a float64 tl.dot) give the same numbers."""
+    monkeypatch.setitem(triton_persistent.CONFIG, "fp64_dot", False)
+    variant = next(v for v in VARIANTS if v[0] == cell)
+    _check(variant, 4, 19, 3, 24, True, True, True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_persistent_three_programs_and_chunks(cell, persistent_only):
+    """Three programs (B=40 > 2 x 16) and three weight chunks per product (H=40), over more steps."""
+    variant = next(v for v in VARIANTS if v[0] == cell)
+    _check(variant, 12, 40, 7, 40, False, True, True)
+
+
+def test_small_hidden_and_other_dtypes_use_the_per_step_loops():
+    """hidden < 16 (tl.dot's minimum tile) or a dtype other than float32/64: the per-step kernels run instead."""
+    assert not triton_persistent.applies(8, torch.float64)
+    assert not triton_persistent.applies(32, torch.float16)
+    assert triton_persistent.applies(16, torch.float32) and triton_persistent.applies(24, torch.float64)
+
+
+def test_module_bidirectional_two_layers_matches_loop(persistent_only):
+    """Through the module (backend='triton'): 2 layers x 2 directions, batch_first, lengths, initial state."""
+    from rnnlab.nn import LSTM
+    torch.manual_seed(0)
+    ref = LSTM(5, 16, 2, bidirectional=True, batch_first=True, dtype=torch.float64, backend="loop", device=DEVICE)
+    mod = LSTM(5, 16, 2, bidirectional=True, batch_first=True, dtype=torch.float64, backend="triton", device=DEVICE)
+    mod.load_state_dict(ref.state_dict())
+    x = torch.randn(17, 4, 5, dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([4, 1, 3, 2] * 4 + [4])
+    hx = tuple(torch.randn(4, 17, 16, dtype=torch.float64, device=DEVICE) for _ in range(2))
+
+    def run(m):
+        m.record_grad_norms(True)
+        xi = x.clone().requires_grad_()
+        out, (h, c) = m(xi, hx, lengths=lengths)
+        loss = (out * out.detach().cos()).sum() + h.sum() * 0.5 - c.sum()
+        return [out, h, c, *torch.autograd.grad(loss, [xi, *m.parameters()])], m.grad_norms
+
+    want, want_norms = run(ref)
+    got, got_norms = run(mod)
+    for a, b in zip(want, got):
+        assert (a - b).abs().max().item() <= TOL
+    for k in want_norms:
+        torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["lstm", "lstm_nofg", "cifg", "gru", "rnn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("H", [32, 100, 256])
+def test_persistent_compiled_on_cuda_matches_fused(cell, dtype, H):
+    """Compiled on a GPU with the default CONFIG (H=256: the largest tiles, most registers): equal to the fused
+    backend (cuBLAS products) to float64 round-off, and to float32 rounding in float32 (ieee products, not TF32)."""
+    from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
+    triton_persistent.FAILED.clear()
+    cls, kw = {"lstm": (LSTM, {}), "lstm_nofg": (LSTM, {"forget_gate": False}), "cifg": (CIFGLSTM, {}),
+               "gru": (GRU, {}), "rnn": (RNN, {})}[cell]
+    torch.manual_seed(0)
+    mod = cls(64, H, bidirectional=True, backend="triton", device="cuda", dtype=dtype, **kw).record_grad_norms()
+    ref = cls(64, H, bidirectional=True, backend="fused", device="cuda", dtype=dtype, **kw).record_grad_norms()
+    ref.load_state_dict(mod.state_dict())
+    x = torch.randn(50, 37, 64, device="cuda", dtype=dtype)
+    lengths = torch.randint(1, 51, (37,), device="cuda")
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+
+    def run(m):
+        xi = x.clone().requires_grad_()
+        out, _ = m(xi, lengths=lengths)
+        (out * out.detach().sin()).sum().backward(inputs=[xi, *m.parameters()])
+        return [out.detach(), xi.grad, *(p.grad for p in m.parameters())], m.grad_norms
+
+    got, got_norms = run(mod)
+    want, want_norms = run(ref)
+    assert triton_persistent.FAILED == {}, triton_persistent.FAILED
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+    for k in want_norms:
+        torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+def test_persistent_on_cuda_never_syncs_with_the_host():
+    """The persistent loops, like the rest of forward/backward, never wait for the GPU."""
+    from rnnlab.nn import LSTM
+    m = LSTM(8, 32, 2, bidirectional=True, device="cuda", backend="triton").record_grad_norms()
+    x = torch.randn(20, 5, 8, device="cuda", requires_grad=True)
+    lengths = torch.tensor([20, 3, 9, 1, 14], device="cuda")
+    m(x, lengths=lengths)[0].sum().backward()  # compile first (compilation may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, _ = m(x, lengths=lengths)
+        out.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
