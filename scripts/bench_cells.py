@@ -84,15 +84,17 @@ def step_torch(m, x, lengths):
     return fn
 
 
-def step_ours(m, x, lengths, persistent=True):
+def step_ours(m, x, lengths, persistent=True, config=None):
+    """persistent=False: the per-step Triton kernels; config: the persistent kernels' CONFIG for this column."""
     def fn():
-        from rnnlab.nn import triton_persistent
-        was, triton_persistent.ENABLED = triton_persistent.ENABLED, persistent and triton_persistent.ENABLED
+        from rnnlab.nn import triton_persistent as tp
+        was = tp.ENABLED, tp.CONFIG
+        tp.ENABLED, tp.CONFIG = persistent and tp.ENABLED, config or tp.CONFIG
         try:
             out, _ = m(x, lengths=lengths)
             out.sum().backward()
         finally:
-            triton_persistent.ENABLED = was
+            tp.ENABLED, tp.CONFIG = was
     return fn
 
 
@@ -115,6 +117,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=ints, default=None, help="comma list of sequence lengths (default 100,600; quick 100)")
     ap.add_argument("--dirs", default="uni,bi", help="uni, bi or uni,bi")
     ap.add_argument("--lens", default="pad,var", help="pad (all T steps), var (lengths in [T/4, T]) or pad,var")
+    ap.add_argument("--triton-configs", default="",
+                    help="';'-separated persistent-kernel configs, each timed as a column triton#1, triton#2, ..., e.g. "
+                         "'num_warps=8;fp32_precision=tf32x3,num_warps=8' (keys: rnnlab.nn.triton_persistent.CONFIG)")
     ap.add_argument("--cudnn-tf32", choices=["default", "on", "off"], default="default",
                     help="torch.backends.cudnn.allow_tf32 for the torch.nn peer on CUDA")
     ap.add_argument("--json", default=None, help="write every row to this file")
@@ -133,6 +138,13 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     backends = args.backends.split(",") if args.backends else (["fused", "triton"] if device.type == "cuda" else ["fused"])
     backends = [b for b in backends if b in rnn.BACKENDS or b in VARIANTS]
+    configs = {}
+    if args.triton_configs:
+        from rnnlab.nn import triton_persistent
+        for i, text in enumerate(filter(None, args.triton_configs.split(";")), 1):
+            configs[f"triton#{i}"] = triton_persistent.parse_config(text, triton_persistent.CONFIG)
+            VARIANTS[f"triton#{i}"] = "triton"
+            backends.append(f"triton#{i}")
     if "fused" not in backends:
         args.no_rec = True
     if args.cudnn_tf32 != "default":
@@ -155,6 +167,8 @@ def main(argv=None):
         print(f"# {torch.cuda.get_device_name()}, triton {triton.__version__}, cuDNN {torch.backends.cudnn.version()} "
               f"allow_tf32={torch.backends.cudnn.allow_tf32}, float32 matmul precision "
               f"{torch.get_float32_matmul_precision()}, persistent Triton CONFIG {triton_persistent.CONFIG}")
+        for name, cfg in configs.items():
+            print(f"# {name}: {cfg}")
     cols = ["torch"] + backends + ([] if args.no_rec else ["rec"])
     w = {c: max(9, len(c)) for c in cols + [b + "/t" for b in backends]}  # column widths
     head = f"{'cell':5} {'B':>4} {'T':>4} {'H':>4} {'dir':>3} {'len':>4} " + " ".join(f"{c:>{w[c]}}" for c in cols)
@@ -170,7 +184,7 @@ def main(argv=None):
         for b in backends + ([] if args.no_rec else ["rec"]):
             m = OURS[cell](256, H, bidirectional=bi, device=device, backend="fused" if b == "rec" else VARIANTS.get(b, b))
             m.record_grad_norms(b == "rec")
-            fns[b] = step_ours(m, x, lengths, persistent=b not in VARIANTS)
+            fns[b] = step_ours(m, x, lengths, persistent=b != "triton_step", config=configs.get(b))
         row = {"cell": cell, "batch": B, "steps": T, "hidden": H, "bidirectional": bi, "variable": var}
         row.update({f"{k}_ms": v for k, v in bench(device, fns, repeats).items()})
         rows.append(row)
@@ -181,7 +195,7 @@ def main(argv=None):
             line += f" {row['rec_ms'] / row['fused_ms']:8.3f}"
         print(line, flush=True)
         if args.json:  # after every row, so an interrupted run keeps what it measured
-            write_json(args.json, device, flushed, cpp, rows, None)
+            write_json(args.json, device, flushed, cpp, rows, None, configs)
 
     print("\n# ratio to torch.nn per cell and backend: median row, worst row (targets: CPU fused <= 1.0 median, "
           "<= 1.5 every row; CUDA triton <= 1.5 every row with hidden <= 256)")
@@ -200,10 +214,10 @@ def main(argv=None):
         print(f"grad-norm recording overhead (rec/fused): median {statistics.median(rec):.3f}, worst {max(rec):.3f}")
     e2e = end_to_end(args) if args.e2e else None
     if args.json:
-        write_json(args.json, device, flushed, cpp, rows, e2e)
+        write_json(args.json, device, flushed, cpp, rows, e2e, configs)
 
 
-def write_json(path, device, flushed, cpp, rows, e2e):
+def write_json(path, device, flushed, cpp, rows, e2e, configs):
     meta = {"device": str(device), "threads": torch.get_num_threads(), "denormals_flushed": flushed,
             "fused_cpp_loops": cpp, "torch": torch.__version__}
     if device.type == "cuda":
@@ -212,7 +226,7 @@ def write_json(path, device, flushed, cpp, rows, e2e):
         meta.update(gpu=torch.cuda.get_device_name(), triton=triton.__version__,
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     float32_matmul_precision=torch.get_float32_matmul_precision(),
-                    triton_persistent_config=dict(triton_persistent.CONFIG),
+                    triton_persistent_config=dict(triton_persistent.CONFIG), triton_configs=configs,
                     triton_persistent_failed=dict(triton_persistent.FAILED))
     with open(path, "w") as f:
         json.dump({**meta, "rows": rows, "e2e": e2e}, f, indent=1)

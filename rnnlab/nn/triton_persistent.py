@@ -38,21 +38,30 @@ import torch
 from rnnlab.nn.fused import LSTM
 from rnnlab.nn.triton_cells import TritonLoops, _interpreting
 
-__all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies"]
+__all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies", "parse_config"]
 
 
-def _env_config():
-    cfg = {"block_b": 16, "block_n": 64, "block_k": 64, "num_warps": 4, "fp32_precision": None, "fp64_dot": True}
-    for item in filter(None, os.environ.get("RNNLAB_TRITON_CONFIG", "").split(",")):
+DEFAULT_CONFIG = {"block_b": 16, "block_n": 64, "block_k": 64, "num_warps": 4, "fp32_precision": None,
+                  "fp64_dot": True}
+
+
+def parse_config(text: str, base=None) -> dict:
+    """``base`` (default: the defaults) updated from ``"key=value,key=value"``, e.g. ``"block_b=32,num_warps=8"``."""
+    cfg = dict(DEFAULT_CONFIG if base is None else base)
+    for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key not in cfg:
-            raise ValueError(f"RNNLAB_TRITON_CONFIG: unknown key {key!r}: expected one of {sorted(cfg)}")
-        cfg[key] = value if key == "fp32_precision" else (value.lower() in ("1", "true") if key == "fp64_dot"
-                                                          else int(value))
+        if key not in DEFAULT_CONFIG:
+            raise ValueError(f"triton config: unknown key {key!r}: expected one of {sorted(DEFAULT_CONFIG)}")
+        if key == "fp32_precision":
+            cfg[key] = value or None
+        elif key == "fp64_dot":
+            cfg[key] = value.lower() in ("1", "true")
+        else:
+            cfg[key] = int(value)
     return cfg
 
 
-CONFIG = _env_config()
+CONFIG = parse_config(os.environ.get("RNNLAB_TRITON_CONFIG", ""))
 ENABLED = os.environ.get("RNNLAB_TRITON_PERSISTENT", "1") not in ("", "0")
 FAILED = {}  # (loop, dtype) -> why its kernel could not be compiled / launched here; those use TritonLoops
 
