@@ -1,12 +1,15 @@
 """TextVectorizer: Keras TextVectorization semantics, both engines, save/load."""
 
+import itertools
 import pickle
 import random
+from collections import Counter
 
 import pytest
 import torch
+from tokenizers import pre_tokenizers
 
-from rnnlab.data.text import TextVectorizer, reference_standardize
+from rnnlab.data.text import TextVectorizer, keras_ranking, reference_standardize
 
 ENGINES = ["python", "tokenizers"]
 COURSE = ["I write, erase, rewrite", "Erase again, and then", "A poppy blooms"]
@@ -48,6 +51,63 @@ def _random_text(rng):
     pieces = ["Hello", "WORLD", "café", "naïve", "déjà", "<br />", "<br/>", "<p class='x'>", "don't", "x-ray", "a.b",
               "(ok)", "\t", "\n", "  ", "Ñandú", "Straße", "1,000", "$5", "[UNK]", "", "ü", "a<b", "c>d", "ＡＢＣ"]
     return " ".join(rng.choice(pieces) + rng.choice(["", " ", ",", "!"]) for _ in range(rng.randint(0, 12)))
+
+
+# Texts for every branch of the standardizer: ASCII and not, empty, tags (and half tags), final sigmas,
+# accents that decompose to punctuation (U+037E -> ';'), whitespace only str.split knows (\x1c), full-width letters.
+MIXED = ["Café <br /><br />DÉJÀ-vu, isn't it?<i>Great</i>", "", "   ", "plain ascii, text. <br />here", "a <b", "c> d",
+         "ΌΣΟΣ", "Σ at start", "ΑΣ", "naïve\u037eend", "x\x1cy\x1fz", "ＡＢＣ ｄｅｆ!", "Straße 1,000 $5", "[UNK] [unk]",
+         "a<br/>b<BR>c< br >d<p class='x'>e</p>f", "tab\tnew\nline\u00a0nbsp\u2003em", "é" * 3 + "\u0301", "ASCII ONLY"]
+
+
+@pytest.mark.parametrize("switches", list(itertools.product([True, False], repeat=4)))
+def test_standardize_equals_the_regex_reference_for_every_switch(switches):
+    """The translate-based standardizer gives what the plain regex reference gives, on every branch."""
+    options = dict(zip(["lowercase", "strip_accents", "strip_punctuation", "strip_html"], switches))
+    v = TextVectorizer(**options)
+    for text in MIXED + ["lone \ud800 surrogate", "a\x00b"]:
+        assert v.standardize(text) == reference_standardize(text, **options), text
+
+
+def test_rust_whitespace_split_matches_str_split():
+    """The tokenizers engine's input splits under WhitespaceSplit exactly where str.split splits the standardized text."""
+    v = TextVectorizer(engine="tokenizers")
+    split = pre_tokenizers.WhitespaceSplit()
+    for text in MIXED + ["".join(chr(c) for c in range(0x110000) if chr(c).isspace()).join("abc")]:
+        words = [w for w, _ in split.pre_tokenize_str(v._standardize(text, rust_whitespace=True))]
+        assert words == v.standardize(text).split(), text
+
+
+def _reference_vectorizer(train, texts, max_tokens, max_length):
+    """Keras semantics written plainly: regex standardize, str.split, Counter, sort by (count, token) descending."""
+    counts = Counter(w for t in train for w in reference_standardize(t).split())
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[: max_tokens - 2]
+    vocab = {w: i + 2 for i, (w, _) in enumerate(ranked)}
+    return ["", "[UNK]"] + [w for w, _ in ranked], [[vocab.get(w, 1) for w in reference_standardize(t).split()[:max_length]] for t in texts]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("max_tokens, max_length", [(12, 5), (30, None), (1000, 3)])
+def test_vocabulary_and_ids_equal_the_plain_reference_on_a_mixed_corpus(engine, max_tokens, max_length):
+    """Ties at the max_tokens cap, test-split OOV, empty and non-ASCII texts: same vocabulary and ids as the reference."""
+    rng = random.Random(1)
+    train = MIXED + [_random_text(rng) for _ in range(150)] + ["tie1 tie2 tie3 tie1 tie2 tie3"]
+    test = MIXED[::-1] + [_random_text(rng) for _ in range(50)] + ["unseen tokens only", ""]
+    vocab, ids = _reference_vectorizer(train, test, max_tokens, max_length)
+    v = TextVectorizer(max_tokens=max_tokens, engine=engine).adapt(train)
+    assert v.get_vocabulary() == vocab
+    flat, lengths = v.encode(test, max_length)
+    assert lengths.tolist() == [len(x) for x in ids]
+    assert flat.tolist() == [i for x in ids for i in x]
+    assert any(1 in x for x in ids) and any(len(x) == 0 for x in ids)  # the corpus does exercise OOV and empty texts
+
+
+def test_keras_ranking_breaks_ties_reverse_lexicographically_across_the_cap():
+    counts = {"b": 3, "a": 2, "c": 2, "d": 2, "e": 1, "z": 1}
+    assert keras_ranking(counts) == ["b", "d", "c", "a", "z", "e"]
+    assert keras_ranking(counts, 3) == ["b", "d", "c"]  # the cap cuts inside the tie of count 2
+    assert keras_ranking(counts, 100) == keras_ranking(counts)
+    assert keras_ranking({}, 5) == []
 
 
 def test_engines_agree_with_each_other_and_the_regex_reference():
