@@ -10,10 +10,11 @@ extracted archive, in the same run:
 - rnnlab (python engine, the default) and rnnlab (tokenizers engine):
   ``imdb.read_split`` + ``TextVectorizer.adapt(train)`` + ``encode(train + test, 600)``.
 
-All three must produce the same vocabulary and ids (checked). Prints seconds,
-peak RSS, and the speed ratio reference / rnnlab. With ``--padding`` (default on)
-it also reports the padding that length-bucketed batches save against padding
-every review to 600 tokens.
+All three must produce the same vocabulary and ids (checked). Prints seconds (and
+where they go: reading the 50,000 files, building the vocabulary, encoding), peak
+RSS, and the speed ratio reference / rnnlab. With ``--padding`` (default on) it also
+reports the padding that length-bucketed batches save against padding every review
+to 600 tokens.
 
 Run it alone: ``flock /tmp/rnnlab-heavy.lock python scripts/bench_data.py``.
 """
@@ -60,25 +61,34 @@ def reference(folder: Path):
             t = unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", t) if not unicodedata.category(c).startswith("M")))
         return punct.sub("", t.lower())
 
+    stages = {"start": time.perf_counter()}
     train, test = read("train"), read("test")
+    stages["read"] = time.perf_counter()
     counts = Counter()
     for t in train:
         counts.update(standardize(t).split())
     ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[: MAX_TOKENS - 2]
     vocab = {w: i + 2 for i, (w, _) in enumerate(ranked)}
+    stages["adapt"] = time.perf_counter()
     ids = [[vocab.get(w, 1) for w in standardize(t).split()[:MAX_LENGTH]] for t in train + test]
     lengths = np.array([len(x) for x in ids])
-    return ["", "[UNK]"] + [w for w, _ in ranked], np.concatenate([np.array(x, dtype=np.int64) for x in ids]), lengths
+    flat = np.concatenate([np.array(x, dtype=np.int64) for x in ids])
+    stages["encode"] = time.perf_counter()
+    return ["", "[UNK]"] + [w for w, _ in ranked], flat, lengths, stages
 
 
 def rnnlab_pipeline(folder: Path, engine: str):
     from rnnlab.data import imdb
     from rnnlab.data.text import TextVectorizer
 
+    stages = {"start": time.perf_counter()}
     train, test = imdb.read_split(folder, "train"), imdb.read_split(folder, "test")
+    stages["read"] = time.perf_counter()
     v = TextVectorizer(max_tokens=MAX_TOKENS, engine=engine).adapt(train.texts)
+    stages["adapt"] = time.perf_counter()
     flat, lengths = v.encode(train.texts + test.texts, MAX_LENGTH)
-    return v.get_vocabulary(), flat, lengths
+    stages["encode"] = time.perf_counter()
+    return v.get_vocabulary(), flat, lengths, stages
 
 
 def worker(name: str, folder: Path) -> None:
@@ -87,12 +97,24 @@ def worker(name: str, folder: Path) -> None:
         from rnnlab.data import imdb, text  # noqa: F401  (imports are not part of the timing)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    vocab, flat, lengths = reference(folder) if name == "reference" else rnnlab_pipeline(folder, name.split(":")[1])
+    vocab, flat, lengths, stages = reference(folder) if name == "reference" else rnnlab_pipeline(folder, name.split(":")[1])
     seconds = time.perf_counter() - t
+    marks = list(stages.values())
+    stages = {k: b - a for k, a, b in zip(list(stages)[1:], marks, marks[1:])}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     digest = hashlib.sha256(json.dumps(vocab).encode() + flat.astype(np.int64).tobytes() + lengths.astype(np.int64).tobytes()).hexdigest()
-    print(json.dumps({"name": name, "seconds": seconds, "peak_mb": peak / 1024, "base_mb": base / 1024, "digest": digest,
+    print(json.dumps({"name": name, "seconds": seconds, "peak_mb": peak / 1024, "base_mb": base / 1024, "digest": digest, "stages": stages,
                       "reviews": len(lengths), "tokens": int(lengths.sum()), "vocab": len(vocab), "lengths": lengths.tolist()}))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown cpu"
 
 
 def run(name: str, folder: Path) -> dict:
@@ -135,12 +157,15 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, Path(args.folder))
 
+    import tokenizers
+
     from rnnlab.data import imdb
 
     t = time.perf_counter()
     folder = imdb.prepare(args.root, args.archive).folder
     print(f"archive {args.archive}\nextracted to {folder} ({time.perf_counter() - t:.1f} s, once; not timed below)")
-    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus; python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     names = ["reference"] + [f"rnnlab:{e}" for e in args.engines.split(",") if e]
     best: dict[str, dict] = {}
     for _ in range(args.repeat):  # interleaved, so load changes hit every pipeline alike
@@ -151,11 +176,13 @@ def main() -> None:
     ref = best["reference"]
     print(f"\nread + vectorize {ref['reviews']:,} reviews ({ref['tokens']:,} tokens after truncation to {MAX_LENGTH}, "
           f"vocabulary {ref['vocab']:,}); best of {args.repeat}:")
-    print(f"  {'pipeline':<22} {'seconds':>8} {'peak RSS MB':>12} {'(+ over start)':>15} {'speed vs reference':>19}  same output")
+    print(f"  {'pipeline':<22} {'seconds':>8} {'(read':>6} {'adapt':>6} {'encode)':>7} {'peak RSS MB':>12} {'(+ over start)':>15} "
+          f"{'speed vs reference':>19}  same output")
     for name in names:
         r = best[name]
-        print(f"  {name:<22} {r['seconds']:8.2f} {r['peak_mb']:12.0f} {r['peak_mb'] - r['base_mb']:15.0f} "
-              f"{ref['seconds'] / r['seconds']:18.2f}x  {r['digest'] == ref['digest']}")
+        st = r["stages"]
+        print(f"  {name:<22} {r['seconds']:8.2f} {st['read']:6.2f} {st['adapt']:6.2f} {st['encode']:7.2f} {r['peak_mb']:12.0f} "
+              f"{r['peak_mb'] - r['base_mb']:15.0f} {ref['seconds'] / r['seconds']:18.2f}x  {r['digest'] == ref['digest']}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if not args.no_padding:
         padding_report(np.asarray(ref["lengths"][:25000]), args.batch_size)
