@@ -24,6 +24,7 @@ import torch
 
 SOURCE = r"""
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -50,6 +51,13 @@ template <typename T> static inline T sigm(T x) { return T(1) / (T(1) + std::exp
 template <typename T> static inline T tanh_e(T x) { return T(1) - T(2) / (std::exp(clip(T(2) * x, T(80))) + T(1)); }
 static bool raw_ok(const Tensor& t) {
   return t.device().is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+// f(b) for the B batch rows of one step, split over ATen's intra-op threads once a step has >= ~2048 elements (the
+// fork/join costs a few microseconds; below that one thread is faster). Rows touch disjoint memory.
+template <typename F> static inline void rows(int64_t B, int64_t H, const F& f) {
+  at::parallel_for(0, B, std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b);
+  });
 }
 
 // x @ w^T for w (N, K), one step's recurrent matmul. float32 steps big enough go to oneDNN
@@ -144,7 +152,7 @@ static void lstm_fwd_raw(Tensor& A, const Tensor& whhT, const V& Hl, const V& Cl
     T* a = A.data_ptr<T>() + t * B * GH;
     const T *hp = Hl[t + p].data_ptr<T>(), *cp = Cl[t + p].data_ptr<T>();
     T *hs = Hl[t + n].data_ptr<T>(), *cs = Cl[t + n].data_ptr<T>(), *tc = TC.data_ptr<T>() + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    rows(B, H, [&](int64_t b) {
       T* ab = a + b * GH;
       const T* gb = gw + b * GH;
       const int64_t r = b * H;
@@ -154,7 +162,7 @@ static void lstm_fwd_raw(Tensor& A, const Tensor& whhT, const V& Hl, const V& Cl
         lstm_row3<T, 1>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
       else
         lstm_row3<T, 2>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
-    }
+    });
     if (mk) mask_rows<T>(mk + t * B, B, H, cp, cs, hp, hs, out.data_ptr<T>() + t * B * H);
   }
 }
@@ -245,7 +253,7 @@ static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, c
   T *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
   WALK(Tn, !reverse) {
     if (dmm.defined()) add_into(dh, dmm);
-    for (int64_t b = 0; b < B; ++b) {
+    rows(B, H, [&](int64_t b) {
       const int64_t r = b * H, q = t * B * H + r;
       const T* ab = a + (t * B + b) * GH;
       T* dgb = DG.data_ptr<T>() + (t * B + b) * GH;
@@ -259,7 +267,7 @@ static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, c
         ss = lstm_bwd_row<T, KIND>(ab, nullptr, ab + H, ab + 2 * H, tc + q, cp, go + q, dgb, nullptr, dgb + H,
                                    dgb + 2 * H, dhp + r, dcp + r, m, H);
       if (nr) nr[t * B + b] = std::sqrt(ss);
-    }
+    });
     dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
@@ -280,7 +288,7 @@ static void gru_fwd_raw(Tensor& A, const Tensor& whhT, const Tensor& XN, Tensor&
     const T* xn = XN.data_ptr<T>() + t * xs0;
     const T* hp = Hl[t + p].data_ptr<T>();
     T *hs = Hl[t + n].data_ptr<T>(), *nn = N.data_ptr<T>() + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    rows(B, H, [&](int64_t b) {
       T* ab = a + b * 3 * H;
       const T* gb = gw + b * 3 * H;
       for (int64_t j = 0; j < 3 * H; ++j) ab[j] += gb[j];
@@ -292,7 +300,7 @@ static void gru_fwd_raw(Tensor& A, const Tensor& whhT, const Tensor& XN, Tensor&
         nn[r + j] = nv;
         hs[r + j] = nv + z * (hp[r + j] - nv);  // h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
       }
-    }
+    });
     if (mk) mask_rows<T>(mk + t * B, B, H, nullptr, nullptr, hp, hs, out.data_ptr<T>() + t * B * H);
   }
 }
@@ -314,7 +322,7 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
   WALK(Tn, !reverse) {
     if (dmm.defined()) add_into(dh, dmm);
     T *dg = DG.data_ptr<T>() + t * B * 3 * H, *dn = DN.data_ptr<T>() + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    rows(B, H, [&](int64_t b) {
       const int64_t r = b * H, q = t * B * H + r;
       const T m = mf ? mf[t * B + b] : T(1);
       const T *rr = rp + t * rs0 + b * rs1, *zz = rr + H;
@@ -331,7 +339,7 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
         dhp[r + j] = dht - dhc + dhc * zz[j];
       }
       if (nr) nr[t * B + b] = std::sqrt(ss);
-    }
+    });
     dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
