@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session's checks for the Triton backend (issue 5), under 6 minutes on an H100:
 #   1. the Triton / CUDA tests, compiled on the GPU (tests/test_triton*.py and the nn cuda tests);
-#   2. scripts/bench_cells.py on CUDA: persistent `triton` and per-step `triton_step` beside cuDNN and
-#      `fused` over the hidden <= 256 grid (target: triton <= 1.5x cuDNN), variable lengths, hidden 512,
-#      the Python `loop` on two short rows, and two other persistent-kernel configs.
+#   2. scripts/bench_cells.py on CUDA: persistent `triton` (and with TF32 products) and per-step `triton_step`
+#      beside cuDNN over the hidden <= 256 grid (target: triton <= 1.5x cuDNN); variable lengths with `fused`;
+#      hidden 512 and the Python `loop` on two short rows; other persistent-kernel configs.
 # Usage: OUT=/some/dir bash scripts/gpu_check.sh   (logs and JSON land in $OUT; default /tmp/rnnlab-gpu-check)
 # Every stage runs under a time limit and a failure never stops the later stages; the exit status says if any failed.
 set -u
@@ -28,21 +28,23 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 torch.backends.cudnn.version(), 'triton', triton.__version__, torch.cuda.get_device_name())"
 
 # 1. tests (-x: stop at the first failure; the cuda-marked ones are skipped without a GPU, so they must run here)
-stage 140 pytest.log python3 -m pytest -q -x -p no:cacheprovider -m "cuda or triton" \
+stage 130 pytest.log python3 -m pytest -q -x -p no:cacheprovider -m "cuda or triton" \
     tests/test_triton.py tests/test_triton_persistent.py tests/test_nn_parity.py tests/test_nn_module.py \
     tests/test_nn_errors.py
 
-# 2. benchmarks (no `rec` column: fused's recording overhead is a CPU target)
+# 2. benchmarks (no `rec` column: fused's recording overhead is a CPU target). `triton` is the default (float32
+# accuracy: tf32x3 products); triton#1 the same kernels with plain TF32 products, as cuDNN does by default.
 B="python3 scripts/bench_cells.py --device cuda --no-rec --repeats 3"
-stage 110 bench_cuda.log $B --backends triton,triton_step,fused --cells lstm,gru,cifg --hidden 32,128,256 \
-    --batch 32,128 --steps 100,600 --dirs uni,bi --lens pad --json "$OUT/bench_cuda.json"
-stage 30 bench_cuda.log $B --backends triton,triton_step,fused --cells lstm,gru --hidden 128,256 \
+stage 110 bench_cuda.log $B --backends triton,triton_step --triton-configs "fp32_precision=tf32" \
+    --cells lstm,gru,cifg --hidden 32,128,256 --batch 32,128 --steps 100,600 --dirs uni,bi --lens pad \
+    --json "$OUT/bench_cuda.json"
+stage 40 bench_cuda.log $B --backends triton,triton_step,fused --cells lstm,gru --hidden 128,256 \
     --batch 32,128 --steps 100,600 --dirs bi --lens var --json "$OUT/bench_cuda_var.json"
 stage 25 bench_cuda.log $B --backends triton,triton_step,fused,loop --cells lstm --hidden 128,512 \
     --batch 32 --steps 100 --dirs uni --lens pad --json "$OUT/bench_cuda_loop_512.json"
-for cfg in block_b=32,num_warps=4 block_b=16,num_warps=8; do  # persistent-kernel configs (default block_b=16,num_warps=4)
-    RNNLAB_TRITON_CONFIG=$cfg stage 20 bench_cuda.log $B --backends triton --cells lstm --hidden 128,256 \
-        --batch 32,128 --steps 600 --dirs uni --lens pad --json "$OUT/bench_cuda_${cfg//[=,]/_}.json"
-done
+# other persistent-kernel configs beside the default (num_stages=2 is a timing only: not checked for correctness)
+stage 50 bench_cuda.log $B --backends triton --triton-configs "fp32_precision=ieee;block_k=128;block_n=128;num_stages=2" \
+    --cells lstm,gru --hidden 128,256 --batch 32,128 --steps 600 --dirs uni --lens pad \
+    --json "$OUT/bench_cuda_configs.json"
 echo "=== $(date +%T) done, failures: $fail (logs in $OUT)"
 exit $fail

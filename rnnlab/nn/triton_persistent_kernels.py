@@ -12,7 +12,7 @@ CTA): forward, the state ``h_t`` written in step ``t`` and read by every column 
 ``t+1``; backward, ``DG[t]`` written in phase 1 and read by the ``DG[t] W_hh`` product in phase 2,
 and ``dh`` read in phase 1, rewritten in phase 2, read again in the next step's phase 1. Everything
 else is read and written element by element by the same tile (data dependence orders it). Launch
-with ``num_stages=1`` so no load is software-pipelined across a barrier.
+with ``num_stages=1`` (the default) so no load is software-pipelined across a barrier.
 """
 import triton
 import triton.language as tl
