@@ -33,8 +33,12 @@ persistent path off), ``CONFIG`` (env ``RNNLAB_TRITON_CONFIG="block_b=32,num_war
 program ``block_b`` (>= 16), weight chunk ``block_n`` x ``block_k`` (powers of two >= 16), ``num_warps``,
 ``num_stages`` (1: no software pipelining; see the kernels' docstring), ``fp32_precision`` (None: as
 above, or "ieee", "tf32", "tf32x3"), ``fp64_dot`` (False: float64 products as a multiply-and-sum instead
-of ``tl.dot``). Measured on an H100 (scripts/gpu_check.sh): ``num_warps=8`` ran the "ieee" LSTM 3x
-faster than 4 (fewer spills), chunks of 32 were slower than 64.
+of ``tl.dot``). Measured on an H100 with triton 3.6 (scripts/gpu_check.sh, hidden 128-256, 600 steps):
+``num_warps=8`` ran the "ieee" LSTM 3x faster than 4 (fewer spills); ``block_n=128`` ~20% faster than 64,
+``block_k=128`` no faster, chunks of 32 slower; ``block_b=32`` slower (half the programs);
+``num_stages=2`` ~10% faster and gave the same numbers there, but is left off: it pipelines loads, and
+the barriers are what keeps the state hand-offs ordered. The per-program work is latency-bound (a step's
+chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuDNN (issue 5: 1.5x).
 """
 import os
 import warnings
@@ -47,7 +51,7 @@ from rnnlab.nn.triton_cells import TritonLoops, _interpreting
 __all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies", "parse_config"]
 
 
-DEFAULT_CONFIG = {"block_b": 16, "block_n": 64, "block_k": 64, "num_warps": 8, "num_stages": 1,
+DEFAULT_CONFIG = {"block_b": 16, "block_n": 128, "block_k": 64, "num_warps": 8, "num_stages": 1,
                   "fp32_precision": None, "fp64_dot": True}
 
 
