@@ -43,7 +43,7 @@ stage 40 bench_cuda.log $B --backends triton,triton_step,fused --cells lstm,gru 
 stage 25 bench_cuda.log $B --backends triton,triton_step,fused,loop --cells lstm --hidden 128,512 \
     --batch 32 --steps 100 --dirs uni --lens pad --json "$OUT/bench_cuda_loop_512.json"
 # other persistent-kernel configs beside the default (num_stages=2 is a timing only: not checked for correctness)
-stage 40 bench_cuda.log $B --backends triton --triton-configs "fp32_precision=ieee;block_k=128;block_n=128;num_stages=2" \
+stage 40 bench_cuda.log $B --backends triton --triton-configs "fp32_precision=ieee;block_n=64;block_k=128;num_stages=2" \
     --cells lstm,gru --hidden 128,256 --batch 32,128 --steps 600 --dirs uni --lens pad \
     --json "$OUT/bench_cuda_configs.json"
 echo "=== $(date +%T) done, failures: $fail (logs in $OUT)"
