@@ -104,9 +104,27 @@ def test_float32_close_to_float64_loop(cell, size, loops):
     o32, *_ = fused.run_layer(cell, *args32, lengths, True)
     assert o32.dtype == torch.float32
     torch.testing.assert_close(o32.double(), o64.detach(), atol=1e-5, rtol=1e-5)
-    gw64 = torch.autograd.grad(o64.sum(), args64[3])[0]
-    gw32 = torch.autograd.grad(o32.sum(), args32[3])[0]
-    torch.testing.assert_close(gw32.double(), gw64, atol=1e-4, rtol=1e-4)
+    gw64 = torch.autograd.grad(o64.sum(), args64[3:5])
+    gw32 = torch.autograd.grad(o32.sum(), args32[3:5])
+    for a, b in zip(gw32, gw64):  # W_ih and W_hh: the C++ loops' `wgrad` (oneDNN on the transposed view)
+        torch.testing.assert_close(a.double(), b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_wgrad_is_dg_transposed_times_x(dtype):
+    """The C++ weight-gradient product dG^T X: oneDNN's matmul on the transposed view for float32 (at::mm for
+    float64), the same product as torch's, also for an X that is a non-contiguous view."""
+    ops = fused_ext.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    g = torch.Generator().manual_seed(2)
+    dg = torch.randn(3000, 96, generator=g, dtype=dtype)
+    xs = [torch.randn(3000, 40, generator=g, dtype=dtype), torch.randn(40, 3000, generator=g, dtype=dtype).t()]
+    for x in xs:
+        got = ops.wgrad(dg, x)
+        ref = dg.double().t() @ x.double()
+        assert got.shape == (96, 40) and got.dtype == dtype
+        torch.testing.assert_close(got.double(), ref, atol=1e-3 if dtype == torch.float32 else 1e-10, rtol=1e-5)
 
 
 def test_inplace_change_of_output_is_caught():

@@ -401,7 +401,11 @@ class _FusedLayer(torch.autograd.Function):
         DX2, DH2 = DX.view(T * B, -1), DH.view(T * B, -1)
         dx = _linear(DX2, w_ih.t()).view_as(x) if need[0] else None  # dG W_ih
         dw_ih = dw_hh = None
-        if need[3] or need[4]:  # dG^T made contiguous once (oneDNN would copy a transposed view on each call)
+        wgrad = getattr(loops, "wgrad", None)  # the C++ loops' dG^T X: oneDNN on the transposed view, no copy
+        if wgrad is not None and x.device.type == "cpu":
+            dw_ih = wgrad(DX2, x.reshape(T * B, -1)) if need[3] else None  # dG^T x
+            dw_hh = wgrad(DH2, Hprev.reshape(T * B, H)) if need[4] else None  # dG^T h_{t-1}
+        elif need[3] or need[4]:  # dG^T made contiguous once (oneDNN would copy a transposed view on each call)
             DXt = DX2.t().contiguous()  # (G*H, T*B)
             DHt = DXt if DH is DX else DH2.t().contiguous()
             dw_ih = _linear(DXt, x.reshape(T * B, -1).t()) if need[3] else None  # dG^T x

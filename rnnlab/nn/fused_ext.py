@@ -29,6 +29,7 @@ SOURCE = r"""
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <cmath>
+#include <dlfcn.h>
 #include <vector>
 using at::Tensor;
 using c10::optional;
@@ -520,7 +521,36 @@ void rnn_bwd(Tensor DG, optional<Tensor> Ad, Tensor gout, Tensor dh, Tensor w_hh
   }
 }
 
+// dG^T X, the weight gradients' product (dG (N, G), X (N, K) -> (G, K), N = T*B), without materialising dG^T.
+// oneDNN's linear (fused.py's _linear) needs both operands contiguous along the contraction, so dG^T was copied
+// first: at T=600, B=128, H=512 the transposing copy (630 MB, fresh pages) cost as much as the matmul. oneDNN's
+// matmul reads the transposed view as it is; torch exports it as at::native::mkldnn_matmul but ships no header,
+// so it is looked up at run time and at::mm (MKL, about half oneDNN's speed on the AMD EPYC here) stands in
+// where it is missing or refuses. float32 only (oneDNN has no float64 matmul).
+using OneDnnMatmul = void (*)(const Tensor&, const Tensor&, const Tensor&, float, float);
+static OneDnnMatmul onednn_matmul() {
+  static const OneDnnMatmul f = [] {
+    void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    void* sym = lib ? dlsym(lib, "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff") : nullptr;
+    return reinterpret_cast<OneDnnMatmul>(sym);
+  }();
+  return f;
+}
+Tensor wgrad(Tensor dg, Tensor x) {
+  if (dg.device().is_cpu() && dg.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && at::hasMKLDNN() &&
+      dg.is_contiguous() && onednn_matmul()) {
+    Tensor r = at::empty({dg.size(1), x.size(1)}, dg.options());
+    try {
+      onednn_matmul()(dg.t(), x.contiguous(), r, /*beta: scale of r*/ 0.f, /*alpha: of the product*/ 1.f);
+      return r;
+    } catch (const c10::Error&) {
+    }
+  }
+  return at::mm(dg.t(), x);
+}
+
 TORCH_LIBRARY(NAMESPACE, m) {
+  m.def("wgrad(Tensor dg, Tensor x) -> Tensor", &wgrad);
   m.def("lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out, Tensor? Hs, Tensor? M, "
         "Tensor? Mf, int kind, bool reverse) -> ()", &lstm_fwd);
   m.def("lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, Tensor? F, Tensor gout, Tensor dh, Tensor dc, "
