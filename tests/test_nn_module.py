@@ -100,3 +100,15 @@ def test_cuda_forward_backward_never_sync_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert m.grad_norms["l1_reverse"][1, 1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("device,dtype,has_triton,expected", [
+    ("cpu", torch.float32, True, "fused"), ("cpu", torch.float64, True, "fused"),
+    ("cuda", torch.float32, True, "triton"), ("cuda", torch.float64, True, "triton"),
+    ("cuda", torch.float16, True, "fused"),  # the persistent kernels take float32/float64 only
+    ("cuda", torch.float32, False, "fused"),  # no triton installed
+])
+def test_auto_backend_is_the_fastest_correct_one(device, dtype, has_triton, expected, monkeypatch):
+    monkeypatch.setattr(base.triton_cells, "available", lambda: has_triton)
+    assert base.resolve_backend("auto", torch.device(device), dtype) == expected
+    assert base.resolve_backend("loop", torch.device(device), dtype) == "loop"  # an explicit choice stands
