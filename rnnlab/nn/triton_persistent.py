@@ -25,7 +25,8 @@ either way, and ~2.5x faster than ``"ieee"``, which runs on the CUDA cores), els
 ``"tf32"`` (~1e-3, like cuDNN's default for float32 RNNs) when ``torch.set_float32_matmul_precision``
 allows TF32. ``CONFIG["fp32_precision"]`` overrides; float64 runs exact.
 
-It applies to float32 / float64 with ``hidden_size >= 16`` (``tl.dot`` needs tiles of at least 16); anything else, or a kernel that fails to compile on this device (recorded in
+It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (256; ``tl.dot`` needs tiles of at least
+16, and above 256 the per-step loops are faster); anything else, or a kernel that fails to compile on this device (recorded in
 ``FAILED``, with a warning), runs :class:`~rnnlab.nn.triton_cells.TritonLoops`.
 
 Knobs (module level, read at each call): ``ENABLED`` (env ``RNNLAB_TRITON_PERSISTENT=0`` turns the
@@ -86,9 +87,16 @@ def _kernels():
     return _K
 
 
+#: Largest hidden size run persistently. One program re-reads all of W_hh from L2 at every step, so the kernel's
+#: step time grows with H^2 on a handful of SMs, while TritonLoops' cuBLAS matmul spreads over the whole GPU: on an
+#: H100 the persistent LSTM ran 3-19x faster than per-step at hidden <= 128, about even at 256, and ~30x slower at
+#: 512 (472 ms against 16 ms at batch 32, 100 steps).
+MAX_HIDDEN = 256
+
+
 def applies(H: int, dtype: torch.dtype) -> bool:
     """Whether the persistent kernels run a layer of hidden size ``H`` in ``dtype`` (else TritonLoops)."""
-    return ENABLED and H >= 16 and dtype in (torch.float32, torch.float64)
+    return ENABLED and 16 <= H <= MAX_HIDDEN and dtype in (torch.float32, torch.float64)
 
 
 def _pow2(n):
