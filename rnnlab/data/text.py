@@ -23,7 +23,16 @@ Python code runs per character (0.3 s for IMDB's 50,000 reviews, against 1.3 s f
 the regex reference of ``scripts/bench_data.py``; exactly its output, tested). Then
 split, count and index, with identical ids (tested):
 
-- ``engine='python'`` (what ``'auto'`` picks): ``str.split``,
+- ``engine='native'``: split, count and index in C++ (`rnnlab.data.text_ext`, built once
+  and cached; ``make install`` builds it ahead). The standardized texts go over as one
+  ``uint8`` tensor of UTF-8 (texts joined by ``0xFF``); `adapt` gets back the distinct words
+  and their counts and ranks them with the same `keras_ranking` as the Python engine;
+  encoding returns the flat ids and lengths as tensors. Whitespace is exactly
+  ``str.split()``'s, multi-byte Unicode spaces included (tested on every code point that
+  ``str.isspace``). Without the extension (no compiler, ``RNNLAB_TEXT_EXT=0``, or its
+  background build still running) it is the Python engine, with one warning. n-grams
+  (``ngrams > 1``) always take the Python engine's path.
+- ``engine='python'``: ``str.split``,
   ``collections.Counter`` and ``dict.get`` in C-level loops (``map``), ids collected
   into one numpy array a chunk of texts at a time. The faster engine: ~0.1 us a token.
 - ``engine='tokenizers'``: the HuggingFace ``WhitespaceSplit`` pre-tokenizer and
@@ -59,6 +68,7 @@ import itertools
 import json
 import re
 import unicodedata
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -75,7 +85,8 @@ OOV = "[UNK]"
 PUNCTUATION = r"""[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']"""
 HTML_TAG = r"<\s*/?\s*[A-Za-z][^<>]*>"
 OUTPUT_MODES = ("int", "multi_hot")
-ENGINES = ("auto", "python", "tokenizers")
+ENGINES = ("auto", "python", "tokenizers", "native")
+AUTO_ENGINE = "python"  # what engine='auto' means (the fastest one measured by scripts/bench_data.py)
 _HTML_RE = re.compile(HTML_TAG)
 _PUNCTUATION_CHARS = r"""!"#$%&()*+,-./:;<=>?@[\]^_`{|}~'"""
 _PUNCTUATION_BYTES = _PUNCTUATION_CHARS.encode("ascii")
@@ -87,6 +98,9 @@ _BYTE_TABLES = {  # (lowercase ASCII, Python-only whitespace -> space) -> bytes.
     (False, True): bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    "),
     (True, True): bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ\x1c\x1d\x1e\x1f", b"abcdefghijklmnopqrstuvwxyz    "),
 }
+
+
+_NATIVE_WARNED: list = []  # non-empty once the fallback warning was given (once per process)
 
 
 class _Vocab(dict):
@@ -108,7 +122,8 @@ class TextVectorizer:
         lowercase, strip_accents, strip_punctuation, strip_html: standardization steps.
         vocabulary: a vocabulary to use instead of `adapt` (starting ``['', '[UNK]']``
             or not; the two are added when missing).
-        engine: ``'auto'`` (= ``'python'``), ``'python'`` or ``'tokenizers'``; same output.
+        engine: ``'auto'`` (= `AUTO_ENGINE`), ``'python'``, ``'tokenizers'`` or ``'native'``
+            (C++, falling back to ``'python'`` when unavailable); same output.
 
     Outputs of ``__call__(texts)``:
         - int mode, fixed length: LongTensor (B, output_sequence_length), 0-padded.
@@ -149,7 +164,7 @@ class TextVectorizer:
         self.strip_accents = strip_accents
         self.strip_punctuation = strip_punctuation
         self.strip_html = strip_html
-        self.engine = "python" if engine == "auto" else engine
+        self.engine = AUTO_ENGINE if engine == "auto" else engine
         self.set_vocabulary(vocabulary or [])
 
     # ----------------------------------------------------------------- config
@@ -196,6 +211,19 @@ class TextVectorizer:
     def _standardize(self, text: str, rust_whitespace: bool = False) -> str:
         """`standardize`; with `rust_whitespace` also ``\\x1c``-``\\x1f`` -> space, so that
         ``WhitespaceSplit`` splits where ``str.split`` does."""
+        text, table, delete = self._standardize_str(text, rust_whitespace)
+        if table is None and not delete:
+            return text
+        return text.encode("utf-8", "surrogatepass").translate(table, delete).decode("utf-8", "surrogatepass")
+
+    def _standardize_utf8(self, text: str) -> bytes:
+        """`standardize` as UTF-8 bytes (lone surrogates as ``surrogatepass`` writes them), no decode."""
+        text, table, delete = self._standardize_str(text, False)
+        data = text.encode("utf-8", "surrogatepass")
+        return data if table is None and not delete else data.translate(table, delete)
+
+    def _standardize_str(self, text: str, rust_whitespace: bool):
+        """The str steps of `standardize`, and the ``bytes.translate`` (table, delete) left to apply."""
         if self.strip_html and "<" in text:
             text = _HTML_RE.sub(" ", text)
         if text.isascii():
@@ -206,10 +234,7 @@ class TextVectorizer:
             if self.lowercase:
                 text = text.lower()
             table = _BYTE_TABLES[False, rust_whitespace]
-        delete = _PUNCTUATION_BYTES if self.strip_punctuation else b""
-        if table is None and not delete:
-            return text
-        return text.encode("utf-8", "surrogatepass").translate(table, delete).decode("utf-8", "surrogatepass")
+        return text, table, _PUNCTUATION_BYTES if self.strip_punctuation else b""
 
     def split(self, text: str) -> list[str]:
         """Standardized tokens of `text` (steps 1-2, unigrams)."""
@@ -247,6 +272,7 @@ class TextVectorizer:
             raise ValueError("vocabulary has duplicate tokens")
         index = _Vocab((t, i) for i, t in enumerate(self._vocab))
         self._index = index
+        self._native_vocab = None  # (uint8 tensor, int64 offsets) of the vocabulary, built on first native encode
         self._truncating_cache: dict[int, Tokenizer] = {}
         if self.ngrams == 1:  # the WordLevel model emits final ids directly
             self._tokenizer = self._word_tokenizer(index)
@@ -261,7 +287,10 @@ class TextVectorizer:
 
     def adapt(self, texts: Sequence[str]) -> "TextVectorizer":
         """Build the vocabulary from `texts` (the training split only)."""
-        if self.engine == "python":
+        native = self._native()
+        if native is not None:
+            counts = self._count_native(native, texts)
+        elif self.engine in ("python", "native"):
             counts = Counter()
             update = counts.update
             words = self.split if self.ngrams == 1 else self.tokens
@@ -274,6 +303,47 @@ class TextVectorizer:
         cap = None if self.max_tokens is None else self.max_tokens - 2
         self.set_vocabulary(keras_ranking(counts, cap))
         return self
+
+    def _native(self):
+        """The C++ ops for ``engine='native'`` with unigrams, else None (one warning when unavailable)."""
+        if self.engine != "native" or self.ngrams != 1:
+            return None
+        from rnnlab.data import text_ext
+
+        ops = text_ext.ops()
+        if ops is None and not _NATIVE_WARNED:
+            _NATIVE_WARNED.append(True)
+            warnings.warn("rnnlab native text engine not available (RNNLAB_TEXT_EXT=0, no compiler, or its first "
+                          "build still running in the background): using engine='python', same output; "
+                          "`python -m rnnlab.data.text_ext` builds it", RuntimeWarning, stacklevel=3)
+        return ops
+
+    def _pack(self, texts: Sequence[str]) -> torch.Tensor:
+        """The standardized texts as UTF-8 joined by 0xFF, one uint8 tensor (no copy of the joined buffer)."""
+        data = bytearray(b"\xff").join(map(self._standardize_utf8, texts))
+        return torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+    def _count_native(self, ops, texts: Sequence[str]) -> Counter:
+        """Counts of the words of `texts`: one C++ pass; the distinct words come back space-joined."""
+        texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+        if not texts:
+            return Counter()
+        words, counts = ops.count(self._pack(texts))
+        if not len(counts):
+            return Counter()
+        words = words.numpy().tobytes().decode("utf-8", "surrogatepass").split(" ")  # words hold no whitespace
+        return Counter(dict(zip(words, counts.tolist())))
+
+    def _encode_native(self, ops, texts: Sequence[str], max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if self._native_vocab is None:
+            encoded = [t.encode("utf-8", "surrogatepass") for t in self._vocab]
+            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+            np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+            data = bytearray(b"").join(encoded)
+            self._native_vocab = (torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8),
+                                  torch.from_numpy(offsets))
+        flat, lengths = ops.encode(self._pack(texts), *self._native_vocab, -1 if max_length is None else max_length)
+        return flat.numpy(), lengths.numpy()
 
     def _count_tokenizers(self, texts: list[str]) -> Counter:
         """Counts of the words of standardized `texts`: WordLevelTrainer (all words), one encoding pass, bincount."""
@@ -315,7 +385,11 @@ class TextVectorizer:
         Sequence b is ``flat[offsets[b]:offsets[b + 1]]`` with offsets the cumulative
         lengths; each is truncated to `max_length` when given. Empty texts have length 0.
         """
-        if self.engine == "python":
+        native = self._native()
+        texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+        if native is not None and texts and (max_length is None or max_length >= 0):
+            return self._encode_native(native, texts, max_length)
+        if self.engine in ("python", "native"):
             return self._encode_python(texts, max_length)
         texts = [self._standardize(t, rust_whitespace=True) for t in texts]
         if self.ngrams == 1:
