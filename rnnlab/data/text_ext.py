@@ -65,23 +65,44 @@ static inline int space_len(const u8* p, const u8* end) {
   return 0;
 }
 
-// Calls f(word_begin, word_end) for each word of the text [p, end) (end: SEP or the buffer's end).
-template <typename F> static inline const u8* words(const u8* p, const u8* end, F&& f) {
-  while (p < end && *p != SEP) {
-    int s;
-    while (p < end && *p != SEP && (s = space_len(p, end))) p += s;
-    if (p >= end || *p == SEP) break;
-    const u8* w = p;
-    while (p < end && *p != SEP && !space_len(p, end)) ++p;
-    f(w, p);
-  }
-  return p;
+static const uint64_t FNV_BASIS = 1469598103934665603ULL, FNV_PRIME = 1099511628211ULL;
+static inline uint64_t hash_bytes(const u8* p, size_t n) {  // FNV-1a, 64 bit
+  uint64_t h = FNV_BASIS;
+  for (size_t i = 0; i < n; ++i) { h ^= p[i]; h *= FNV_PRIME; }
+  return h;
 }
 
-static inline uint64_t hash_bytes(const u8* p, size_t n) {  // FNV-1a, 64 bit
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; ++i) { h ^= p[i]; h *= 1099511628211ULL; }
-  return h;
+// Byte classes, so that the common byte costs one table load: 0 part of a word, 1 ASCII whitespace,
+// 2 lead byte of a possible multi-byte space (C2, E1, E2, E3: ask space_len), 3 the separator.
+struct Classes {
+  u8 c[256];
+  Classes() {
+    for (int b = 0; b < 256; ++b) c[b] = ascii_space(u8(b)) ? 1 : 0;
+    c[0xC2] = c[0xE1] = c[0xE2] = c[0xE3] = 2;
+    c[SEP] = 3;
+  }
+};
+static const Classes CLS;
+
+// Calls f(word_begin, word_end, hash_bytes(word)) for each word of the text at p; returns its end (SEP or end).
+template <typename F> static inline const u8* words(const u8* p, const u8* end, F&& f) {
+  for (;;) {
+    while (p < end) {  // whitespace
+      const u8 k = CLS.c[*p];
+      if (k == 1) { ++p; continue; }
+      if (k == 2) { const int s = space_len(p, end); if (s) { p += s; continue; } }
+      break;
+    }
+    if (p >= end || *p == SEP) return p;
+    const u8* w = p;
+    uint64_t h = FNV_BASIS;
+    while (p < end) {  // the word, hashed as it is scanned
+      const u8 c = *p, k = CLS.c[c];
+      if (k == 0 || (k == 2 && !space_len(p, end))) { h = (h ^ c) * FNV_PRIME; ++p; continue; }
+      break;
+    }
+    f(w, p, h);
+  }
 }
 
 // Open addressing (linear probing) over words stored elsewhere: slot -> word index, or -1.
@@ -136,9 +157,8 @@ std::tuple<Tensor, Tensor> count(Tensor data) {
   Table t(1 << 16);
   auto get = [&](int64_t i, const u8*& b, size_t& m) { b = buf.data() + offs[i]; m = size_t(offs[i + 1] - offs[i] - 1); };
   while (p < end) {
-    p = words(p, end, [&](const u8* w, const u8* e) {
+    p = words(p, end, [&](const u8* w, const u8* e, uint64_t h) {
       const size_t n = size_t(e - w);
-      const uint64_t h = hash_bytes(w, n);
       const int64_t i = t.find(w, n, h, get);
       if (i >= 0) { ++counts[i]; return; }
       t.slot[uint64_t(-i - 1)] = int64_t(counts.size());
@@ -197,10 +217,10 @@ std::tuple<Tensor, Tensor> encode(Tensor data, Tensor vocab, Tensor vocab_offset
         const size_t n0 = out.size();
         int64_t k = 0;
         // A truncated text stops at its max_length-th word; the next text starts at its own boundary.
-        words(starts[size_t(b)], e, [&](const u8* w, const u8* we) {
+        words(starts[size_t(b)], e, [&](const u8* w, const u8* we, uint64_t h) {
           if (k++ >= limit) return;
           const size_t n = size_t(we - w);
-          const int64_t i = t.find(w, n, hash_bytes(w, n), get);
+          const int64_t i = t.find(w, n, h, get);
           out.push_back(i >= 0 ? i : 1);
         });
         len[b] = int64_t(out.size() - n0);
