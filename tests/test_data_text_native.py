@@ -118,7 +118,7 @@ def test_save_load_round_trip(ops, tmp_path):
     v = TextVectorizer(engine="native", max_tokens=40, output_sequence_length=6).adapt(train)
     v.save(tmp_path / "v.json")
     w = TextVectorizer.load(tmp_path / "v.json")
-    w.engine = "native"  # the engine is not part of the saved config
+    assert w.engine == "native"  # the engine is not saved: a loaded vectorizer takes 'auto', which is 'native'
     assert w.get_vocabulary() == v.get_vocabulary()
     assert torch.equal(w(test), v(test))
 
@@ -137,3 +137,15 @@ def test_fallback_to_python_with_one_warning_when_the_extension_is_off(monkeypat
     assert nat.get_vocabulary() == py.get_vocabulary()
     want_flat, want_lengths = py.encode(test, 4)
     assert flat.tolist() == want_flat.tolist() and lengths.tolist() == want_lengths.tolist()
+
+
+def test_auto_is_native_and_falls_back_silently(monkeypatch):
+    assert TextVectorizer().engine == "native"
+    monkeypatch.setenv("RNNLAB_TEXT_EXT", "0")
+    monkeypatch.setitem(text_ext._state, "ops", None)
+    monkeypatch.setattr(text_mod, "_NATIVE_WARNED", [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = TextVectorizer().adapt(COURSE)
+        assert v(["write for natural language processing"]) == [[3, 1, 1, 1, 1]]
+    assert v.get_vocabulary() == COURSE_VOCAB

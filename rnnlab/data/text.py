@@ -23,18 +23,19 @@ Python code runs per character (0.3 s for IMDB's 50,000 reviews, against 1.3 s f
 the regex reference of ``scripts/bench_data.py``; exactly its output, tested). Then
 split, count and index, with identical ids (tested):
 
-- ``engine='native'``: split, count and index in C++ (`rnnlab.data.text_ext`, built once
+- ``engine='native'`` (what ``'auto'`` picks): split, count and index in C++ (`rnnlab.data.text_ext`, built once
   and cached; ``make install`` builds it ahead). The standardized texts go over as one
   ``uint8`` tensor of UTF-8 (texts joined by ``0xFF``); `adapt` gets back the distinct words
   and their counts and ranks them with the same `keras_ranking` as the Python engine;
   encoding returns the flat ids and lengths as tensors. Whitespace is exactly
   ``str.split()``'s, multi-byte Unicode spaces included (tested on every code point that
   ``str.isspace``). Without the extension (no compiler, ``RNNLAB_TEXT_EXT=0``, or its
-  background build still running) it is the Python engine, with one warning. n-grams
-  (``ngrams > 1``) always take the Python engine's path.
+  background build still running) it is the Python engine: silently for ``'auto'``, with
+  one warning for an explicit ``'native'``. n-grams (``ngrams > 1``) always take the
+  Python engine's path.
 - ``engine='python'``: ``str.split``,
   ``collections.Counter`` and ``dict.get`` in C-level loops (``map``), ids collected
-  into one numpy array a chunk of texts at a time. The faster engine: ~0.1 us a token.
+  into one numpy array a chunk of texts at a time (~0.1 us a token).
 - ``engine='tokenizers'``: the HuggingFace ``WhitespaceSplit`` pre-tokenizer and
   ``WordLevel`` model (no normalizer: the text is standardized already), parallel over
   the batch; `adapt` counts with ``WordLevelTrainer`` + one encoding pass +
@@ -86,7 +87,7 @@ PUNCTUATION = r"""[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']"""
 HTML_TAG = r"<\s*/?\s*[A-Za-z][^<>]*>"
 OUTPUT_MODES = ("int", "multi_hot")
 ENGINES = ("auto", "python", "tokenizers", "native")
-AUTO_ENGINE = "python"  # what engine='auto' means (the fastest one measured by scripts/bench_data.py)
+AUTO_ENGINE = "native"  # what engine='auto' means (the fastest one measured by scripts/bench_data.py)
 _HTML_RE = re.compile(HTML_TAG)
 _PUNCTUATION_CHARS = r"""!"#$%&()*+,-./:;<=>?@[\]^_`{|}~'"""
 _PUNCTUATION_BYTES = _PUNCTUATION_CHARS.encode("ascii")
@@ -122,8 +123,8 @@ class TextVectorizer:
         lowercase, strip_accents, strip_punctuation, strip_html: standardization steps.
         vocabulary: a vocabulary to use instead of `adapt` (starting ``['', '[UNK]']``
             or not; the two are added when missing).
-        engine: ``'auto'`` (= `AUTO_ENGINE`), ``'python'``, ``'tokenizers'`` or ``'native'``
-            (C++, falling back to ``'python'`` when unavailable); same output.
+        engine: ``'auto'`` (= `AUTO_ENGINE`, ``'native'``), ``'python'``, ``'tokenizers'`` or
+            ``'native'`` (C++, falling back to ``'python'`` when unavailable); same output.
 
     Outputs of ``__call__(texts)``:
         - int mode, fixed length: LongTensor (B, output_sequence_length), 0-padded.
@@ -165,6 +166,7 @@ class TextVectorizer:
         self.strip_punctuation = strip_punctuation
         self.strip_html = strip_html
         self.engine = AUTO_ENGINE if engine == "auto" else engine
+        self._warn_fallback = engine == "native"  # 'auto' falls back to 'python' silently
         self.set_vocabulary(vocabulary or [])
 
     # ----------------------------------------------------------------- config
@@ -311,7 +313,7 @@ class TextVectorizer:
         from rnnlab.data import text_ext
 
         ops = text_ext.ops()
-        if ops is None and not _NATIVE_WARNED:
+        if ops is None and self._warn_fallback and not _NATIVE_WARNED:
             _NATIVE_WARNED.append(True)
             warnings.warn("rnnlab native text engine not available (RNNLAB_TEXT_EXT=0, no compiler, or its first "
                           "build still running in the background): using engine='python', same output; "
