@@ -207,11 +207,12 @@ std::tuple<Tensor, Tensor> encode(Tensor data, Tensor vocab, Tensor vocab_offset
   Tensor lengths = at::empty({B}, data.options().dtype(at::kLong));
   int64_t* len = lengths.data_ptr<int64_t>();
   const int64_t chunk = 2048, nchunks = (B + chunk - 1) / chunk;
-  std::vector<std::vector<int64_t>> ids(static_cast<size_t>(nchunks));
+  TORCH_CHECK(V <= INT32_MAX, "vocabulary too large for int32 ids: ", V);
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(nchunks));  // int32 until the final copy: half the memory
   const int64_t limit = max_length < 0 ? INT64_MAX : max_length;
   at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      std::vector<int64_t>& out = ids[size_t(c)];
+      std::vector<int32_t>& out = ids[size_t(c)];
       for (int64_t b = c * chunk, bn = std::min(B, (c + 1) * chunk); b < bn; ++b) {
         const u8* e = b + 1 < B ? starts[size_t(b + 1)] - 1 : end;
         const size_t n0 = out.size();
@@ -221,7 +222,7 @@ std::tuple<Tensor, Tensor> encode(Tensor data, Tensor vocab, Tensor vocab_offset
           if (k++ >= limit) return;
           const size_t n = size_t(we - w);
           const int64_t i = t.find(w, n, h, get);
-          out.push_back(i >= 0 ? i : 1);
+          out.push_back(i >= 0 ? int32_t(i) : 1);
         });
         len[b] = int64_t(out.size() - n0);
       }
@@ -231,9 +232,9 @@ std::tuple<Tensor, Tensor> encode(Tensor data, Tensor vocab, Tensor vocab_offset
   for (const auto& v : ids) total += int64_t(v.size());
   Tensor flat = at::empty({total}, data.options().dtype(at::kLong));
   int64_t* f = flat.data_ptr<int64_t>();
-  for (const auto& v : ids) {
-    if (!v.empty()) std::memcpy(f, v.data(), v.size() * sizeof(int64_t));
-    f += v.size();
+  for (auto& v : ids) {  // each chunk freed once copied, so its memory and the output's pages do not add up
+    for (const int32_t i : v) *f++ = i;
+    std::vector<int32_t>().swap(v);
   }
   return std::make_tuple(flat, lengths);
 }
