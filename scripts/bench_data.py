@@ -7,8 +7,8 @@ extracted archive, in the same run:
   and punctuation, ``str.lower``, accents stripped for non-ASCII texts),
   ``str.split``, ``collections.Counter`` on train, Keras-ordered top 20,000,
   ``dict.get`` lookups truncated to 600;
-- rnnlab with each engine (``python``, ``tokenizers``, ``native``: split, count and
-  lookup in C++, built before the timing starts):
+- rnnlab with each engine (``python``, ``tokenizers``, ``native``, the default: split,
+  count and lookup in C++, built before the timing starts):
   ``imdb.read_split`` + ``TextVectorizer.adapt(train)`` + ``encode(train + test, 600)``.
 
 All must produce the same vocabulary and ids (checked). Prints seconds (and
