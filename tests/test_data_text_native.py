@@ -126,7 +126,7 @@ def test_save_load_round_trip(ops, tmp_path):
 def test_fallback_to_python_with_one_warning_when_the_extension_is_off(monkeypatch):
     """RNNLAB_TEXT_EXT=0: same output as engine='python', one RuntimeWarning for the whole process."""
     monkeypatch.setenv("RNNLAB_TEXT_EXT", "0")
-    monkeypatch.setitem(text_ext._state, "ops", None)
+    monkeypatch.setitem(text_ext.EXT.state, "ops", None)
     monkeypatch.setattr(text_mod, "_NATIVE_WARNED", [])
     train, test = _corpus(5)
     with pytest.warns(RuntimeWarning, match="engine='python'") as record:
@@ -142,7 +142,7 @@ def test_fallback_to_python_with_one_warning_when_the_extension_is_off(monkeypat
 def test_auto_is_native_and_falls_back_silently(monkeypatch):
     assert TextVectorizer().engine == "native"
     monkeypatch.setenv("RNNLAB_TEXT_EXT", "0")
-    monkeypatch.setitem(text_ext._state, "ops", None)
+    monkeypatch.setitem(text_ext.EXT.state, "ops", None)
     monkeypatch.setattr(text_mod, "_NATIVE_WARNED", [])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

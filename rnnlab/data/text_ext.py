@@ -16,22 +16,12 @@ Whitespace is exactly ``str.split()``'s: ``\t \n \v \f \r \x1c-\x1f`` and space,
 multi-byte UTF-8 forms of U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F,
 U+205F, U+3000 (tested against ``str.split`` over every code point that ``str.isspace``).
 
-Build: ``torch.utils.cpp_extension.load_inline`` (ATen + ``TORCH_LIBRARY`` only, no pybind; ~15 s of
-CPU) into ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a folder named by the
-hash of the source, so a changed source never loads a stale library. By default the build runs in a
-background process on first use and the Python engine is used until it is ready; a missing compiler
-leaves the Python engine in place (a failed build leaves ``FAILED`` and ``build.log`` in the build
-folder and is not retried by later processes). ``python -m rnnlab.data.text_ext`` builds ahead of
-time. ``RNNLAB_TEXT_EXT``: ``auto`` (default), ``wait`` (build in this process on first use,
-blocking: for benchmarks and tests), ``0`` (never).
+Built and loaded by :class:`rnnlab.inline_ext.InlineExtension` (ATen only, ~15 s of CPU, cached per source
+version; ``python -m rnnlab.data.text_ext`` builds ahead of time, as ``make install`` does). Until it is built, or
+without a compiler, the vectorizer runs ``engine='python'``. ``RNNLAB_TEXT_EXT``: ``auto`` (default: build in the
+background on first use), ``wait`` (build now, blocking: for benchmarks and tests), ``0`` (never).
 """
-import hashlib
-import os
-import subprocess
-import sys
-import warnings
-
-import torch
+from rnnlab.inline_ext import InlineExtension
 
 SOURCE = r"""
 #include <ATen/ATen.h>
@@ -246,67 +236,16 @@ TORCH_LIBRARY(NAMESPACE, m) {
 """
 
 CFLAGS = ["-O3"]
-_HASH = hashlib.sha1((SOURCE + torch.__version__ + " ".join(CFLAGS)).encode()).hexdigest()[:12]
-NAME = f"rnnlab_text_{_HASH}"  # library, op namespace and build folder: one per source version
-_state = {"ops": None, "started": False, "failed": False}
-
-
-def build_dir():
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions")
-    return os.path.join(root, NAME)
-
-
-def _ready_marker():
-    return os.path.join(build_dir(), "READY")
-
-
-def build():
-    """Compile (blocking, ~15 s of CPU) and load the extension; returns the ``torch.ops`` namespace."""
-    from torch.utils.cpp_extension import load_inline
-
-    os.makedirs(build_dir(), exist_ok=True)
-    load_inline(NAME, cpp_sources=[SOURCE.replace("NAMESPACE", NAME)], is_python_module=False,
-                build_directory=build_dir(), extra_cflags=CFLAGS, verbose=False)
-    open(_ready_marker(), "w").close()
-    return getattr(torch.ops, NAME)
+EXT = InlineExtension("rnnlab_text", SOURCE, CFLAGS, env="RNNLAB_TEXT_EXT", module="rnnlab.data.text_ext",
+                      fallback="engine='python'")
+NAME = EXT.name
+build, build_dir = EXT.build, EXT.build_dir
 
 
 def ops():
     """The C++ ops if built (starting a background build on the first call), else None."""
-    st = _state
-    if st["ops"] is not None or st["failed"]:
-        return st["ops"]
-    mode = os.environ.get("RNNLAB_TEXT_EXT", "auto")
-    if mode in ("0", "off", "false"):
-        return None
-    try:
-        if os.path.exists(_ready_marker()):
-            torch.ops.load_library(os.path.join(build_dir(), f"{NAME}.so"))
-            st["ops"] = getattr(torch.ops, NAME)
-        elif os.path.exists(os.path.join(build_dir(), "FAILED")) and mode != "wait":
-            st["failed"] = True  # a background build failed here before: see build.log; do not retry every process
-        elif mode == "wait":
-            st["ops"] = build()
-        elif not st["started"]:
-            st["started"] = True
-            log = open(os.path.join(_mkdir(build_dir()), "build.log"), "w")
-            subprocess.Popen([sys.executable, "-m", "rnnlab.data.text_ext"], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-    except Exception as e:  # no compiler, no headers, ...: the Python engine gives the same output
-        st["failed"] = True
-        warnings.warn(f"rnnlab native text engine unavailable, using engine='python': {e}", RuntimeWarning)
-    return st["ops"]
-
-
-def _mkdir(path):
-    os.makedirs(path, exist_ok=True)
-    return path
+    return EXT.ops()
 
 
 if __name__ == "__main__":  # the background build (or `python -m rnnlab.data.text_ext` to build ahead of time)
-    try:
-        build()
-    except Exception:
-        open(os.path.join(_mkdir(build_dir()), "FAILED"), "w").close()
-        raise
-    print("built", build_dir())
+    EXT.main()

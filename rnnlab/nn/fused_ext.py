@@ -5,22 +5,12 @@ The six functions of :mod:`rnnlab.nn.fused` (``lstm_fwd``, ``lstm_bwd``, ``gru_f
 numbers are the same; only the Python interpreter between two ops is gone, which is most of the
 time of a step at small hidden sizes (a step is ~7 ops of a few microseconds each in Python).
 
-Build: ``torch.utils.cpp_extension.load_inline`` (ATen only, no pybind; ~20 s of CPU) into
-``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), in a directory named by the hash
-of the source, so a changed source never loads a stale library. By default the build runs in a
-background process on first use and the Python loops are used until it is ready; a missing
-compiler just leaves the Python loops in place (a failed build leaves ``FAILED`` and ``build.log``
-in the build folder and is not retried by later processes). ``python -m rnnlab.nn.fused_ext``
-builds ahead of time. ``RNNLAB_FUSED_EXT``: ``auto`` (default), ``wait`` (build in this process
-on first use, blocking: for benchmarks and tests), ``0`` (never).
+Built and loaded by :class:`rnnlab.inline_ext.InlineExtension` (ATen only, ~20 s of CPU, cached per source
+version; ``python -m rnnlab.nn.fused_ext`` builds ahead of time, as ``make install`` does). Until it is built, or
+without a compiler, :mod:`rnnlab.nn.fused` runs its Python loops. ``RNNLAB_FUSED_EXT``: ``auto`` (default: build in
+the background on first use), ``wait`` (build now, blocking: for benchmarks and tests), ``0`` (never).
 """
-import hashlib
-import os
-import subprocess
-import sys
-import warnings
-
-import torch
+from rnnlab.inline_ext import InlineExtension
 
 SOURCE = r"""
 #include <ATen/ATen.h>
@@ -583,67 +573,16 @@ def _cflags():
 
 
 CFLAGS = _cflags()
-_HASH = hashlib.sha1((SOURCE + torch.__version__ + " ".join(CFLAGS)).encode()).hexdigest()[:12]
-NAME = f"rnnlab_fused_{_HASH}"  # library, op namespace and build folder: one per source version
-_state = {"ops": None, "started": False, "failed": False}
-
-
-def build_dir():
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions")
-    return os.path.join(root, NAME)
-
-
-def _ready_marker():
-    return os.path.join(build_dir(), "READY")
-
-
-def build():
-    """Compile (blocking, ~20 s of CPU) and load the extension; returns the ``torch.ops`` namespace."""
-    from torch.utils.cpp_extension import load_inline
-
-    os.makedirs(build_dir(), exist_ok=True)
-    load_inline(NAME, cpp_sources=[SOURCE.replace("NAMESPACE", NAME)], is_python_module=False,
-                build_directory=build_dir(), extra_cflags=CFLAGS, verbose=False)
-    open(_ready_marker(), "w").close()
-    return getattr(torch.ops, NAME)
+EXT = InlineExtension("rnnlab_fused", SOURCE, CFLAGS, env="RNNLAB_FUSED_EXT", module="rnnlab.nn.fused_ext",
+                      fallback="the Python loops")
+NAME = EXT.name
+build, build_dir = EXT.build, EXT.build_dir
 
 
 def loops():
     """The C++ loops if built (starting a background build on the first call), else None."""
-    st = _state
-    if st["ops"] is not None or st["failed"]:
-        return st["ops"]
-    mode = os.environ.get("RNNLAB_FUSED_EXT", "auto")
-    if mode in ("0", "off", "false"):
-        return None
-    try:
-        if os.path.exists(_ready_marker()):
-            torch.ops.load_library(os.path.join(build_dir(), f"{NAME}.so"))
-            st["ops"] = getattr(torch.ops, NAME)
-        elif os.path.exists(os.path.join(build_dir(), "FAILED")) and mode != "wait":
-            st["failed"] = True  # a background build failed here before: see build.log; do not retry every process
-        elif mode == "wait":
-            st["ops"] = build()
-        elif not st["started"]:
-            st["started"] = True
-            log = open(os.path.join(_mkdir(build_dir()), "build.log"), "w")
-            subprocess.Popen([sys.executable, "-m", "rnnlab.nn.fused_ext"], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-    except Exception as e:  # no compiler, no headers, ...: the Python loops are the same numbers
-        st["failed"] = True
-        warnings.warn(f"rnnlab fused C++ loops unavailable, using the Python loops: {e}", RuntimeWarning)
-    return st["ops"]
-
-
-def _mkdir(path):
-    os.makedirs(path, exist_ok=True)
-    return path
+    return EXT.ops()
 
 
 if __name__ == "__main__":  # the background build (or `python -m rnnlab.nn.fused_ext` to build ahead of time)
-    try:
-        build()
-    except Exception:
-        open(os.path.join(_mkdir(build_dir()), "FAILED"), "w").close()
-        raise
-    print("built", build_dir())
+    EXT.main()
