@@ -108,6 +108,18 @@ def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind: int, reverse: bool):
             torch.mul(Ol[t], TCl[t], out=Hl[t + n])  # h_t = o_t ⊙ tanh(c_t)
 
 
+def _incoming(dh, go, mf, dhc, nr):
+    """One backward step's start, shared by the three ``*_bwd`` loops: ``dh += dJ/d out_t`` (the total dJ/dh_t);
+    with a length mask ``mf`` the candidate's share ``dhc = m ⊙ dh`` is split off and ``dh`` keeps what passes
+    through the kept state (``dhc`` is ``dh`` itself when unmasked); ``||dhc||`` per row into ``nr`` if recording."""
+    dh.add_(go)
+    if mf is not None:
+        torch.mul(dh, mf, out=dhc)
+        dh.sub_(dhc)
+    if nr is not None:
+        torch.linalg.vector_norm(dhc, dim=1, out=nr)
+
+
 def lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse: bool):
     """Fills DG (T, B, G*H), torch gate order, dc-driven gates first and o last; dh, dc in place."""
     T, B, K, H = Adc.shape
@@ -115,21 +127,16 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse: bool):
     DOl = DG[..., K * H:].unbind(0)
     DGl, GOl, Acl, Adcl, Aol = DG.unbind(0), gout.unbind(0), Ac.unbind(0), Adc.unbind(0), Ao.unbind(0)
     Fl = F.unbind(0) if F is not None else None
-    NRl = NR.unbind(0) if NR is not None else None
+    NRl = NR.unbind(0) if NR is not None else [None] * T
     masked = Mf is not None
     dhc, dcc = (dh, dc) if not masked else (dh.new_empty(B, H), dc.new_empty(B, H))
     dcc_u = dcc.unsqueeze(1)  # (B, 1, H)
-    if masked:
-        Mfl = Mf.unbind(0)
+    Mfl = Mf.unbind(0) if masked else [None] * T
     for t in _walk(T, not reverse)[0]:
-        dh.add_(GOl[t])  # dJ/dh_t, total
-        if masked:  # the candidate gets m ⊙ dJ/dh_t; the rest passes through the kept state
-            torch.mul(dh, Mfl[t], out=dhc)
-            dh.sub_(dhc)
+        _incoming(dh, GOl[t], Mfl[t], dhc, NRl[t])
+        if masked:  # the cell state likewise: the candidate gets m ⊙ dJ/dc_t, the rest passes through
             torch.mul(dc, Mfl[t], out=dcc)
             dc.sub_(dcc)
-        if NRl is not None:
-            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
         dcc.addcmul_(dhc, Acl[t])  # dJ/dc_t += dJ/dh_t ⊙ o_t ⊙ (1 - tanh² c_t)
         torch.mul(Adcl[t], dcc_u, out=DCl[t])  # i, f, g (or f, g) preactivations
         torch.mul(dhc, Aol[t], out=DOl[t])  # o preactivation
@@ -174,18 +181,12 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse: bool):
     DRl, DZl, DHNl = (DG[..., k * H:(k + 1) * H].unbind(0) for k in range(3))
     DGl, DNl, GOl = DG.unbind(0), DN.unbind(0), gout.unbind(0)
     Azl, Anl, Arl, Rl, Zl = (v.unbind(0) for v in (Az, An, Ar, R, Z))
-    NRl = NR.unbind(0) if NR is not None else None
+    NRl = NR.unbind(0) if NR is not None else [None] * T
     masked = Mf is not None
     dhc = dh.new_empty(B, H) if masked else dh
-    if masked:
-        Mfl = Mf.unbind(0)
+    Mfl = Mf.unbind(0) if masked else [None] * T
     for t in _walk(T, not reverse)[0]:
-        dh.add_(GOl[t])
-        if masked:
-            torch.mul(dh, Mfl[t], out=dhc)
-            dh.sub_(dhc)
-        if NRl is not None:
-            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
+        _incoming(dh, GOl[t], Mfl[t], dhc, NRl[t])
         torch.mul(dhc, Azl[t], out=DZl[t])
         torch.mul(dhc, Anl[t], out=DNl[t])
         torch.mul(DNl[t], Arl[t], out=DRl[t])
@@ -222,18 +223,12 @@ def rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse: bool):
     T, B, H = DG.shape
     DGl, GOl = DG.unbind(0), gout.unbind(0)
     Adl = Ad.unbind(0) if Ad is not None else None
-    NRl = NR.unbind(0) if NR is not None else None
+    NRl = NR.unbind(0) if NR is not None else [None] * T
     masked = Mf is not None
     dhc = dh.new_empty(B, H) if masked else dh
-    if masked:
-        Mfl = Mf.unbind(0)
+    Mfl = Mf.unbind(0) if masked else [None] * T
     for t in _walk(T, not reverse)[0]:
-        dh.add_(GOl[t])
-        if masked:
-            torch.mul(dh, Mfl[t], out=dhc)
-            dh.sub_(dhc)
-        if NRl is not None:
-            torch.linalg.vector_norm(dhc, dim=1, out=NRl[t])
+        _incoming(dh, GOl[t], Mfl[t], dhc, NRl[t])
         if Adl is not None:
             torch.mul(dhc, Adl[t], out=DGl[t])  # φ'(preactivation)
         else:
