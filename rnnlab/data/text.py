@@ -322,8 +322,7 @@ class TextVectorizer:
 
     def _pack(self, texts: Sequence[str]) -> torch.Tensor:
         """The standardized texts as UTF-8 joined by 0xFF, one uint8 tensor (no copy of the joined buffer)."""
-        data = bytearray(b"\xff").join(map(self._standardize_utf8, texts))
-        return torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+        return _uint8(bytearray(b"\xff").join(map(self._standardize_utf8, texts)))
 
     def _count_native(self, ops, texts: Sequence[str]) -> Counter:
         """Counts of the words of `texts`: one C++ pass; the distinct words come back space-joined."""
@@ -341,9 +340,7 @@ class TextVectorizer:
             encoded = [t.encode("utf-8", "surrogatepass") for t in self._vocab]
             offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
             np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-            data = bytearray(b"").join(encoded)
-            self._native_vocab = (torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8),
-                                  torch.from_numpy(offsets))
+            self._native_vocab = (_uint8(bytearray(b"").join(encoded)), torch.from_numpy(offsets))
         flat, lengths = ops.encode(self._pack(texts), *self._native_vocab, -1 if max_length is None else max_length)
         return flat.numpy(), lengths.numpy()
 
@@ -498,6 +495,11 @@ def keras_ranking(counts: dict[str, int], cap: int | None = None) -> list[str]:
         items = [kv for kv in items if kv[1] >= threshold]
     items.sort(key=lambda kv: (kv[1], kv[0]), reverse=True)
     return [t for t, _ in items[:cap]]
+
+
+def _uint8(data: bytearray) -> torch.Tensor:
+    """``data`` as a uint8 tensor sharing its memory (``torch.frombuffer`` refuses an empty buffer)."""
+    return torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
 
 
 def pad_ragged(flat: np.ndarray, lengths: np.ndarray, length: int, pad: int = 0) -> torch.Tensor:
