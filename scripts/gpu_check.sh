@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One GPU session's checks for the Triton backend (issue 5), under 6 minutes on an H100:
-#   1. the Triton / CUDA tests, compiled on the GPU (tests/test_triton*.py and the nn cuda tests);
+# One GPU session's checks for the Triton backend (issue 5): stage limits add up to 8.5 minutes on an H100
+# (the run before the C++ stage was added took under 6):
+#   1. the Triton / CUDA tests, compiled on the GPU (tests/test_triton*.py and the nn cuda tests), then the fused
+#      backend's C++ loops (ATen ops on CUDA tensors) against `loop`, with the extension built here;
 #   2. scripts/bench_cells.py on CUDA: persistent `triton` (and with TF32 products) and per-step `triton_step`
 #      beside cuDNN over the hidden <= 256 grid (target: triton <= 1.5x cuDNN); variable lengths with `fused`;
 #      hidden 512 and the Python `loop` on two short rows; other persistent-kernel configs.
@@ -8,7 +10,7 @@
 # Every stage runs under a time limit and a failure never stops the later stages; the exit status says if any failed.
 set -u
 export PYTHONUNBUFFERED=1
-export RNNLAB_FUSED_EXT=0  # no C++ build here: `fused` on CUDA runs its Python loops (the C++ ones are for CPU)
+export RNNLAB_FUSED_EXT=0  # `fused` runs its Python loops, except in the one stage that builds the C++ extension
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, installed or not
 OUT=${OUT:-/tmp/rnnlab-gpu-check}
@@ -31,6 +33,8 @@ torch.backends.cudnn.version(), 'triton', triton.__version__, torch.cuda.get_dev
 stage 130 pytest.log python3 -m pytest -q -x -p no:cacheprovider -m "cuda or triton" \
     tests/test_triton.py tests/test_triton_persistent.py tests/test_nn_parity.py tests/test_nn_module.py \
     tests/test_nn_errors.py
+# the C++ loops on CUDA: test_fused.py's `loops` fixture builds the extension (RNNLAB_FUSED_EXT=wait, ~1 min)
+stage 150 pytest.log python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_fused.py
 
 # 2. benchmarks (no `rec` column: fused's recording overhead is a CPU target). `triton` is the default (float32
 # accuracy: tf32x3 products); triton#1 the same kernels with plain TF32 products, as cuDNN does by default.

@@ -44,14 +44,14 @@ def loops(request, monkeypatch):
 def _run(backend, variant, tensors, lengths, reverse, gout):
     cell, forget_gate, nl, _ = variant
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = tensors
-    norms = torch.zeros(B, T)
+    norms = torch.zeros(B, T, device=x.device)
     out, h_n, c_n = backend.run_layer(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
                                       nonlinearity=nl, forget_gate=forget_gate, grad_norms=norms)
     results = [out, h_n] + ([c_n] if c_n is not None else [])
     loss = sum((r * g).sum() for r, g in zip(results, gout))
     leaves = [t for t in tensors if t is not None]
     grads = torch.autograd.grad(loss, leaves)
-    return [r.detach() for r in results], grads, norms
+    return [r.detach().cpu() for r in results], [d.cpu() for d in grads], norms.cpu()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
@@ -59,16 +59,28 @@ def _run(backend, variant, tensors, lengths, reverse, gout):
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_run_layer_matches_loop(variant, reverse, with_lengths, bias, loops):
+    _check_layer(variant, reverse, with_lengths, bias, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
+def test_run_layer_matches_loop_cuda(variant, loops):
+    """On a GPU both loop implementations run ATen ops on CUDA tensors (the C++ raw-float loops are CPU only)."""
+    _check_layer(variant, True, True, True, "cuda")
+
+
+def _check_layer(variant, reverse, with_lengths, bias, device):
     cell, _, _, G = variant
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()  # noqa: E731
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device).requires_grad_()  # noqa: E731
     lstm_like = cell in ("lstm", "cifg")
     tensors = (r(T, B, I), r(B, H), r(B, H) if lstm_like else None, r(G * H, I) * 0.5, r(G * H, H) * 0.5,
                r(G * H) if bias else None, r(G * H) if bias else None)
     tensors = tuple(t.detach().requires_grad_() if t is not None else None for t in tensors)
-    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    lengths = torch.tensor(LENGTHS, device=device) if with_lengths else None
     gout = [torch.randn(T, B, H, generator=g, dtype=torch.float64)] + [
         torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2 if lstm_like else 1)]
+    gout = [t.to(device) for t in gout]
 
     ref, ref_grads, ref_norms = _run(loop, variant, tensors, lengths, reverse, gout)
     got, got_grads, got_norms = _run(fused, variant, tensors, lengths, reverse, gout)
@@ -79,7 +91,7 @@ def test_run_layer_matches_loop(variant, reverse, with_lengths, bias, loops):
     assert (ref_norms - got_norms).abs().max().item() <= 1e-5  # float32 buffers
     assert ref_norms.abs().sum() > 0
     if with_lengths:  # padded steps: zero output, zero norm
-        pad = torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
+        pad = torch.arange(T).unsqueeze(0) >= lengths.cpu().unsqueeze(1)  # (B, T)
         assert got[0].transpose(0, 1)[pad].abs().max() == 0
         assert got_norms[pad].abs().max() == 0
 
