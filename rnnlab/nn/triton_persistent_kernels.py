@@ -41,6 +41,33 @@ def _prev(H0, S, ss_t, idx, i, offs, m, USE_H0: tl.constexpr):
 
 
 @triton.jit
+def lstm_cell(a, m, H, a0, a1, a2, a3, c_prev, KIND: tl.constexpr):
+    """The step's gate activations, stored over their pre-activations at ``a`` (gates ``H`` apart), and ``(o, c_t)``.
+    KIND 0: LSTM [i, f, o, g]; 1: no forget gate [i, o, g]; 2: CIFG [f, o, g] (i = 1 - f). ``a3``: KIND 0 only."""
+    s0 = sig(a0)
+    s1 = sig(a1)
+    tl.store(a, s0, mask=m)
+    tl.store(a + H, s1, mask=m)
+    if KIND == 0:
+        o = sig(a2)
+        g = tanh(a3)
+        tl.store(a + 2 * H, o, mask=m)
+        tl.store(a + 3 * H, g, mask=m)
+        c = s1 * c_prev + s0 * g
+    elif KIND == 1:
+        o = s1
+        g = tanh(a2)
+        tl.store(a + 2 * H, g, mask=m)
+        c = c_prev + s0 * g
+    else:
+        o = s1
+        g = tanh(a2)
+        tl.store(a + 2 * H, g, mask=m)
+        c = g + s0 * (c_prev - g)
+    return o, c
+
+
+@triton.jit
 def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, T, B, H, P_OFF, N_OFF, CP, CN,
              KIND: tl.constexpr, MASKED: tl.constexpr, REVERSE: tl.constexpr, USE_H0: tl.constexpr,
              DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -79,27 +106,11 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, T, B, H, P_OF
                 a2 = _mm(a2, hk, tl.load(w + 2 * H * sw_n, mask=wm, other=0.0), DOT, PREC)
                 if G == 4:
                     a3 = _mm(a3, hk, tl.load(w + 3 * H * sw_n, mask=wm, other=0.0), DOT, PREC)
-            s0 = sig(a0)
-            s1 = sig(a1)
-            tl.store(a, s0, mask=m)
-            tl.store(a + H, s1, mask=m)
             c_prev = tl.load(Cs + (t + CP) * B * H + offs, mask=m, other=0.0)
-            if KIND == 0:  # [i, f, o, g]
-                o = sig(a2)
-                g = tanh(a3)
-                tl.store(a + 2 * H, o, mask=m)
-                tl.store(a + 3 * H, g, mask=m)
-                c = s1 * c_prev + s0 * g
-            elif KIND == 1:  # [i, o, g]
-                o = s1
-                g = tanh(a2)
-                tl.store(a + 2 * H, g, mask=m)
-                c = c_prev + s0 * g
-            else:  # [f, o, g]
-                o = s1
-                g = tanh(a2)
-                tl.store(a + 2 * H, g, mask=m)
-                c = g + s0 * (c_prev - g)
+            if G == 4:
+                o, c = lstm_cell(a, m, H, a0, a1, a2, a3, c_prev, KIND)
+            else:
+                o, c = lstm_cell(a, m, H, a0, a1, a2, a2, c_prev, KIND)
             tc = tanh(c)
             tl.store(TC + t * B * H + offs, tc, mask=m)
             h = o * tc
@@ -112,6 +123,39 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, T, B, H, P_OF
                 tl.store(Cs + (t + CN) * B * H + offs, c, mask=m)
                 tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
         tl.debug_barrier()  # h_t complete for these rows before step t+1 reads all its columns
+
+
+@triton.jit
+def lstm_dgates(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, t, B, H, rows, rok, cols, m, K: tl.constexpr,
+                HAS_F: tl.constexpr, MASKED: tl.constexpr):
+    """Phase 1 of a backward step on one ``(rows, cols)`` tile: the gate gradients into ``DG[t]``, the cell
+    gradient carried to step t-1 into ``DC``, with lengths the part of dJ/dh_t passed through a padded step into
+    ``DH``; returns dJ/dh_t inside the sequence (for the norms)."""
+    offs = rows[:, None] * H + cols[None, :]
+    toffs = t * B * H + offs
+    dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)  # total dJ/dh_t
+    dc_t = tl.load(DC + offs, mask=m, other=0.0)
+    if MASKED:
+        mk = tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
+        dhc = dh_t * mk
+        dcc = dc_t * mk
+    else:
+        dhc = dh_t
+        dcc = dc_t
+    dcc = dcc + dhc * tl.load(Ac + toffs, mask=m, other=0.0)
+    d = DG + t * B * (K + 1) * H + rows[:, None] * ((K + 1) * H) + cols[None, :]
+    for k in tl.static_range(K):
+        adc = tl.load(Adc + ((t * B + rows[:, None]) * K + k) * H + cols[None, :], mask=m, other=0.0)
+        tl.store(d + k * H, adc * dcc, mask=m)
+    tl.store(d + K * H, dhc * tl.load(Ao + toffs, mask=m, other=0.0), mask=m)
+    if HAS_F:
+        dcc = dcc * tl.load(F + t * sf_t + rows[:, None] * sf_b + cols[None, :], mask=m, other=0.0)
+    if MASKED:
+        tl.store(DC + offs, dc_t - dc_t * mk + dcc, mask=m)
+        tl.store(DH + offs, dh_t - dhc, mask=m)  # passed through padded steps; + dG W_hh in phase 2
+    else:
+        tl.store(DC + offs, dcc, mask=m)
+    return dhc
 
 
 @triton.jit
@@ -129,36 +173,13 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NR, W, T, B, H, K: 
             t = T - 1 - i
         else:
             t = i
-        if MASKED:
-            mk = tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
         nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
         # phase 1: gate gradients of step t for these rows
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            toffs = t * B * H + offs
-            dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)  # total dJ/dh_t
-            dc_t = tl.load(DC + offs, mask=m, other=0.0)
-            if MASKED:
-                dhc = dh_t * mk
-                dcc = dc_t * mk
-            else:
-                dhc = dh_t
-                dcc = dc_t
-            dcc = dcc + dhc * tl.load(Ac + toffs, mask=m, other=0.0)
-            d = DG + t * B * GH + rows[:, None] * GH + cols[None, :]
-            for k in tl.static_range(K):
-                adc = tl.load(Adc + ((t * B + rows[:, None]) * K + k) * H + cols[None, :], mask=m, other=0.0)
-                tl.store(d + k * H, adc * dcc, mask=m)
-            tl.store(d + K * H, dhc * tl.load(Ao + toffs, mask=m, other=0.0), mask=m)
-            if HAS_F:
-                dcc = dcc * tl.load(F + t * sf_t + rows[:, None] * sf_b + cols[None, :], mask=m, other=0.0)
-            if MASKED:
-                tl.store(DC + offs, dc_t - dc_t * mk + dcc, mask=m)
-                tl.store(DH + offs, dh_t - dhc, mask=m)  # passed through padded steps; + dG W_hh in phase 2
-            else:
-                tl.store(DC + offs, dcc, mask=m)
+            dhc = lstm_dgates(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, t, B, H, rows, rok, cols, m, K, HAS_F,
+                              MASKED)
             if RECORD:
                 nr += tl.sum(dhc * dhc, axis=1)
         if RECORD:
@@ -182,6 +203,20 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NR, W, T, B, H, K: 
                 acc = _mm(acc, g, w, DOT, PREC)
             tl.store(DH + offs, acc, mask=m)
         tl.debug_barrier()  # dh complete before the next step reads it
+
+
+@triton.jit
+def gru_cell(a, m, H, ar, az, an, xn, h_prev, nb):
+    """One GRU step on a tile from its pre-activations: r, z and ``W_hn h + b_hn`` stored over them at ``a`` (gates
+    ``H`` apart), n at ``nb``; returns h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}."""
+    r = sig(ar)
+    z = sig(az)
+    tl.store(a, r, mask=m)
+    tl.store(a + H, z, mask=m)
+    tl.store(a + 2 * H, an, mask=m)  # W_hn h_{t-1} + b_hn, kept for the backward
+    n = tanh(xn + r * an)
+    tl.store(nb, n, mask=m)
+    return n + z * (h_prev - n)
 
 
 @triton.jit
@@ -217,22 +252,38 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, T,
                 ar = _mm(ar, hk, tl.load(w, mask=wm, other=0.0), DOT, PREC)
                 az = _mm(az, hk, tl.load(w + H * sw_n, mask=wm, other=0.0), DOT, PREC)
                 an = _mm(an, hk, tl.load(w + 2 * H * sw_n, mask=wm, other=0.0), DOT, PREC)
-            r = sig(ar)
-            z = sig(az)
-            tl.store(a, r, mask=m)
-            tl.store(a + H, z, mask=m)
-            tl.store(a + 2 * H, an, mask=m)  # W_hn h_{t-1} + b_hn, kept for the backward
             xn = tl.load(XN + t * sx_t + rows[:, None] * sx_b + cols[None, :], mask=m, other=0.0)
-            n = tanh(xn + r * an)
-            tl.store(NB + t * B * H + offs, n, mask=m)
             h_prev = _prev(H0, S, ss_t, pi, i, offs, m, USE_H0)
-            h = n + z * (h_prev - n)  # h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+            h = gru_cell(a, m, H, ar, az, an, xn, h_prev, NB + t * B * H + offs)
             if MASKED:
                 tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
                 tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
             else:
                 tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
         tl.debug_barrier()
+
+
+@triton.jit
+def gru_dgates(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, t, B, H, rows, rok, cols, m, MASKED: tl.constexpr):
+    """Phase 1 of a GRU backward step on one ``(rows, cols)`` tile: ``DN[t]``, the gate gradients into ``DG[t]``, and
+    into ``DH`` the part of dJ/dh_{t-1} that does not go through W_hh (through z, and padded steps); returns dJ/dh_t
+    inside the sequence (for the norms)."""
+    offs = rows[:, None] * H + cols[None, :]
+    toffs = t * B * H + offs
+    goffs = t * sr_t + rows[:, None] * sr_b + cols[None, :]
+    dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)
+    if MASKED:
+        dhc = dh_t * tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
+    else:
+        dhc = dh_t
+    dn = dhc * tl.load(An + toffs, mask=m, other=0.0)
+    tl.store(DN + toffs, dn, mask=m)
+    d = DG + t * B * (3 * H) + rows[:, None] * (3 * H) + cols[None, :]
+    tl.store(d, dn * tl.load(Ar + toffs, mask=m, other=0.0), mask=m)
+    tl.store(d + H, dhc * tl.load(Az + toffs, mask=m, other=0.0), mask=m)
+    tl.store(d + 2 * H, dn * tl.load(R + goffs, mask=m, other=0.0), mask=m)
+    tl.store(DH + offs, dh_t - dhc + dhc * tl.load(Z + goffs, mask=m, other=0.0), mask=m)
+    return dhc
 
 
 @triton.jit
@@ -249,27 +300,11 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, NR, W, T, B, H, MA
             t = T - 1 - i
         else:
             t = i
-        if MASKED:
-            mk = tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
         nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            toffs = t * B * H + offs
-            goffs = t * sr_t + rows[:, None] * sr_b + cols[None, :]
-            dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)
-            if MASKED:
-                dhc = dh_t * mk
-            else:
-                dhc = dh_t
-            dn = dhc * tl.load(An + toffs, mask=m, other=0.0)
-            tl.store(DN + toffs, dn, mask=m)
-            d = DG + t * B * GH + rows[:, None] * GH + cols[None, :]
-            tl.store(d, dn * tl.load(Ar + toffs, mask=m, other=0.0), mask=m)
-            tl.store(d + H, dhc * tl.load(Az + toffs, mask=m, other=0.0), mask=m)
-            tl.store(d + 2 * H, dn * tl.load(R + goffs, mask=m, other=0.0), mask=m)
-            tl.store(DH + offs, dh_t - dhc + dhc * tl.load(Z + goffs, mask=m, other=0.0), mask=m)
+            dhc = gru_dgates(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, t, B, H, rows, rok, cols, m, MASKED)
             if RECORD:
                 nr += tl.sum(dhc * dhc, axis=1)
         if RECORD:
