@@ -100,6 +100,44 @@ def test_persistent_three_programs_and_chunks(cell, persistent_only):
     _check(variant, 12, 40, 7, 40, False, True, True)
 
 
+class _Failing:
+    """Stands in for a kernel that must not run."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getitem__(self, grid):
+        raise AssertionError(f"kernel {self.name} ran")
+
+
+@pytest.fixture
+def split_only(persistent_only, monkeypatch):
+    """The column-split kernels; the one-program-per-row-block kernels fail if they run."""
+    triton_persistent._kernels()
+    for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "rnn_fwd", "rnn_bwd"):
+        monkeypatch.setitem(triton_persistent._K, name, _Failing(name))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
+@pytest.mark.parametrize("units", [16, 32], ids=["2-programs-a-step", "1-program-in-kernel-barrier"])
+@pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False)],
+                         ids=["fwd-full-bias", "rev-lengths-bias", "rev-full-nobias"])
+def test_split_matches_loop(variant, units, reverse, with_lengths, bias, split_only, monkeypatch):
+    """split_units: each program owns 16 (or 32) of the 24 hidden units and its slice of W_hh. With 16, two programs
+    share a row block: interpreted, the launches go step by step (backward: phase by phase), so the index and mask
+    arithmetic of the split is checked; with 32, one program walks all steps through its in-kernel barrier. Compiled
+    on a GPU, both run one launch with the barrier between programs."""
+    monkeypatch.setitem(triton_persistent.CONFIG, "split_units", units)
+    _check(variant, 5, 19, 3, 24, reverse, with_lengths, bias)
+
+
+def test_split_units_must_be_a_power_of_two_of_at_least_16(monkeypatch):
+    assert triton_persistent.parse_config("split_units=32")["split_units"] == 32
+    monkeypatch.setitem(triton_persistent.CONFIG, "split_units", 24)
+    with pytest.raises(ValueError, match="split_units must be 0 .off. or a power of two >= 16: got 24"):
+        triton_persistent._split(64, 8, torch.float32, torch.device("cpu"))
+
+
 def test_hidden_outside_16_to_256_and_other_dtypes_use_the_per_step_loops():
     """hidden < 16 (tl.dot's minimum tile), > 256, or a dtype other than float32/64: the per-step kernels run."""
     assert not triton_persistent.applies(8, torch.float64)
@@ -146,6 +184,22 @@ def test_persistent_compiled_on_cuda_matches_fused(cell, dtype, H):
     """Compiled on a GPU with the default CONFIG: equal to the fused backend (cuBLAS products) to float64 round-off,
     and to float32 rounding in float32 (ieee products, not TF32). H=256 has the most registers per program; 100 is
     not a multiple of the 64-wide chunks; float64 checks that tl.dot compiles for it (CONFIG["fp64_dot"])."""
+    _compiled_matches_fused(cell, dtype, H)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell,dtype,H,units", [(c, d, H, u) for c in CELLS
+                                                for d, H, u in [(torch.float64, 64, 16), (torch.float32, 256, 16),
+                                                                (torch.float32, 100, 32)]],
+                         ids=lambda v: str(v).replace("torch.float", "f"))
+def test_split_compiled_on_cuda_matches_fused(cell, dtype, H, units, split_only, monkeypatch):
+    """The column-split kernels compiled, with their in-kernel barrier between the programs of a row block (4 to 16
+    of them): equal to the fused backend as the persistent kernels are. 100 is not a multiple of 32 units."""
+    monkeypatch.setitem(triton_persistent.CONFIG, "split_units", units)
+    _compiled_matches_fused(cell, dtype, H)
+
+
+def _compiled_matches_fused(cell, dtype, H):
     from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
     triton_persistent.FAILED.clear()
     cls, kw = {"lstm": (LSTM, {}), "lstm_nofg": (LSTM, {"forget_gate": False}), "cifg": (CIFGLSTM, {}),

@@ -40,6 +40,12 @@ of ``tl.dot``). Measured on an H100 with triton 3.6 (scripts/gpu_check.sh, hidde
 ``num_stages=2`` ~10% faster and gave the same numbers there, but is left off: it pipelines loads, and
 the barriers are what keeps the state hand-offs ordered. The per-program work is latency-bound (a step's
 chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuDNN (issue 5: 1.5x).
+
+``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.triton_split_kernels`, where each
+program owns ``split_units`` hidden units (a power of two >= 16) of its row block, keeps their slice of
+:math:`W_{hh}` in registers for the whole sequence, and meets the row block's other programs at a barrier once a
+step; used where every program fits on its own SM. Interpreter-tested; off until it is compiled and timed on a GPU
+(``scripts/gpu_check.sh`` has both stages).
 """
 import os
 import warnings
@@ -53,7 +59,7 @@ __all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies", "parse_c
 
 
 DEFAULT_CONFIG = {"block_b": 16, "block_n": 128, "block_k": 64, "num_warps": 8, "num_stages": 1,
-                  "fp32_precision": None, "fp64_dot": True}
+                  "fp32_precision": None, "fp64_dot": True, "split_units": 0}
 
 
 def parse_config(text: str, base=None) -> dict:
@@ -82,8 +88,11 @@ _K = {}
 def _kernels():
     if not _K:
         from rnnlab.nn import triton_persistent_kernels as k
+        from rnnlab.nn import triton_split_kernels as ks
         _K.update(lstm_fwd=k.lstm_fwd, lstm_bwd=k.lstm_bwd, gru_fwd=k.gru_fwd, gru_bwd=k.gru_bwd,
                   rnn_fwd=k.rnn_fwd, rnn_bwd=k.rnn_bwd)
+        _K.update({f"{name}_split": getattr(ks, name) for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd",
+                                                                   "rnn_fwd", "rnn_bwd")})
     return _K
 
 
@@ -158,6 +167,61 @@ def _grid(B, meta):
     return ((B + meta["BLOCK_B"] - 1) // meta["BLOCK_B"],)
 
 
+def _split(H, B, dtype, device):
+    """``(BLOCK_B, U, NS, HP)`` for the column-split LSTM kernels (:mod:`rnnlab.nn.triton_split_kernels`), or None
+    where they do not run: ``split_units`` 0 (the default: not yet timed on a GPU), float64 without ``tl.dot``, or
+    more programs than the GPU has SMs (their per-step barrier needs every program resident at once)."""
+    U = CONFIG["split_units"]
+    if not U:
+        return None
+    if U < 16 or U & (U - 1):
+        raise ValueError(f"triton config: split_units must be 0 (off) or a power of two >= 16: got {U}")
+    if dtype == torch.float64 and not CONFIG["fp64_dot"]:
+        return None
+    bb, ns = max(16, CONFIG["block_b"]), -(-H // U)
+    if device.type == "cuda" and -(-B // bb) * ns > torch.cuda.get_device_properties(device).multi_processor_count:
+        return None
+    return bb, U, ns, _pow2(H)
+
+
+def _launch_split(name, T, B, split, head, tail, meta, dtype, device, parts=({},)):
+    """Run split kernel ``name`` with arguments ``head + (CNT,) + tail + (I0, I1)``: one launch walking all T steps
+    (barriers in the kernel), or, under the interpreter with several programs per row block, per step one launch for
+    each of ``parts`` (meta overrides: the pieces between two barriers). False if it cannot be built here."""
+    bb, U, ns, HP = split
+    grid = (-(-B // bb), ns)
+    meta = {k: v for k, v in meta.items() if k not in ("DOT", "BLOCK_N", "BLOCK_K")}
+    meta.update(BLOCK_B=bb, U=U, HP=HP)
+    cnt = torch.zeros(grid[0], dtype=torch.int32, device=device)
+    if _interpreting() and ns > 1:  # programs run one after another there: the launch boundary is the barrier
+        return all(_launch(name, grid, head + (cnt,) + tail + (i, i + 1), dict(meta, SYNC=False, **part), dtype)
+                   for i in range(T) for part in parts)
+    return _launch(name, grid, head + (cnt,) + tail + (0, T), dict(meta, SYNC=True), dtype)
+
+
+def _forward(name, T, B, H, head, tail, meta, x):
+    """Forward loop ``name`` (kernel arguments ``head + tail``): column-split where it applies, else one program per
+    row block. False if neither could run here (the caller falls back to the per-step loops)."""
+    split = _split(H, B, x.dtype, x.device)
+    if split is not None and _launch_split(name + "_split", T, B, split, head, tail, meta, x.dtype, x.device):
+        return True
+    return _launch(name, _grid(B, meta), head + tail, meta, x.dtype)
+
+
+def _backward(name, T, B, H, head, NR, w_hh, meta, x):
+    """Backward loop ``name`` (kernel arguments ``head + (NR, w_hh, T, B, H)``), as :func:`_forward`. Split, each
+    program writes its own units' sum of squares of dJ/dh_t, and NR is the square root of their sum."""
+    split = _split(H, B, x.dtype, x.device)
+    if split is not None:
+        NRP = torch.empty(split[2], T, B, dtype=x.dtype, device=x.device) if NR is not None else x
+        if _launch_split(name + "_split", T, B, split, head + (NRP, w_hh), (T, B, H), dict(meta, PHASES=3), x.dtype,
+                         x.device, parts=({"PHASES": 1}, {"PHASES": 2})):
+            if NR is not None:
+                NR.copy_(NRP.sum(0).sqrt_())
+            return True
+    return _launch(name, _grid(B, meta), head + (NR if NR is not None else x, w_hh, T, B, H), meta, x.dtype)
+
+
 class PersistentLoops:
     """The six loops of :mod:`rnnlab.nn.fused`, each one persistent Triton kernel (see the module docstring)."""
 
@@ -171,9 +235,8 @@ class PersistentLoops:
             p, n = (1, 0) if reverse else (0, 1)
             meta = _meta(H, H, A.dtype, reverse, Mf is not None, A.device)
             MF = Mf.reshape(T, B) if Mf is not None else out  # dummy pointer when unmasked
-            args = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), Cs, TC, out, MF,
-                    T, B, H, po, no, p, n)
-            if _launch("lstm_fwd", _grid(B, meta), args, dict(meta, KIND=kind, USE_H0=use_h0), A.dtype):
+            head = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), Cs, TC, out, MF)
+            if _forward("lstm_fwd", T, B, H, head, (T, B, H, po, no, p, n), dict(meta, KIND=kind, USE_H0=use_h0), A):
                 return
         TritonLoops.lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse)
 
@@ -185,11 +248,10 @@ class PersistentLoops:
         if f_ok and _usable(H, DG, Ac, Adc, Ao, gout, dh, dc, w_hh, Mf, NR):
             meta = _meta(H, (K + 1) * H, DG.dtype, not reverse, Mf is not None, DG.device)
             dummy = gout
-            args = (DG, Ac, Adc, Ao, F if F is not None else dummy, F.stride(0) if F is not None else 0,
-                    F.stride(1) if F is not None else 0, gout, dh, dc,
-                    Mf.reshape(T, B) if Mf is not None else dummy, NR if NR is not None else dummy, w_hh, T, B, H)
-            if _launch("lstm_bwd", _grid(B, meta), args,
-                       dict(meta, K=K, HAS_F=F is not None, RECORD=NR is not None), DG.dtype):
+            head = (DG, Ac, Adc, Ao, F if F is not None else dummy, F.stride(0) if F is not None else 0,
+                    F.stride(1) if F is not None else 0, gout, dh, dc, Mf.reshape(T, B) if Mf is not None else dummy)
+            meta = dict(meta, K=K, HAS_F=F is not None, RECORD=NR is not None)
+            if _backward("lstm_bwd", T, B, H, head, NR, w_hh, meta, DG):
                 return
         TritonLoops.lstm_bwd(DG, Ac, Adc, Ao, F, gout, dh, dc, w_hh, Mf, NR, reverse)
 
@@ -202,9 +264,9 @@ class PersistentLoops:
             S, po, no, use_h0 = _states(h0, out, Hs, reverse)
             meta = _meta(H, H, A.dtype, reverse, Mf is not None, A.device)
             MF = Mf.reshape(T, B) if Mf is not None else out
-            args = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), XN, XN.stride(0), XN.stride(1), N, h0, S,
-                    S.stride(0), out, MF, T, B, H, po, no)
-            if _launch("gru_fwd", _grid(B, meta), args, dict(meta, USE_H0=use_h0), A.dtype):
+            head = (A, A.stride(0), whhT, whhT.stride(0), whhT.stride(1), XN, XN.stride(0), XN.stride(1), N, h0, S,
+                    S.stride(0), out, MF)
+            if _forward("gru_fwd", T, B, H, head, (T, B, H, po, no), dict(meta, USE_H0=use_h0), A):
                 return
         TritonLoops.gru_fwd(A, whhT, XN, N, h0, out, Hs, M, Mf, reverse)
 
@@ -215,9 +277,9 @@ class PersistentLoops:
         rz_ok = R.stride() == Z.stride() and R.stride(-1) == 1
         if rz_ok and _usable(H, DG, DN, Az, An, Ar, gout, dh, w_hh, Mf, NR):
             meta = _meta(H, 3 * H, DG.dtype, not reverse, Mf is not None, DG.device)
-            args = (DG, DN, Az, An, Ar, R, Z, R.stride(0), R.stride(1), gout, dh,
-                    Mf.reshape(T, B) if Mf is not None else gout, NR if NR is not None else gout, w_hh, T, B, H)
-            if _launch("gru_bwd", _grid(B, meta), args, dict(meta, RECORD=NR is not None), DG.dtype):
+            head = (DG, DN, Az, An, Ar, R, Z, R.stride(0), R.stride(1), gout, dh,
+                    Mf.reshape(T, B) if Mf is not None else gout)
+            if _backward("gru_bwd", T, B, H, head, NR, w_hh, dict(meta, RECORD=NR is not None), DG):
                 return
         TritonLoops.gru_bwd(DG, DN, Az, An, Ar, R, Z, gout, dh, w_hh, Mf, NR, reverse)
 
@@ -229,8 +291,8 @@ class PersistentLoops:
             S, po, no, use_h0 = _states(h0, out, Hs, reverse)
             meta = _meta(H, H, XP.dtype, reverse, Mf is not None, XP.device)
             MF = Mf.reshape(T, B) if Mf is not None else out
-            args = (XP, whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), out, MF, T, B, H, po, no)
-            if _launch("rnn_fwd", _grid(B, meta), args, dict(meta, ACT=act, USE_H0=use_h0), XP.dtype):
+            head = (XP, whhT, whhT.stride(0), whhT.stride(1), h0, S, S.stride(0), out, MF)
+            if _forward("rnn_fwd", T, B, H, head, (T, B, H, po, no), dict(meta, ACT=act, USE_H0=use_h0), XP):
                 return
         TritonLoops.rnn_fwd(XP, whhT, h0, out, Hs, M, Mf, act, reverse)
 
@@ -240,9 +302,8 @@ class PersistentLoops:
         gout = gout.contiguous()
         if _usable(H, DG, Ad, gout, dh, w_hh, Mf, NR):
             meta = _meta(H, H, DG.dtype, not reverse, Mf is not None, DG.device)
-            args = (DG, Ad if Ad is not None else gout, gout, dh, Mf.reshape(T, B) if Mf is not None else gout,
-                    NR if NR is not None else gout, w_hh, T, B, H)
-            if _launch("rnn_bwd", _grid(B, meta), args, dict(meta, HAS_AD=Ad is not None, RECORD=NR is not None),
-                       DG.dtype):
+            head = (DG, Ad if Ad is not None else gout, gout, dh, Mf.reshape(T, B) if Mf is not None else gout)
+            if _backward("rnn_bwd", T, B, H, head, NR, w_hh,
+                         dict(meta, HAS_AD=Ad is not None, RECORD=NR is not None), DG):
                 return
         TritonLoops.rnn_bwd(DG, Ad, gout, dh, w_hh, Mf, NR, reverse)
