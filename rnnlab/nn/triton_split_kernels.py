@@ -67,6 +67,20 @@ def _tiles(B, H, BLOCK_B: tl.constexpr, HP: tl.constexpr, U: tl.constexpr):
 
 
 @triton.jit
+def _gate_tiles(w, step, wm, G: tl.constexpr):
+    """The ``(HP, U)`` weight tiles of the own units of each of ``G`` (3 or 4) gates, ``step`` apart; with 3 gates
+    the fourth repeats the third (never used)."""
+    w0 = tl.load(w, mask=wm, other=0.0)
+    w1 = tl.load(w + step, mask=wm, other=0.0)
+    w2 = tl.load(w + 2 * step, mask=wm, other=0.0)
+    if G == 4:
+        w3 = tl.load(w + 3 * step, mask=wm, other=0.0)
+    else:
+        w3 = w2
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, CNT, T, B, H, P_OFF, N_OFF, CP, CN, I0, I1,
              KIND: tl.constexpr, MASKED: tl.constexpr, REVERSE: tl.constexpr, USE_H0: tl.constexpr,
              SYNC: tl.constexpr, PREC: tl.constexpr, BLOCK_B: tl.constexpr, HP: tl.constexpr, U: tl.constexpr):
@@ -75,11 +89,7 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, CNT, T, B, H,
     ns = tl.num_programs(1)
     rows, rok, ks, cols, m, offs, hm, hoffs, wm = _tiles(B, H, BLOCK_B, HP, U)
     w = W + ks[:, None] * sw_k + cols[None, :] * sw_n  # W = W_hh^T (H, G*H): own columns of each gate
-    w0 = tl.load(w, mask=wm, other=0.0)
-    w1 = tl.load(w + H * sw_n, mask=wm, other=0.0)
-    w2 = tl.load(w + 2 * H * sw_n, mask=wm, other=0.0)
-    if G == 4:
-        w3 = tl.load(w + 3 * H * sw_n, mask=wm, other=0.0)
+    w0, w1, w2, w3 = _gate_tiles(w, H * sw_n, wm, G)
     for i in range(I0, I1):
         if REVERSE:
             t = T - 1 - i
@@ -123,11 +133,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NRP, W, CNT, T, B, 
     ns = tl.num_programs(1)
     rows, rok, ks, cols, m, offs, gm, _, wm = _tiles(B, H, BLOCK_B, HP, U)
     w = W + ks[:, None] * H + cols[None, :]  # W = W_hh (G*H, H), in DG's gate order: own columns of each gate
-    w0 = tl.load(w, mask=wm, other=0.0)
-    w1 = tl.load(w + H * H, mask=wm, other=0.0)
-    w2 = tl.load(w + 2 * H * H, mask=wm, other=0.0)
-    if K == 3:
-        w3 = tl.load(w + 3 * H * H, mask=wm, other=0.0)
+    w0, w1, w2, w3 = _gate_tiles(w, H * H, wm, K + 1)
     for i in range(I0, I1):
         if REVERSE:
             t = T - 1 - i
@@ -165,9 +171,7 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, CN
     ns = tl.num_programs(1)
     rows, rok, ks, cols, m, offs, hm, hoffs, wm = _tiles(B, H, BLOCK_B, HP, U)
     w = W + ks[:, None] * sw_k + cols[None, :] * sw_n  # W = W_hh^T (H, 3H): own columns of r, z, n
-    wr = tl.load(w, mask=wm, other=0.0)
-    wz = tl.load(w + H * sw_n, mask=wm, other=0.0)
-    wn = tl.load(w + 2 * H * sw_n, mask=wm, other=0.0)
+    wr, wz, wn, w_unused = _gate_tiles(w, H * sw_n, wm, 3)
     for i in range(I0, I1):
         if REVERSE:
             t = T - 1 - i
@@ -201,9 +205,7 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, NRP, W, CNT, T, B,
     ns = tl.num_programs(1)
     rows, rok, ks, cols, m, offs, gm, _, wm = _tiles(B, H, BLOCK_B, HP, U)
     w = W + ks[:, None] * H + cols[None, :]  # W = W_hh (3H, H): own columns of each gate
-    wr = tl.load(w, mask=wm, other=0.0)
-    wz = tl.load(w + H * H, mask=wm, other=0.0)
-    wn = tl.load(w + 2 * H * H, mask=wm, other=0.0)
+    wr, wz, wn, w_unused = _gate_tiles(w, H * H, wm, 3)
     for i in range(I0, I1):
         if REVERSE:
             t = T - 1 - i
