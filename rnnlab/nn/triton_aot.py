@@ -1,0 +1,131 @@
+"""Compile the persistent Triton kernels for a GPU, on a machine without one: ``python -m rnnlab.nn.triton_aot``.
+
+Each cell runs forward and backward through ``backend='triton'`` on small CPU tensors while the kernel launches of
+:mod:`rnnlab.nn.triton_persistent` are recorded instead of run. Every distinct launch (kernel, argument types,
+compile-time constants, warps) then goes to ``triton.compile`` for the target (default ``cuda:90``, an H100), and
+the cubin's registers, stack (spilled registers) and shared memory are reported. This catches what Triton's interpreter cannot:
+kernels that do not compile for the GPU, and register spills. It says nothing about speed or about results on a GPU
+(``scripts/gpu_check.sh`` does both where there is one). Needs triton with its NVIDIA backend (its ``ptxas`` and
+``cuobjdump`` ship in the wheel).
+"""
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+CELLS = {"lstm": ("LSTM", {}), "lstm_nofg": ("LSTM", {"forget_gate": False}), "cifg": ("CIFGLSTM", {}),
+         "gru": ("GRU", {}), "rnn": ("RNN", {})}
+_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int32: "*i32", torch.int64: "*i64"}
+
+
+@contextlib.contextmanager
+def _recording(config, fp32_precision):
+    """Persistent-kernel launches recorded into a dict instead of run, as on a GPU: one launch per loop."""
+    from rnnlab.nn import triton_cells, triton_persistent as tp
+
+    saved = (tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting)
+    seen = {}
+
+    def record(name, grid, args, meta, dtype):
+        seen.setdefault((name, tuple(_signature(args)), tuple(sorted(meta.items()))), (name, args, meta))
+        return True
+
+    tp._launch, tp._interpreting, tp._fp32_precision = record, (lambda: False), (lambda device: fp32_precision)
+    tp.CONFIG, tp.ENABLED = dict(tp.CONFIG, **config), True
+    triton_cells._interpreting = lambda: True  # lets backend='triton' take CPU tensors
+    try:
+        yield seen
+    finally:
+        tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting = saved
+
+
+def _signature(args):
+    return ["i32" if not isinstance(a, torch.Tensor) else _TYPES[a.dtype] for a in args]
+
+
+def launches(hidden=128, cells=tuple(CELLS), dtypes=(torch.float32, torch.float64), config=None,
+             fp32_precision="tf32x3"):
+    """The distinct launches of forward + backward for each cell x dtype x (padded, variable lengths), as
+    ``(kernel name, args, meta)``. ``config`` updates the persistent kernels' CONFIG (e.g. ``split_units``)."""
+    import rnnlab.nn as rn
+
+    with _recording(config or {}, fp32_precision) as seen:
+        for cell in cells:
+            cls, kw = CELLS[cell]
+            for dtype in dtypes:
+                for lengths in (None, torch.tensor([5, 2, 4])):
+                    m = getattr(rn, cls)(8, hidden, backend="triton", dtype=dtype, **kw).record_grad_norms()
+                    out, _ = m(torch.randn(5, 3, 8, dtype=dtype, requires_grad=True), lengths=lengths)
+                    out.sum().backward()
+    return list(seen.values())
+
+
+def compile_launch(name, args, meta, target="cuda:90"):
+    """``triton.compile`` of one recorded launch for ``target`` ("backend:arch", e.g. "cuda:90")."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+    from rnnlab.nn import triton_persistent
+
+    kernel = triton_persistent._kernels()[name]
+    options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}
+    consts = {k: v for k, v in meta.items() if k not in options}
+    types = dict(zip(kernel.arg_names, _signature(args)))
+    signature = {n: "constexpr" if n in consts else types[n] for n in kernel.arg_names}
+    backend, arch = target.split(":")
+    return compile(ASTSource(kernel, signature, consts), target=GPUTarget(backend, int(arch), 32), options=options)
+
+
+def resources(compiled):
+    """Registers, stack bytes (where spilled registers go) and shared memory of the cubin Triton built, from
+    ``cuobjdump --dump-resource-usage`` (shipped with triton's NVIDIA backend)."""
+    import triton
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        report = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    usage = dict(re.findall(r"(REG|STACK):(\d+)", report))
+    return {"regs": int(usage.get("REG", -1)), "stack": int(usage.get("STACK", -1)), "shared": compiled.metadata.shared}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {sorted(CELLS)}")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument("--config", default="", help="persistent-kernel CONFIG overrides, e.g. 'split_units=16,num_warps=8'")
+    p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (an H100 at 'highest': tf32x3)")
+    p.add_argument("--target", default="cuda:90")
+    p.add_argument("--no-resources", action="store_true", help="compile only; no register / stack / shared report")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("triton_aot: unset TRITON_INTERPRET (interpreted kernels cannot be compiled for a GPU)")
+    from rnnlab.nn.triton_persistent import parse_config
+
+    config = {k: v for k, v in parse_config(args.config).items() if f"{k}=" in args.config}
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    recorded = launches(args.hidden, args.cells.split(","), dtypes, config, args.fp32_precision)
+    failed = 0
+    for name, kargs, meta in recorded:
+        shown = {k: v for k, v in meta.items() if k in ("KIND", "MASKED", "RECORD", "PREC", "U", "num_warps")}
+        dtype = "f64" if "*fp64" in _signature(kargs)[:1] else "f32"
+        try:
+            compiled = compile_launch(name, kargs, meta, args.target)
+        except Exception as e:  # report every kernel, then fail
+            failed += 1
+            print(f"FAIL {name:15s} {dtype} {shown}: {type(e).__name__}: {str(e)[:2000]}")
+            continue
+        res = "" if args.no_resources else " ".join(f"{k}={v}" for k, v in resources(compiled).items())
+        print(f"ok   {name:15s} {dtype} {shown} {res}")
+    print(f"{len(recorded)} kernels compiled for {args.target} (hidden {args.hidden}), {failed} failed")
+    return 1 if failed or not recorded else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
