@@ -1,7 +1,8 @@
-"""Compile the persistent Triton kernels for a GPU, on a machine without one: ``python -m rnnlab.nn.triton_aot``.
+"""Compile rnnlab's Triton kernels for a GPU, on a machine without one: ``python -m rnnlab.nn.triton_aot``.
 
 Each cell runs forward and backward through ``backend='triton'`` on small CPU tensors while the kernel launches of
-:mod:`rnnlab.nn.triton_persistent` are recorded instead of run. Every distinct launch (kernel, argument types,
+:mod:`rnnlab.nn.triton_persistent` (or, with ``--per-step``, of :class:`rnnlab.nn.triton_cells.TritonLoops`) are
+recorded instead of run. Every distinct launch (kernel, argument types,
 compile-time constants, warps) then goes to ``triton.compile`` for the target (default ``cuda:90``, an H100), and
 the cubin's registers, stack (spilled registers) and shared memory are reported. This catches what Triton's interpreter cannot:
 kernels that do not compile for the GPU, and register spills. It says nothing about speed or about results on a GPU
@@ -20,28 +21,44 @@ import torch
 
 CELLS = {"lstm": ("LSTM", {}), "lstm_nofg": ("LSTM", {"forget_gate": False}), "cifg": ("CIFGLSTM", {}),
          "gru": ("GRU", {}), "rnn": ("RNN", {})}
-_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int32: "*i32", torch.int64: "*i64"}
+_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16",
+          torch.int32: "*i32", torch.int64: "*i64"}
+
+
+class _Recorder:
+    """Stands in for a per-step kernel: ``kernel[grid](*args, **meta)`` records the launch instead of running it."""
+
+    def __init__(self, name, kernel, seen):
+        self.name, self.kernel, self.seen = name, kernel, seen
+
+    def __getitem__(self, grid):
+        return lambda *args, **meta: _record(self.seen, self.name, self.kernel, args, meta)
+
+
+def _record(seen, name, kernel, args, meta):
+    seen.setdefault((name, tuple(_signature(args)), tuple(sorted(meta.items()))), (name, kernel, args, meta))
+    return True
 
 
 @contextlib.contextmanager
-def _recording(config, fp32_precision):
-    """Persistent-kernel launches recorded into a dict instead of run, as on a GPU: one launch per loop."""
+def _recording(config, fp32_precision, per_step):
+    """Kernel launches recorded into a dict instead of run: the persistent ones as on a GPU (one launch per loop),
+    or with ``per_step`` the per-step kernels of :class:`rnnlab.nn.triton_cells.TritonLoops`."""
     from rnnlab.nn import triton_cells, triton_persistent as tp
 
-    saved = (tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting)
+    saved = (tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting,
+             dict(triton_cells._kernels()))
     seen = {}
-
-    def record(name, grid, args, meta, dtype):
-        seen.setdefault((name, tuple(_signature(args)), tuple(sorted(meta.items()))), (name, args, meta))
-        return True
-
-    tp._launch, tp._interpreting, tp._fp32_precision = record, (lambda: False), (lambda device: fp32_precision)
-    tp.CONFIG, tp.ENABLED = dict(tp.CONFIG, **config), True
+    tp._launch = lambda name, grid, args, meta, dtype: _record(seen, name, tp._kernels()[name], args, meta)
+    tp._interpreting, tp._fp32_precision = (lambda: False), (lambda device: fp32_precision)
+    tp.CONFIG, tp.ENABLED = dict(tp.CONFIG, **config), not per_step
     triton_cells._interpreting = lambda: True  # lets backend='triton' take CPU tensors
+    triton_cells._K.update({name: _Recorder(name, k, seen) for name, k in saved[-1].items() if hasattr(k, "arg_names")})
     try:
         yield seen
     finally:
-        tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting = saved
+        tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting = saved[:6]
+        triton_cells._K.update(saved[-1])
 
 
 def _signature(args):
@@ -49,12 +66,13 @@ def _signature(args):
 
 
 def launches(hidden=128, cells=tuple(CELLS), dtypes=(torch.float32, torch.float64), config=None,
-             fp32_precision="tf32x3"):
+             fp32_precision="tf32x3", per_step=False):
     """The distinct launches of forward + backward for each cell x dtype x (padded, variable lengths), as
-    ``(kernel name, args, meta)``. ``config`` updates the persistent kernels' CONFIG (e.g. ``split_units``)."""
+    ``(kernel name, kernel, args, meta)``. ``config`` updates the persistent kernels' CONFIG (e.g. ``split_units``);
+    ``per_step``: the per-step kernels instead of the persistent ones."""
     import rnnlab.nn as rn
 
-    with _recording(config or {}, fp32_precision) as seen:
+    with _recording(config or {}, fp32_precision, per_step) as seen:
         for cell in cells:
             cls, kw = CELLS[cell]
             for dtype in dtypes:
@@ -65,13 +83,11 @@ def launches(hidden=128, cells=tuple(CELLS), dtypes=(torch.float32, torch.float6
     return list(seen.values())
 
 
-def compile_launch(name, args, meta, target="cuda:90"):
+def compile_launch(kernel, args, meta, target="cuda:90"):
     """``triton.compile`` of one recorded launch for ``target`` ("backend:arch", e.g. "cuda:90")."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
-    from rnnlab.nn import triton_persistent
 
-    kernel = triton_persistent._kernels()[name]
     options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}
     consts = {k: v for k, v in meta.items() if k not in options}
     types = dict(zip(kernel.arg_names, _signature(args)))
@@ -102,6 +118,7 @@ def main(argv=None):
     p.add_argument("--config", default="", help="persistent-kernel CONFIG overrides, e.g. 'split_units=16,num_warps=8'")
     p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (an H100 at 'highest': tf32x3)")
     p.add_argument("--target", default="cuda:90")
+    p.add_argument("--per-step", action="store_true", help="the per-step kernels (hidden > 256, other dtypes)")
     p.add_argument("--no-resources", action="store_true", help="compile only; no register / stack / shared report")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -110,19 +127,19 @@ def main(argv=None):
 
     config = {k: v for k, v in parse_config(args.config).items() if f"{k}=" in args.config}
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    recorded = launches(args.hidden, args.cells.split(","), dtypes, config, args.fp32_precision)
+    recorded = launches(args.hidden, args.cells.split(","), dtypes, config, args.fp32_precision, args.per_step)
     failed = 0
-    for name, kargs, meta in recorded:
+    for name, kernel, kargs, meta in recorded:
         shown = {k: v for k, v in meta.items() if k in ("KIND", "MASKED", "RECORD", "PREC", "U", "num_warps")}
-        dtype = "f64" if "*fp64" in _signature(kargs)[:1] else "f32"
+        dtype = next(str(a.dtype).replace("torch.", "") for a in kargs if isinstance(a, torch.Tensor))
         try:
-            compiled = compile_launch(name, kargs, meta, args.target)
+            compiled = compile_launch(kernel, kargs, meta, args.target)
         except Exception as e:  # report every kernel, then fail
             failed += 1
-            print(f"FAIL {name:15s} {dtype} {shown}: {type(e).__name__}: {str(e)[:2000]}")
+            print(f"FAIL {name:15s} {dtype:8s} {shown}: {type(e).__name__}: {str(e)[:2000]}")
             continue
         res = "" if args.no_resources else " ".join(f"{k}={v}" for k, v in resources(compiled).items())
-        print(f"ok   {name:15s} {dtype} {shown} {res}")
+        print(f"ok   {name:15s} {dtype:8s} {shown} {res}")
     print(f"{len(recorded)} kernels compiled for {args.target} (hidden {args.hidden}), {failed} failed")
     return 1 if failed or not recorded else 0
 
