@@ -1,4 +1,4 @@
-"""The persistent and column-split Triton kernels compile for an H100 (sm_90) on this GPU-less machine.
+"""The Triton kernels (persistent, column-split, per-step in 16 bits) compile for an H100 (sm_90) here, without a GPU.
 
 The interpreter runs kernels as Python, so code that Triton's compiler rejects can pass every interpreted test: a
 variable set before the time loop and re-assigned inside it with another type did (the compiler requires a loop's
@@ -25,9 +25,11 @@ def _aot(*args):
 @pytest.mark.parametrize("config,hidden,cells,dtypes", [
     ("split_units=16", 48, "lstm,lstm_nofg,cifg,gru,rnn", "float32,float64"),  # 3 programs a row block, HP 64
     ("", 40, "lstm,cifg,gru,rnn", "float32"),  # the default kernels, 64-wide chunks (one partly masked)
-], ids=["split", "default"])
+    ("per-step", 40, "lstm,lstm_nofg,cifg,gru,rnn", "float16,bfloat16"),  # exp and sqrt widened to float32
+], ids=["split", "default", "per-step-16-bit"])
 def test_kernels_compile_for_sm90(config, hidden, cells, dtypes):
-    r = _aot("--config", config, "--hidden", str(hidden), "--cells", cells, "--dtypes", dtypes, "--no-resources")
+    mode = ["--per-step"] if config == "per-step" else ["--config", config]
+    r = _aot(*mode, "--hidden", str(hidden), "--cells", cells, "--dtypes", dtypes, "--no-resources")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     n = 4 * len(cells.split(",")) * len(dtypes.split(","))  # fwd + bwd, padded + variable lengths
     assert f"{n} kernels compiled for cuda:90 (hidden {hidden}), 0 failed" in r.stdout

@@ -9,13 +9,22 @@ import triton.language as tl
 
 
 @triton.jit
+def wide(x):
+    """float16 / bfloat16 values as float32 (Triton's exp and sqrt take 32 or 64 bits); others as they are."""
+    if x.dtype.primitive_bitwidth < 32:
+        return x.to(tl.float32)
+    else:
+        return x
+
+
+@triton.jit
 def sig(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return 1.0 / (1.0 + tl.exp(-wide(x)))
 
 
 @triton.jit
 def tanh(x):
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    return 2.0 / (1.0 + tl.exp(-2.0 * wide(x))) - 1.0
 
 
 @triton.jit
@@ -83,7 +92,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, f_stride, gout, dh, dc, m, nr, H, K: tl.constex
     else:
         tl.store(dc + r, dcc, mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(dhc * dhc, axis=0)))
+        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
 
 
 @triton.jit
@@ -129,7 +138,7 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, gate_stride, gout, dh, m, nr, H, MASKED: t
     tl.store(d + 2 * H, dn * tl.load(R + b * gate_stride + j, mask=ok), mask=ok)
     tl.store(dh + r, dh_t - dhc + dhc * tl.load(Z + b * gate_stride + j, mask=ok), mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(dhc * dhc, axis=0)))
+        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
 
 
 @triton.jit
@@ -169,4 +178,4 @@ def rnn_bwd(DG, Ad, gout, dh, m, nr, H, HAS_AD: tl.constexpr, MASKED: tl.constex
     else:
         tl.store(DG + r, dhc, mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(dhc * dhc, axis=0)))
+        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
