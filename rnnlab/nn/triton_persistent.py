@@ -43,7 +43,7 @@ chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuD
 
 ``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.triton_split_kernels`, where each
 program owns ``split_units`` hidden units (a power of two >= 16) of its row block, keeps their slice of
-:math:`W_{hh}` in registers for the whole sequence, and meets the row block's other programs at a barrier once a
+:math:`W_{hh}` on chip for the whole sequence, and meets the row block's other programs at a barrier once a
 step; used where every program fits on its own SM. Interpreter-tested and compiled for sm_90 without a GPU
 (:mod:`rnnlab.nn.triton_aot`: at hidden 256, tf32x3 products spill 1.5-11 KB a program to the stack, TF32 and
 IEEE products none; reloading the slice every step instead spilled more); off until it is timed on a GPU
