@@ -74,7 +74,7 @@ def test_native_split_is_str_split(ops):
     """Word counts from the C++ split equal Counter(str.split()) of the standardized texts, words as str."""
     train, _ = _corpus(2)
     v = TextVectorizer(engine="native")
-    counts = v._count_native(ops, train)
+    counts = v._count_native(ops, v._pack(train))
     want = {}
     for t in train:
         for w in v.standardize(t).split():
@@ -149,3 +149,22 @@ def test_auto_is_native_and_falls_back_silently(monkeypatch):
         v = TextVectorizer().adapt(COURSE)
         assert v(["write for natural language processing"]) == [[3, 1, 1, 1, 1]]
     assert v.get_vocabulary() == COURSE_VOCAB
+
+
+@pytest.mark.parametrize("engine", ["native", "python", "tokenizers"])
+@pytest.mark.parametrize("max_length", [None, 0, 7])
+def test_adapt_and_encode_equals_adapt_then_encode(ops, engine, max_length, monkeypatch):
+    """Same vocabulary and ids as adapt + encode for every engine; the native engine standardizes each text once."""
+    train, _ = _corpus(3)
+    want = TextVectorizer(max_tokens=50, engine=engine).adapt(train)
+    want_flat, want_lengths = want.encode(train, max_length)
+    got = TextVectorizer(max_tokens=50, engine=engine)
+    calls = []
+    standardize = got._standardize_utf8
+    monkeypatch.setattr(got, "_standardize_utf8", lambda t: calls.append(t) or standardize(t))
+    flat, lengths = got.adapt_and_encode(train, max_length)
+    assert got.get_vocabulary() == want.get_vocabulary()
+    assert flat.tolist() == want_flat.tolist() and lengths.tolist() == want_lengths.tolist()
+    if engine == "native":
+        assert len(calls) == len(train)
+    assert TextVectorizer(engine=engine).adapt_and_encode([], max_length)[1].tolist() == []

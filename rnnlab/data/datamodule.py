@@ -171,10 +171,12 @@ class TextDataModule(L.LightningDataModule):
         if self.subset is not None:
             parts = {k: p.select(stratified_subset(p.labels, self.subset, self.seed)) for k, p in parts.items()}
         self.class_names = samples.class_names
-        if not self._given_vectorizer:
-            self.vectorizer = TextVectorizer(**self.vectorizer_options).adapt(parts["train"].texts)
-        for split, part in parts.items():
-            self._vectorize(split, part, cache)
+        encoded = None
+        if not self._given_vectorizer:  # adapt to the training texts and encode them in one pass
+            self.vectorizer = TextVectorizer(**self.vectorizer_options)
+            encoded = self.vectorizer.adapt_and_encode(parts["train"].texts, self.max_length)
+        self._vectorize("train", parts["train"], cache, encoded)
+        self._vectorize("val", parts["val"], cache)
         if vec_path is not None:
             vec_path.parent.mkdir(parents=True, exist_ok=True)
             self.vectorizer.save(vec_path)
@@ -190,8 +192,9 @@ class TextDataModule(L.LightningDataModule):
         samples = samples.select(stratified_subset(samples.labels, self.subset, self.seed))
         self._vectorize(split, samples, cache)
 
-    def _vectorize(self, split: str, samples: TextSamples, cache: Path | None) -> None:
-        flat, lengths = self.vectorizer.encode(samples.texts, self.max_length)
+    def _vectorize(self, split: str, samples: TextSamples, cache: Path | None, encoded=None) -> None:
+        """Dataset ``split`` from ``samples`` (``encoded``: their ``(flat, lengths)``, if already encoded), cached."""
+        flat, lengths = encoded if encoded is not None else self.vectorizer.encode(samples.texts, self.max_length)
         flat = flat.astype(np.int32 if self.vectorizer.vocab_size < 2**31 else np.int64)
         self._set_dataset(split, flat, lengths, samples.labels)
         if cache is not None:

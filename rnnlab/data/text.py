@@ -291,7 +291,8 @@ class TextVectorizer:
         """Build the vocabulary from `texts` (the training split only)."""
         native = self._native()
         if native is not None:
-            counts = self._count_native(native, texts)
+            texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+            counts = self._count_native(native, self._pack(texts)) if texts else Counter()
         elif self.engine in ("python", "native"):
             counts = Counter()
             update = counts.update
@@ -300,11 +301,26 @@ class TextVectorizer:
                 update(words(text))
         else:
             counts = self._count_tokenizers([self._standardize(t, rust_whitespace=True) for t in texts])
+        self._set_counts(counts)
+        return self
+
+    def adapt_and_encode(self, texts: Sequence[str], max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``adapt(texts)``, then ``encode(texts, max_length)``: the same vocabulary and ids. With the native engine
+        each text is standardized once instead of twice (the training split of a datamodule is both)."""
+        native = self._native()
+        texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+        if native is None or not texts or (max_length is not None and max_length < 0):
+            return self.adapt(texts).encode(texts, max_length)
+        packed = self._pack(texts)
+        self._set_counts(self._count_native(native, packed))
+        return self._encode_native(native, packed, max_length)
+
+    def _set_counts(self, counts: Counter) -> None:
+        """The vocabulary from word counts: special tokens out, Keras' ranking, capped at ``max_tokens``."""
         counts.pop(OOV, None)
         counts.pop(PAD, None)
         cap = None if self.max_tokens is None else self.max_tokens - 2
         self.set_vocabulary(keras_ranking(counts, cap))
-        return self
 
     def _native(self):
         """The C++ ops for ``engine='native'`` with unigrams, else None (one warning when unavailable)."""
@@ -324,24 +340,21 @@ class TextVectorizer:
         """The standardized texts as UTF-8 joined by 0xFF, one uint8 tensor (no copy of the joined buffer)."""
         return _uint8(bytearray(b"\xff").join(map(self._standardize_utf8, texts)))
 
-    def _count_native(self, ops, texts: Sequence[str]) -> Counter:
-        """Counts of the words of `texts`: one C++ pass; the distinct words come back space-joined."""
-        texts = texts if isinstance(texts, (list, tuple)) else list(texts)
-        if not texts:
-            return Counter()
-        words, counts = ops.count(self._pack(texts))
+    def _count_native(self, ops, packed: torch.Tensor) -> Counter:
+        """Counts of the words of the packed texts (`_pack`): one C++ pass; the distinct words come back space-joined."""
+        words, counts = ops.count(packed)
         if not len(counts):
             return Counter()
         words = words.numpy().tobytes().decode("utf-8", "surrogatepass").split(" ")  # words hold no whitespace
         return Counter(dict(zip(words, counts.tolist())))
 
-    def _encode_native(self, ops, texts: Sequence[str], max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_native(self, ops, packed: torch.Tensor, max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
         if self._native_vocab is None:
             encoded = [t.encode("utf-8", "surrogatepass") for t in self._vocab]
             offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
             np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
             self._native_vocab = (_uint8(bytearray(b"").join(encoded)), torch.from_numpy(offsets))
-        flat, lengths = ops.encode(self._pack(texts), *self._native_vocab, -1 if max_length is None else max_length)
+        flat, lengths = ops.encode(packed, *self._native_vocab, -1 if max_length is None else max_length)
         return flat.numpy(), lengths.numpy()
 
     def _count_tokenizers(self, texts: list[str]) -> Counter:
@@ -387,7 +400,7 @@ class TextVectorizer:
         native = self._native()
         texts = texts if isinstance(texts, (list, tuple)) else list(texts)
         if native is not None and texts and (max_length is None or max_length >= 0):
-            return self._encode_native(native, texts, max_length)
+            return self._encode_native(native, self._pack(texts), max_length)
         if self.engine in ("python", "native"):
             return self._encode_python(texts, max_length)
         texts = [self._standardize(t, rust_whitespace=True) for t in texts]
