@@ -138,6 +138,14 @@ def test_split_units_must_be_a_power_of_two_of_at_least_16(monkeypatch):
         triton_persistent._split(64, 8, torch.float32, torch.device("cpu"))
 
 
+def test_split_kernels_stay_off_under_torch_distributed(monkeypatch):
+    """Under DDP, NCCL kernels overlapping the backward hold SMs: the split kernels' barrier could wait forever."""
+    monkeypatch.setitem(triton_persistent.CONFIG, "split_units", 16)
+    assert triton_persistent._split(64, 8, torch.float32, torch.device("cpu")) is not None
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    assert triton_persistent._split(64, 8, torch.float32, torch.device("cpu")) is None
+
+
 def test_hidden_outside_16_to_256_and_other_dtypes_use_the_per_step_loops():
     """hidden < 16 (tl.dot's minimum tile), > 256, or a dtype other than float32/64: the per-step kernels run."""
     assert not triton_persistent.applies(8, torch.float64)

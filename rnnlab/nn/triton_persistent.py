@@ -170,15 +170,18 @@ def _grid(B, meta):
 
 
 def _split(H, B, dtype, device):
-    """``(BLOCK_B, U, NS, HP)`` for the column-split LSTM kernels (:mod:`rnnlab.nn.triton_split_kernels`), or None
-    where they do not run: ``split_units`` 0 (the default: not yet timed on a GPU), float64 without ``tl.dot``, or
-    more programs than the GPU has SMs (their per-step barrier needs every program resident at once)."""
+    """``(BLOCK_B, U, NS, HP)`` for the column-split kernels (:mod:`rnnlab.nn.triton_split_kernels`), or None where
+    they do not run: ``split_units`` 0 (the default: not yet timed on a GPU), float64 without ``tl.dot``, more
+    programs than the GPU has SMs, or torch.distributed running. Their per-step barrier needs every program resident
+    at once; under DDP, NCCL kernels that overlap the backward hold SMs while they wait on other ranks, which could
+    be waiting on this one."""
     U = CONFIG["split_units"]
     if not U:
         return None
     if U < 16 or U & (U - 1):
         raise ValueError(f"triton config: split_units must be 0 (off) or a power of two >= 16: got {U}")
-    if dtype == torch.float64 and not CONFIG["fp64_dot"]:
+    if (dtype == torch.float64 and not CONFIG["fp64_dot"]) or (
+            torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
     bb, ns = max(16, CONFIG["block_b"]), -(-H // U)
     if device.type == "cuda" and -(-B // bb) * ns > torch.cuda.get_device_properties(device).multi_processor_count:
