@@ -67,6 +67,17 @@ def _tiles(B, H, BLOCK_B: tl.constexpr, HP: tl.constexpr, U: tl.constexpr):
 
 
 @triton.jit
+def _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED: tl.constexpr):
+    """h_t into the state sequence; with lengths also the output, where padded steps keep h_{t-1} and output 0."""
+    if MASKED:
+        keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+        tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
+        tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
+    else:
+        tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+
+
+@triton.jit
 def _gate_tiles(w, step, wm, G: tl.constexpr):
     """The ``(HP, U)`` weight tiles of the own units of each of ``G`` (3 or 4) gates, ``step`` apart; with 3 gates
     the fourth repeats the third (never used)."""
@@ -186,12 +197,7 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, CN
         xn = tl.load(XN + t * sx_t + rows[:, None] * sx_b + cols[None, :], mask=m, other=0.0)
         h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
         h = gru_cell(a, m, H, ar, az, an, xn, h_prev, NB + t * B * H + offs)
-        if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
-            tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
-            tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
-        else:
-            tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+        _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED)
         _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
 
 
@@ -249,12 +255,10 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, CNT, T, B, H, P_OFF, N_OFF,
         elif ACT == 1:
             h = tl.maximum(h, 0.0)
         if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
             h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
-            tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
-            tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
         else:
-            tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+            h_prev = h  # not read
+        _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED)
         _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
 
 
