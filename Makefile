@@ -4,7 +4,7 @@ PYTHON ?= python
 TORCH ?= torch==2.13.0
 EXPERIMENT ?= bilstm
 
-.PHONY: help install install-gpu test test-all bench train sweep tensorboard clean
+.PHONY: help install install-gpu test test-all bench triton-aot train sweep tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ test-all:  ## every test, slow ones included
 bench:  ## cell and data benchmarks (ratios against torch.nn / plain Python)
 	$(PYTHON) scripts/bench_cells.py --quick
 	$(PYTHON) scripts/bench_data.py
+
+triton-aot:  ## compile the Triton kernels for an H100 here, no GPU needed; registers, spills, shared memory
+	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.triton_aot --hidden 256
+	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.triton_aot --hidden 256 --config split_units=16
 
 train:  ## train the main job (EXPERIMENT=bilstm by default)
 	$(PYTHON) -m rnnlab.train +experiment=$(EXPERIMENT)

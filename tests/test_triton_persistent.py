@@ -122,6 +122,7 @@ def split_only(persistent_only, monkeypatch):
 @pytest.mark.parametrize("units", [16, 32], ids=["2-programs-a-step", "1-program-in-kernel-barrier"])
 @pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False)],
                          ids=["fwd-full-bias", "rev-lengths-bias", "rev-full-nobias"])
+@pytest.mark.timeout(120, method="thread")  # a broken barrier spins forever: fail (and end the run) instead
 def test_split_matches_loop(variant, units, reverse, with_lengths, bias, split_only, monkeypatch):
     """split_units: each program owns 16 (or 32) of the 24 hidden units and its slice of W_hh. With 16, two programs
     share a row block: interpreted, the launches go step by step (backward: phase by phase), so the index and mask
@@ -200,6 +201,7 @@ def test_persistent_compiled_on_cuda_matches_fused(cell, dtype, H):
                                                 for d, H, u in [(torch.float64, 64, 16), (torch.float32, 256, 16),
                                                                 (torch.float32, 100, 32)]],
                          ids=lambda v: str(v).replace("torch.float", "f"))
+@pytest.mark.timeout(120, method="thread")
 def test_split_compiled_on_cuda_matches_fused(cell, dtype, H, units, split_only, monkeypatch):
     """The column-split kernels compiled, with their in-kernel barrier between the programs of a row block (4 to 16
     of them): equal to the fused backend as the persistent kernels are. 100 is not a multiple of 32 units."""
