@@ -1,11 +1,12 @@
-r"""Column-split persistent LSTM kernels (LSTM, CIFG, 1997 LSTM): a step's hidden units spread over programs.
+r"""Column-split persistent kernels (every cell: LSTM, CIFG, 1997 LSTM, GRU, RNN): a step's units over programs.
 
 The kernels of :mod:`rnnlab.nn.triton_persistent_kernels` give each program all H units of its batch rows, so at
-every step one SM re-reads the whole of :math:`W_{hh}` (``4H x H``: 256 KB in float32 at hidden 128) from L2, which
-bounds a step from below by that SM's share of L2 bandwidth. Here program ``(pb, ps)`` owns batch rows
-``[pb*BLOCK_B, (pb+1)*BLOCK_B)`` and hidden units ``[ps*U, (ps+1)*U)`` of every gate, and loads its slice of
-:math:`W_{hh}` (``G`` tiles of ``HP x U``, HP = H rounded up to a power of two) on chip ONCE, before the time
-loop (compiled for sm_90, the slice sits in shared memory: 73 KB at hidden 128, float32). The price is one barrier per step among the ``NS = ceil(H / U)`` programs of a row block:
+every step one SM re-reads the whole of :math:`W_{hh}` (``G*H x H``: 256 KB in float32 for an LSTM at hidden 128)
+from L2, which bounds a step from below by that SM's share of L2 bandwidth. Here program ``(pb, ps)`` owns batch
+rows ``[pb*BLOCK_B, (pb+1)*BLOCK_B)`` and hidden units ``[ps*U, (ps+1)*U)`` of every gate, and loads its slice of
+:math:`W_{hh}` (``G`` tiles of ``HP x U``, HP = H rounded up to a power of two) on chip ONCE, before the time loop
+(compiled for sm_90 the slice sits in shared memory: 73 KB a program for an LSTM at hidden 128, float32). The price
+is one barrier per step among the ``NS = ceil(H / U)`` programs of a row block:
 
 * forward: gates of the own units from the whole :math:`h_{t-1}` (written by all ``NS`` programs), own slice of
   :math:`c_t, h_t` stored; barrier; next step.
