@@ -41,6 +41,46 @@ def _prev(H0, S, ss_t, idx, i, offs, m, USE_H0: tl.constexpr):
 
 
 @triton.jit
+def keep_rows(MF, t, B, rows, rok):
+    """``(BLOCK_B, 1)``: which rows are past their length at step t (their state is kept, their output is 0)."""
+    return (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+
+
+@triton.jit
+def store_h(S, ss_t, OUT, t, N_OFF, B, H, offs, m, h, h_prev, keep, MASKED: tl.constexpr):
+    """h_t into the state sequence; with lengths (``keep``: :func:`keep_rows`) also the output, where padded steps
+    keep h_{t-1} and output 0. Unmasked, ``h_prev`` and ``keep`` are not read."""
+    if MASKED:
+        tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
+        tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
+    else:
+        tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+
+
+@triton.jit
+def _dh_prev(DG, DH, W, t, B, H, GH, rows, rok, ks, ns, LOAD_DH: tl.constexpr, DOT: tl.constexpr,
+             PREC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Phase 2 of a backward step, every column chunk: ``DH = (DH if LOAD_DH else 0) + DG[t] W_hh`` for these rows,
+    with ``W`` = W_hh (GH, H) and ``DG[t]`` (B, GH)."""
+    for n0 in range(0, H, BLOCK_N):
+        cols = n0 + ns
+        m = rok[:, None] & (cols < H)[None, :]
+        offs = rows[:, None] * H + cols[None, :]
+        if LOAD_DH:
+            acc = tl.load(DH + offs, mask=m, other=0.0)
+        else:
+            acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=DH.dtype.element_ty)
+        for k0 in range(0, GH, BLOCK_K):
+            kk = k0 + ks
+            g = tl.load(DG + t * B * GH + rows[:, None] * GH + kk[None, :], mask=rok[:, None] & (kk < GH)[None, :],
+                        other=0.0)
+            w = tl.load(W + kk[:, None] * H + cols[None, :], mask=(kk < GH)[:, None] & (cols < H)[None, :],
+                        other=0.0)
+            acc = _mm(acc, g, w, DOT, PREC)
+        tl.store(DH + offs, acc, mask=m)
+
+
+@triton.jit
 def lstm_cell(a, m, H, a0, a1, a2, a3, c_prev, KIND: tl.constexpr):
     """The step's gate activations, stored over their pre-activations at ``a`` (gates ``H`` apart), and ``(o, c_t)``.
     KIND 0: LSTM [i, f, o, g]; 1: no forget gate [i, o, g]; 2: CIFG [f, o, g] (i = 1 - f). ``a3``: KIND 0 only."""
@@ -84,7 +124,7 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, T, B, H, P_OF
             t = i
         pi = tl.minimum(tl.maximum(t + P_OFF, 0), T)  # clamped: at the first step with USE_H0 it is not read
         if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+            keep = keep_rows(MF, t, B, rows, rok)
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
@@ -186,22 +226,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NR, W, T, B, H, K: 
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()  # DG[t] (all columns) and dh written before phase 2 reads them
         # phase 2: dJ/dh_{t-1} = (passed-through part) + dG_t W_hh
-        for n0 in range(0, H, BLOCK_N):
-            cols = n0 + ns
-            m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            if MASKED:
-                acc = tl.load(DH + offs, mask=m, other=0.0)
-            else:
-                acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=DH.dtype.element_ty)
-            for k0 in range(0, GH, BLOCK_K):
-                kk = k0 + ks
-                g = tl.load(DG + t * B * GH + rows[:, None] * GH + kk[None, :], mask=rok[:, None] & (kk < GH)[None, :],
-                            other=0.0)
-                w = tl.load(W + kk[:, None] * H + cols[None, :], mask=(kk < GH)[:, None] & (cols < H)[None, :],
-                            other=0.0)
-                acc = _mm(acc, g, w, DOT, PREC)
-            tl.store(DH + offs, acc, mask=m)
+        _dh_prev(DG, DH, W, t, B, H, GH, rows, rok, ks, ns, MASKED, DOT, PREC, BLOCK_B, BLOCK_K, BLOCK_N)
         tl.debug_barrier()  # dh complete before the next step reads it
 
 
@@ -234,7 +259,9 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, T,
             t = i
         pi = tl.minimum(tl.maximum(t + P_OFF, 0), T)
         if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+            keep = keep_rows(MF, t, B, rows, rok)
+        else:
+            keep = rok[:, None]  # not read
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
@@ -255,11 +282,7 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, T,
             xn = tl.load(XN + t * sx_t + rows[:, None] * sx_b + cols[None, :], mask=m, other=0.0)
             h_prev = _prev(H0, S, ss_t, pi, i, offs, m, USE_H0)
             h = gru_cell(a, m, H, ar, az, an, xn, h_prev, NB + t * B * H + offs)
-            if MASKED:
-                tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
-                tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
-            else:
-                tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+            store_h(S, ss_t, OUT, t, N_OFF, B, H, offs, m, h, h_prev, keep, MASKED)
         tl.debug_barrier()
 
 
@@ -310,19 +333,7 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, NR, W, T, B, H, MA
         if RECORD:
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_N):
-            cols = n0 + ns
-            m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            acc = tl.load(DH + offs, mask=m, other=0.0)
-            for k0 in range(0, GH, BLOCK_K):
-                kk = k0 + ks
-                g = tl.load(DG + t * B * GH + rows[:, None] * GH + kk[None, :], mask=rok[:, None] & (kk < GH)[None, :],
-                            other=0.0)
-                w = tl.load(W + kk[:, None] * H + cols[None, :], mask=(kk < GH)[:, None] & (cols < H)[None, :],
-                            other=0.0)
-                acc = _mm(acc, g, w, DOT, PREC)
-            tl.store(DH + offs, acc, mask=m)
+        _dh_prev(DG, DH, W, t, B, H, GH, rows, rok, ks, ns, True, DOT, PREC, BLOCK_B, BLOCK_K, BLOCK_N)
         tl.debug_barrier()
 
 
@@ -341,7 +352,9 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, T, B, H, P_OFF, N_OFF, ACT:
             t = i
         pi = tl.minimum(tl.maximum(t + P_OFF, 0), T)
         if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+            keep = keep_rows(MF, t, B, rows, rok)
+        else:
+            keep = rok[:, None]  # not read
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
@@ -360,11 +373,29 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, T, B, H, P_OFF, N_OFF, ACT:
                 h = tl.maximum(h, 0.0)
             if MASKED:
                 h_prev = _prev(H0, S, ss_t, pi, i, offs, m, USE_H0)
-                tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
-                tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
             else:
-                tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
+                h_prev = h  # not read
+            store_h(S, ss_t, OUT, t, N_OFF, B, H, offs, m, h, h_prev, keep, MASKED)
         tl.debug_barrier()
+
+
+@triton.jit
+def rnn_dgates(DG, Ad, GO, DH, MF, t, B, H, rows, rok, cols, m, HAS_AD: tl.constexpr, MASKED: tl.constexpr):
+    """Phase 1 of an RNN backward step on one ``(rows, cols)`` tile: dJ/d(preactivation) into ``DG[t]``, with lengths
+    the part of dJ/dh_t passed through a padded step into ``DH``; returns dJ/dh_t inside the sequence."""
+    offs = rows[:, None] * H + cols[None, :]
+    toffs = t * B * H + offs
+    dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)
+    if MASKED:
+        dhc = dh_t * tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
+        tl.store(DH + offs, dh_t - dhc, mask=m)  # passed through padded steps
+    else:
+        dhc = dh_t
+    if HAS_AD:
+        tl.store(DG + toffs, dhc * tl.load(Ad + toffs, mask=m, other=0.0), mask=m)
+    else:
+        tl.store(DG + toffs, dhc, mask=m)
+    return dhc
 
 
 @triton.jit
@@ -380,43 +411,15 @@ def rnn_bwd(DG, Ad, GO, DH, MF, NR, W, T, B, H, HAS_AD: tl.constexpr, MASKED: tl
             t = T - 1 - i
         else:
             t = i
-        if MASKED:
-            mk = tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
         nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            toffs = t * B * H + offs
-            dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)
-            if MASKED:
-                dhc = dh_t * mk
-                tl.store(DH + offs, dh_t - dhc, mask=m)
-            else:
-                dhc = dh_t
-            if HAS_AD:
-                tl.store(DG + toffs, dhc * tl.load(Ad + toffs, mask=m, other=0.0), mask=m)
-            else:
-                tl.store(DG + toffs, dhc, mask=m)
+            dhc = rnn_dgates(DG, Ad, GO, DH, MF, t, B, H, rows, rok, cols, m, HAS_AD, MASKED)
             if RECORD:
                 nr += tl.sum(dhc * dhc, axis=1)
         if RECORD:
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_N):
-            cols = n0 + ns
-            m = rok[:, None] & (cols < H)[None, :]
-            offs = rows[:, None] * H + cols[None, :]
-            if MASKED:
-                acc = tl.load(DH + offs, mask=m, other=0.0)
-            else:
-                acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=DH.dtype.element_ty)
-            for k0 in range(0, H, BLOCK_K):
-                kk = k0 + ks
-                g = tl.load(DG + t * B * H + rows[:, None] * H + kk[None, :], mask=rok[:, None] & (kk < H)[None, :],
-                            other=0.0)
-                w = tl.load(W + kk[:, None] * H + cols[None, :], mask=(kk < H)[:, None] & (cols < H)[None, :],
-                            other=0.0)
-                acc = _mm(acc, g, w, DOT, PREC)
-            tl.store(DH + offs, acc, mask=m)
+        _dh_prev(DG, DH, W, t, B, H, H, rows, rok, ks, ns, MASKED, DOT, PREC, BLOCK_B, BLOCK_K, BLOCK_N)
         tl.debug_barrier()

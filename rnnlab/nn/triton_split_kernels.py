@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 from rnnlab.nn.triton_kernels import tanh
-from rnnlab.nn.triton_persistent_kernels import gru_cell, gru_dgates, lstm_cell, lstm_dgates
+from rnnlab.nn.triton_persistent_kernels import (gru_cell, gru_dgates, keep_rows, lstm_cell, lstm_dgates, rnn_dgates,
+                                                 store_h)
 
 
 @triton.jit
@@ -65,17 +66,6 @@ def _tiles(B, H, BLOCK_B: tl.constexpr, HP: tl.constexpr, U: tl.constexpr):
     hm = rok[:, None] & (ks < H)[None, :]
     wm = (ks < H)[:, None] & (cols < H)[None, :]
     return rows, rok, ks, cols, m, rows[:, None] * H + cols[None, :], hm, rows[:, None] * H + ks[None, :], wm
-
-
-@triton.jit
-def _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED: tl.constexpr):
-    """h_t into the state sequence; with lengths also the output, where padded steps keep h_{t-1} and output 0."""
-    if MASKED:
-        keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
-        tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
-        tl.store(OUT + t * B * H + offs, tl.where(keep, 0.0, h), mask=m)
-    else:
-        tl.store(S + (t + N_OFF) * ss_t + offs, h, mask=m)
 
 
 @triton.jit
@@ -123,7 +113,7 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, CNT, T, B, H,
         tl.store(TC + t * B * H + offs, tc, mask=m)
         h = o * tc
         if MASKED:
-            keep = (tl.load(MF + t * B + rows, mask=rok, other=1.0) == 0)[:, None]
+            keep = keep_rows(MF, t, B, rows, rok)
             tl.store(Cs + (t + CN) * B * H + offs, tl.where(keep, c_prev, c), mask=m)
             h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
             tl.store(S + (t + N_OFF) * ss_t + offs, tl.where(keep, h_prev, h), mask=m)
@@ -198,7 +188,11 @@ def gru_fwd(A, sa_t, W, sw_k, sw_n, XN, sx_t, sx_b, NB, H0, S, ss_t, OUT, MF, CN
         xn = tl.load(XN + t * sx_t + rows[:, None] * sx_b + cols[None, :], mask=m, other=0.0)
         h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
         h = gru_cell(a, m, H, ar, az, an, xn, h_prev, NB + t * B * H + offs)
-        _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED)
+        if MASKED:
+            keep = keep_rows(MF, t, B, rows, rok)
+        else:
+            keep = rok[:, None]  # not read
+        store_h(S, ss_t, OUT, t, N_OFF, B, H, offs, m, h, h_prev, keep, MASKED)
         _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
 
 
@@ -257,9 +251,10 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, CNT, T, B, H, P_OFF, N_OFF,
             h = tl.maximum(h, 0.0)
         if MASKED:
             h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
+            keep = keep_rows(MF, t, B, rows, rok)
         else:
-            h_prev = h  # not read
-        _store_h(S, ss_t, OUT, MF, t, N_OFF, B, H, rows, rok, offs, m, h, h_prev, MASKED)
+            h_prev, keep = h, rok[:, None]  # not read
+        store_h(S, ss_t, OUT, t, N_OFF, B, H, offs, m, h, h_prev, keep, MASKED)
         _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
 
 
@@ -278,17 +273,7 @@ def rnn_bwd(DG, Ad, GO, DH, MF, NRP, W, CNT, T, B, H, I0, I1, HAS_AD: tl.constex
         else:
             t = i
         if PHASES % 2 == 1:  # phase 1: dJ/da_t, own units
-            toffs = t * B * H + offs
-            dh_t = tl.load(DH + offs, mask=m, other=0.0) + tl.load(GO + toffs, mask=m, other=0.0)
-            if MASKED:
-                dhc = dh_t * tl.load(MF + t * B + rows, mask=rok, other=0.0)[:, None]
-                tl.store(DH + offs, dh_t - dhc, mask=m)  # passed through padded steps
-            else:
-                dhc = dh_t
-            if HAS_AD:
-                tl.store(DG + toffs, dhc * tl.load(Ad + toffs, mask=m, other=0.0), mask=m)
-            else:
-                tl.store(DG + toffs, dhc, mask=m)
+            dhc = rnn_dgates(DG, Ad, GO, DH, MF, t, B, H, rows, rok, cols, m, HAS_AD, MASKED)
             if RECORD:
                 tl.store(NRP + (ps * T + t) * B + rows, tl.sum(dhc * dhc, axis=1), mask=rok)
         if PHASES == 3:
