@@ -33,7 +33,7 @@ def ops():
         else:
             os.environ["RNNLAB_TEXT_EXT"] = old
     if ops is None:
-        pytest.skip(f"native text extension cannot be built here (see {text_ext.build_dir()}/build.log)")
+        pytest.skip(f"native text extension cannot be built here (see {text_ext.EXT.build_dir()}/build.log)")
     return ops
 
 

@@ -238,8 +238,6 @@ TORCH_LIBRARY(NAMESPACE, m) {
 CFLAGS = ["-O3"]
 EXT = InlineExtension("rnnlab_text", SOURCE, CFLAGS, env="RNNLAB_TEXT_EXT", module="rnnlab.data.text_ext",
                       fallback="engine='python'")
-NAME = EXT.name
-build, build_dir = EXT.build, EXT.build_dir
 
 
 def ops():

@@ -575,8 +575,6 @@ def _cflags():
 CFLAGS = _cflags()
 EXT = InlineExtension("rnnlab_fused", SOURCE, CFLAGS, env="RNNLAB_FUSED_EXT", module="rnnlab.nn.fused_ext",
                       fallback="the Python loops")
-NAME = EXT.name
-build, build_dir = EXT.build, EXT.build_dir
 
 
 def loops():
