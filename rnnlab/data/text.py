@@ -16,7 +16,7 @@ The course's four steps, each as Keras does it:
 4. pad/truncate to ``output_sequence_length`` at the end (Keras' ``'post'``), or
    keep variable lengths (``output_sequence_length=None``: a list of id lists).
 
-Both engines standardize with `standardize`, C-level passes over each text: the tag
+Every engine standardizes with `standardize`, C-level passes over each text: the tag
 regex; ``bytes.translate`` to lowercase ASCII and delete punctuation; for non-ASCII
 texts NFD/NFC and one regex over the combining marks present, and ``str.lower``. No
 Python code runs per character (0.3 s for IMDB's 50,000 reviews, against 1.3 s for
@@ -45,7 +45,7 @@ split, count and index, with identical ids (tested):
   (``Replace`` / ``NFD`` / ``StripAccents`` / ``NFC`` / ``Lowercase``) included, as a
   standalone ``tokenizers.Tokenizer``.
 
-n-grams (``ngrams > 1``) take a slower path in both engines (Python tuples per n-gram).
+n-grams (``ngrams > 1``) take a slower path in every engine (Python tuples per n-gram).
 
 Whitespace is what ``str.split()`` splits on; lowercasing is ``str.lower`` (which,
 unlike the Rust one, gives a final sigma ``ς``).
