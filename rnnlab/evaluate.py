@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.models.module import load_module
 from rnnlab.utils import flush_denormals
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _evaluate(cfg: DictConfig) -> dict:
-    module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location="cpu", weights_only=False)
+    module = load_module(cfg.ckpt)
     if module.data_config is None:
         raise ValueError(f"ckpt {cfg.ckpt} has no data config: expected a checkpoint written by rnnlab.train")
     data_cfg = OmegaConf.merge(OmegaConf.create(module.data_config), cfg.data)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from rnnlab.data.datamodule import texts_to_batch
-from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.models.module import SequenceClassifierModule, load_module
 from rnnlab.utils import flush_denormals
 
 
@@ -49,11 +49,11 @@ def quote_text_override(arg: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    module = load_module(cfg.ckpt, map_location=cfg.device)  # a wrong path fails before stdin is read
     if cfg.text is None:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     else:
         texts = list(cfg.text) if isinstance(cfg.text, ListConfig) else [str(cfg.text)]
-    module = SequenceClassifierModule.load_from_checkpoint(cfg.ckpt, map_location=cfg.device, weights_only=False)
     with flush_denormals(cfg.flush_denormal):
         rows = predict(module, texts)
     for row in rows:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
+from rnnlab.models.module import checkpoint_file
 from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import flush_denormals
 
@@ -82,6 +83,8 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
+    if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry") and "://" not in cfg.ckpt_path:
+        checkpoint_file(cfg.ckpt_path)  # a local path is checked before the data and model are built
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 
 import rnnlab.conf
 from rnnlab.evaluate import evaluate
-from rnnlab.models.module import SequenceClassifierModule
+from rnnlab.models.module import SequenceClassifierModule, load_module
 from rnnlab.predict import predict
 from rnnlab.train import train
 
@@ -145,6 +145,29 @@ def test_predict_raw_text_does_not_depend_on_the_other_texts_of_the_batch(traine
     for a, b in zip(together, alone):
         assert a["label"] == b["label"] and a["label"] in ("neg", "pos") and a["text"] == b["text"]
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-5) and 0.5 <= a["probability"] <= 1
+
+
+def test_a_wrong_checkpoint_path_or_file_names_it_and_what_to_pass(trained, tmp_path):
+    run, metrics = trained
+    with pytest.raises(FileNotFoundError, match=r"does not exist: expected a \.ckpt file written by rnnlab\.train"):
+        load_module(tmp_path / "nope.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"is not a file: it is a folder; its checkpoints: .*last\.ckpt"):
+        load_module(run / "run")  # the run folder instead of one of its checkpoints
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"notes\.ckpt is not a checkpoint of rnnlab\.train, or it is truncated \(UnpicklingError"):
+        load_module(tmp_path / "notes.ckpt")
+    cut = tmp_path / "cut.ckpt"  # a copy that stopped halfway
+    cut.write_bytes(Path(metrics["best_ckpt"]).read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"cut\.ckpt is not a checkpoint of rnnlab\.train, or it is truncated \(OSError"):
+        load_module(cut)
+    assert load_module(metrics["best_ckpt"]).vocabulary is not None
+
+
+def test_resuming_from_a_missing_checkpoint_fails_before_any_work(archive, tmp_path):
+    cfg = make_cfg(archive, tmp_path, "+experiment=lstm", f"ckpt_path={tmp_path / 'run' / 'last.ckpt'}")
+    with pytest.raises(FileNotFoundError, match=r"last\.ckpt does not exist"):
+        train(cfg)
+    assert not (tmp_path / "cache").exists()  # the data was never prepared
 
 
 def test_nan_loss_stops_with_the_step_and_a_clipping_hint():

@@ -9,6 +9,10 @@ Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
+from pathlib import Path
+
 import hydra.utils
 import lightning.pytorch as pl
 import torch
@@ -150,3 +154,31 @@ class SequenceClassifierModule(pl.LightningModule):
     def num_parameters(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
 
+
+
+def checkpoint_file(path) -> Path:
+    """``path`` as a :class:`Path` if it is a file; otherwise an error that says what to pass instead (a run folder's
+    own checkpoints are listed)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("*.ckpt")) if path.is_dir() else []
+    hint = ("it is a folder; its checkpoints: " + ", ".join(str(f) for f in found[:6]) if found else
+            "expected a .ckpt file written by rnnlab.train: RUN/checkpoints/last.ckpt, or the best epochNN-...ckpt "
+            "beside it (runs write to outputs/DATE/TIME/)")
+    raise FileNotFoundError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}: {hint}")
+
+
+def load_module(path, map_location="cpu") -> SequenceClassifierModule:
+    """The :class:`SequenceClassifierModule` of a checkpoint written by ``rnnlab.train``, with its vocabulary, class
+    names and data config; a missing file or a file of another kind is an error naming it."""
+    path = checkpoint_file(path)
+    try:
+        module = SequenceClassifierModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(e).__name__}: {e}); "
+                         f"expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt") from e
+    if module.vocabulary is None:
+        raise ValueError(f"{path} has no rnnlab vocabulary: it was not written by rnnlab.train, so its texts "
+                         f"cannot be vectorized; train with python -m rnnlab.train")
+    return module
