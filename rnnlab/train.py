@@ -92,7 +92,7 @@ def _train(cfg: DictConfig) -> dict:
 
     datamodule, module, trainer = build(cfg)
     n_params = module.num_parameters()
-    log.info("%s: %d parameters (%d trainable)", cfg.model.cell, n_params, module.num_parameters(trainable=True))
+    log.info("%s: %d parameters (%d trainable)", module.hparams.cell, n_params, module.num_parameters(trainable=True))
     for callback in trainer.callbacks:  # LogHParams declares the metric keys at train start; add the run's settings
         if isinstance(callback, LogHParams):
             callback.extra.update(flat_hparams(cfg))

@@ -42,10 +42,13 @@ def make_cfg(archive, tmp_path, *overrides, name="run"):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, experiment):
+def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, experiment, caplog):
     cfg = make_cfg(archive, tmp_path, f"+experiment={experiment}", "trainer.limit_train_batches=2",
                    "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
-    metrics = train(cfg)
+    with caplog.at_level("INFO", logger="rnnlab.train"):
+        metrics = train(cfg)
+    cell = str(cfg.model.cell.value)  # the schema's Enum member; the log says the plain name
+    assert f"{cell}: {metrics['num_parameters']} parameters" in caplog.text and "Cell." not in caplog.text
     out = tmp_path / "run"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
