@@ -1,6 +1,7 @@
 """Summarise a Hydra multirun: ``python scripts/summarize.py multirun/2026-11-27/17-00-00-123456``.
 
-Reads every job's ``metrics.json`` and resolved ``config.yaml`` under MULTIRUN_DIR and writes, next to them (or in
+Reads every job's ``metrics.json``, resolved ``config.yaml`` and ``+experiment=`` choice (from Hydra's
+``.hydra/overrides.yaml``) under MULTIRUN_DIR and writes, next to them (or in
 ``--out``): ``summary.md`` (Markdown table), ``summary.csv`` (one row per run) and ``summary.png`` (test accuracy
 against the swept axis with the most values, one line per combination of the other swept settings).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 
 COLUMNS = {  # column -> (file, dotted key)
+    "experiment": ("overrides", "experiment"),
     "cell": ("config", "model.cell"),
     "layers": ("config", "model.num_layers"),
     "hidden": ("config", "model.hidden_size"),
@@ -28,7 +30,7 @@ COLUMNS = {  # column -> (file, dotted key)
     "epoch_s": ("metrics", "epoch_times_s"),
     "params": ("metrics", "num_parameters"),
 }
-AXES = ("layers", "bidirectional", "clip", "cell", "hidden", "clip_algorithm")
+AXES = ("experiment", "layers", "bidirectional", "clip", "cell", "hidden", "clip_algorithm")
 
 
 def _get(d: dict, dotted: str):
@@ -39,17 +41,25 @@ def _get(d: dict, dotted: str):
     return d
 
 
+def _overrides(job: Path) -> dict:
+    """The job's command-line overrides as ``{key: value}``, ``+``/``++`` prefixes dropped (``{"experiment": "gru"}``)."""
+    path = job / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) if path.exists() else None
+    return dict(o.lstrip("+").split("=", 1) for o in items or [] if "=" in o)
+
+
 def collect(root: Path) -> list[dict]:
     """One row per job folder under ``root`` that has a ``metrics.json``."""
     rows = []
     for metrics_file in sorted(root.rglob("metrics.json")):
         job = metrics_file.parent
         sources = {"metrics": json.loads(metrics_file.read_text()),
-                   "config": yaml.safe_load((job / "config.yaml").read_text()) if (job / "config.yaml").exists() else {}}
+                   "config": yaml.safe_load((job / "config.yaml").read_text()) if (job / "config.yaml").exists() else {},
+                   "overrides": _overrides(job)}
         # metrics keys contain "/" (val/acc): look them up whole, config keys by path
         row = {"job": str(job.relative_to(root))}
         for col, (src, key) in COLUMNS.items():
-            row[col] = sources[src].get(key) if src == "metrics" else _get(sources[src], key)
+            row[col] = _get(sources[src], key) if src == "config" else sources[src].get(key)
         times = row["epoch_s"] or []
         row["epoch_s"] = round(sum(times) / len(times), 2) if times else None
         rows.append(row)

@@ -1,5 +1,6 @@
 """A Hydra multirun of two jobs in a subprocess, from another working directory, summarised by scripts/summarize.py."""
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,7 +31,30 @@ def test_two_job_multirun_from_another_directory_then_summarize(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
-    assert sorted(r["layers"] for r in rows) == ["1", "2"] and all(r["cell"] == "lstm" for r in rows)
+    assert sorted(r["layers"] for r in rows) == ["1", "2"]
+    assert all(r["cell"] == "lstm" and r["experiment"] == "lstm" for r in rows)
     header = (sweep_dir / "summary.md").read_text().splitlines()[0]
     assert all(f" {c} " in header for c in ("cell", "layers", "bidirectional", "clip", "val_acc", "test_acc", "epoch_s"))
     assert (sweep_dir / "summary.png").stat().st_size > 1000
+
+
+def _summarize():
+    spec = importlib.util.spec_from_file_location("summarize", ROOT / "scripts" / "summarize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summarize_tells_experiments_apart_that_share_a_cell(tmp_path):
+    # gru and gru_course are both one GRU layer of 32: only the +experiment= choice distinguishes their rows
+    summarize = _summarize()
+    for job, experiment, acc in (("0", "gru", 0.87), ("1", "gru_course", 0.50)):
+        folder = tmp_path / job
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- +experiment={experiment}\n- trainer.max_epochs=2\n")
+        (folder / "config.yaml").write_text("model: {cell: gru, num_layers: 1, hidden_size: 32}\n")
+        (folder / "metrics.json").write_text(json.dumps({"test/acc": acc, "epoch_times_s": [10.0, 20.0]}))
+    rows = summarize.collect(tmp_path)
+    assert [(r["experiment"], r["test_acc"], r["epoch_s"]) for r in rows] == [("gru", 0.87, 15.0),
+                                                                               ("gru_course", 0.50, 15.0)]
+    assert summarize.swept(rows) == ["experiment"]
