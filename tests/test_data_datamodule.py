@@ -128,6 +128,18 @@ def test_folder_datamodule_multiclass_int_labels_and_test_dir(tmp_path):
         no_test.setup("test")
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_length": -5}, r"max_length must be a positive int .* got -5"),
+    ({"batch_size": 0}, "batch_size must be an int >= 1: got 0"),
+    ({"batch_size": 2.5}, "batch_size must be an int >= 1: got 2.5"),
+    ({"num_workers": -1}, "num_workers must be an int >= 0: got -1"),
+    ({"subset": 0}, "subset must be an int >= 1 or None: got 0"),
+])
+def test_bad_settings_are_named_when_the_datamodule_is_built(tmp_path, archive, kwargs, match):
+    with pytest.raises(ValueError, match=match):  # not an epoch later, in the sampler or the vectorizer
+        make_dm(tmp_path, archive, **kwargs)
+
+
 def test_folder_datamodule_missing_folder_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="text folder not found"):
         FolderDataModule(tmp_path / "missing", root=tmp_path).prepare_data()

@@ -194,3 +194,14 @@ def test_decode_drops_padding_and_handles_batches():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TextVectorizer(**kwargs)
+
+
+@pytest.mark.parametrize("engine", ENGINES + ["native"])
+@pytest.mark.parametrize("max_length", [-5, 0, 2.5, True])
+def test_a_max_length_that_is_not_a_positive_int_is_named(engine, max_length):
+    # -5 used to keep all but the last 5 tokens (Python slicing) on one engine and fail in Rust on another
+    v = TextVectorizer(engine=engine).adapt(COURSE)
+    with pytest.raises(ValueError, match=r"max_length must be a positive int .* got " + repr(max_length)):
+        v.encode(COURSE, max_length)
+    with pytest.raises(ValueError, match="max_length must be a positive int"):
+        TextVectorizer(engine=engine).adapt_and_encode(COURSE, max_length)

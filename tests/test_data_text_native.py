@@ -56,7 +56,7 @@ def test_the_multi_byte_spaces_are_in_the_corpus():
     assert len(multi) == 19 and all(c in CORPUS_EXTRA[0] for c in multi)
 
 
-@pytest.mark.parametrize("max_tokens, max_length", [(12, 5), (30, None), (1000, 3), (None, None), (None, 0)])
+@pytest.mark.parametrize("max_tokens, max_length", [(12, 5), (30, None), (1000, 3), (None, None), (None, 1)])
 def test_native_equals_python_on_the_mixed_corpus(ops, max_tokens, max_length):
     """Vocabulary order (ties at the cap included), ids, OOV, empty texts and lengths: identical to engine='python'."""
     train, test = _corpus(1)
@@ -67,7 +67,7 @@ def test_native_equals_python_on_the_mixed_corpus(ops, max_tokens, max_length):
     want_flat, want_lengths = py.encode(test, max_length)
     assert lengths.tolist() == want_lengths.tolist()
     assert flat.tolist() == want_flat.tolist()
-    assert 0 in want_lengths.tolist() and (max_length == 0 or 1 in want_flat.tolist())  # empty texts and OOV exercised
+    assert 0 in want_lengths.tolist() and (max_length == 1 or 1 in want_flat.tolist())  # empty texts and OOV exercised
 
 
 def test_native_split_is_str_split(ops):
@@ -152,7 +152,7 @@ def test_auto_is_native_and_falls_back_silently(monkeypatch):
 
 
 @pytest.mark.parametrize("engine", ["native", "python", "tokenizers"])
-@pytest.mark.parametrize("max_length", [None, 0, 7])
+@pytest.mark.parametrize("max_length", [None, 1, 7])
 def test_adapt_and_encode_equals_adapt_then_encode(ops, engine, max_length, monkeypatch):
     """Same vocabulary and ids as adapt + encode for every engine; the native engine standardizes each text once."""
     train, _ = _corpus(3)

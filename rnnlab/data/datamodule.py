@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader
 from . import imdb
 from .batching import BucketBatchSampler, FixedLengthCollate, RaggedDataset, collate
 from .folder import TextSamples, read_text_folder, stratified_split, stratified_subset
-from .text import TextVectorizer
+from .text import TextVectorizer, check_max_length
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -73,6 +74,12 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1): expected e.g. 0.2, got {val_fraction}")
+        check_max_length(max_length)
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("subset", subset, 1)):
+            if name == "subset" and value is None:
+                continue
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}{' or None' if name == 'subset' else ''}: got {value!r}")
         if fixed_length and max_length is None:
             raise ValueError("fixed_length=True needs max_length: got max_length=None")
         self.root = imdb.data_root(root)

@@ -67,6 +67,7 @@ from __future__ import annotations
 import array
 import itertools
 import json
+import numbers
 import re
 import unicodedata
 import warnings
@@ -307,9 +308,10 @@ class TextVectorizer:
     def adapt_and_encode(self, texts: Sequence[str], max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``adapt(texts)``, then ``encode(texts, max_length)``: the same vocabulary and ids. With the native engine
         each text is standardized once instead of twice (the training split of a datamodule is both)."""
+        check_max_length(max_length)
         native = self._native()
         texts = texts if isinstance(texts, (list, tuple)) else list(texts)
-        if native is None or not texts or (max_length is not None and max_length < 0):
+        if native is None or not texts:
             return self.adapt(texts).encode(texts, max_length)
         packed = self._pack(texts)
         self._set_counts(self._count_native(native, packed))
@@ -397,9 +399,10 @@ class TextVectorizer:
         Sequence b is ``flat[offsets[b]:offsets[b + 1]]`` with offsets the cumulative
         lengths; each is truncated to `max_length` when given. Empty texts have length 0.
         """
+        check_max_length(max_length)
         native = self._native()
         texts = texts if isinstance(texts, (list, tuple)) else list(texts)
-        if native is not None and texts and (max_length is None or max_length >= 0):
+        if native is not None and texts:
             return self._encode_native(native, self._pack(texts), max_length)
         if self.engine in ("python", "native"):
             return self._encode_python(texts, max_length)
@@ -493,6 +496,14 @@ class TextVectorizer:
 
     def __setstate__(self, state):
         self.__dict__.update(TextVectorizer.from_json(state["json"]).__dict__)
+
+
+def check_max_length(max_length) -> None:
+    """``max_length`` is the number of tokens kept per text: a positive int, or None to keep them all."""
+    if max_length is not None and (not isinstance(max_length, numbers.Integral) or isinstance(max_length, bool)
+                                   or max_length < 1):
+        raise ValueError(f"max_length must be a positive int (tokens kept per text) or None (keep every token): "
+                         f"got {max_length!r}")
 
 
 def keras_ranking(counts: dict[str, int], cap: int | None = None) -> list[str]:
