@@ -119,6 +119,18 @@ def test_download_with_pooch_from_a_local_server(tmp_path, server):
     assert imdb.prepare(root, url=f"{url}/aclImdb_v1.tar.gz", known_hash=known).folder == prep.folder
 
 
+def test_no_network_or_an_http_error_names_the_url_and_the_local_archive_option(tmp_path, server):
+    www, url = server
+    root = tmp_path / "cache"
+    with pytest.raises(imdb.DownloadError, match=r"could not download .*/missing\.tar\.gz \(the server answered HTTP "
+                                                 r"404\); nothing was written\. Get the data one of two ways"):
+        imdb.prepare(root, url=f"{url}/missing.tar.gz", known_hash=None, progressbar=False)
+    closed = url.rsplit(":", 1)[0] + ":9"  # the discard port: nothing listens on 127.0.0.1 there
+    with pytest.raises(imdb.DownloadError, match=r"\(ConnectionError: no network, or a proxy\).*RNNLAB_IMDB_ARCHIVE"):
+        imdb.prepare(root, url=f"{closed}/aclImdb_v1.tar.gz", known_hash=None, progressbar=False)
+    assert not list(root.rglob("*.tar.gz"))
+
+
 @pytest.mark.parametrize("corruption", ["truncated", "flipped"])
 def test_corrupt_download_raises_checksum_error_removes_it_and_touches_nothing_else(tmp_path, server, corruption):
     www, url = server

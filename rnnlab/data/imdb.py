@@ -8,7 +8,8 @@ Where the data comes from, in this order:
    is verified instead: ``aclImdb/{train,test}/{neg,pos}/*.txt``, none empty.
 2. else the official archive, downloaded with pooch from `IMDB_URL` and checked
    against `IMDB_HASH` (a mismatch raises `ChecksumError`; pooch deletes the bad
-   download and leaves the rest of the cache alone).
+   download and leaves the rest of the cache alone; no network raises
+   `DownloadError`, with both ways to get the data).
 
 The cache root is the ``root`` argument (config ``data.root``), else env
 ``RNNLAB_DATA``, else ``~/.cache/rnnlab``. An archive is extracted once, to
@@ -56,6 +57,10 @@ class LayoutError(ValueError):
     """An archive or folder does not have the IMDB layout."""
 
 
+class DownloadError(ConnectionError):
+    """The archive could not be fetched: no network, a proxy, or an HTTP error."""
+
+
 def how_to_get(root: Path) -> str:
     return (
         "Get the data one of two ways: (1) download the official archive: leave data.archive and "
@@ -89,12 +94,18 @@ def download(root=None, url: str = IMDB_URL, known_hash: str = IMDB_HASH, progre
 
     Raises:
         ChecksumError: the download does not match `known_hash` (the bad file is deleted).
+        DownloadError: the server could not be reached or answered with an error (nothing is written).
     """
     import pooch
+    import requests
 
     root = data_root(root)
     try:
         path = pooch.retrieve(url, known_hash=known_hash, fname=ARCHIVE_NAME, path=root, progressbar=progressbar)
+    except requests.exceptions.RequestException as e:
+        status = getattr(e.response, "status_code", None)  # pooch uses requests; its errors carry the response
+        what = f"the server answered HTTP {status}" if status else f"{type(e).__name__}: no network, or a proxy"
+        raise DownloadError(f"could not download {url} ({what}); nothing was written. {how_to_get(root)}") from e
     except ValueError as e:  # pooch reports a hash mismatch as ValueError, after deleting its temporary file
         if "hash" not in str(e).lower():
             raise
