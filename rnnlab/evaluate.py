@@ -24,6 +24,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _evaluate(cfg: DictConfig) -> dict:
+    if cfg.split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val' (the validation slice of train): got split={cfg.split!r}")
     module = load_module(cfg.ckpt)
     if module.data_config is None:
         raise ValueError(f"ckpt {cfg.ckpt} has no data config: expected a checkpoint written by rnnlab.train")

@@ -91,6 +91,11 @@ def test_stacked_widths_build_one_layer_per_width():
     assert model(ids, lengths).shape == (len(LENGTHS),)
 
 
+def test_a_zero_embedding_dim_is_named_as_the_setting_the_user_wrote():
+    with pytest.raises(ValueError, match="embedding_dim must be >= 1 .*: got 0"):
+        SequenceClassifier(50, embedding_dim=0)
+
+
 def test_pretrained_vectors_of_the_wrong_shape_name_the_fix():
     model = SequenceClassifier(10, 4, "torch_gru", hidden_size=3)
     with pytest.raises(ValueError, match=r"expected \(10, 4\), got \(10, 8\).*embedding_dim=8"):

@@ -139,6 +139,14 @@ def test_evaluate_rebuilds_the_test_split_of_the_checkpoint(archive, trained):
     assert result["test/acc"] == metrics["test/acc"] and result["test/loss"] == metrics["test/loss"]
 
 
+def test_evaluate_names_a_split_it_does_not_have(trained):
+    tmp, metrics = trained
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={metrics['best_ckpt']}", "split=train"])
+    with pytest.raises(ValueError, match=r"split must be 'test' or 'val' .*: got split='train'"):
+        evaluate(cfg)
+
+
 def test_predict_raw_text_does_not_depend_on_the_other_texts_of_the_batch(trained):
     tmp, metrics = trained
     module = SequenceClassifierModule.load_from_checkpoint(metrics["best_ckpt"], weights_only=False)

@@ -151,6 +151,8 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"init must be 'keras' or 'torch': got {init!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2: got {num_classes}")
+        if embedding_dim < 1:  # else the cell would name its own input_size
+            raise ValueError(f"embedding_dim must be >= 1 (the width of each token's vector): got {embedding_dim}")
         self.cell, self.pooling, self.use_lengths, self.fixed_length = cell, pooling, use_lengths, fixed_length
         self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0 if use_lengths else None)
