@@ -6,7 +6,7 @@ output folder (``output_dir``, Hydra's run dir or a sweep job's subdir):
 - ``config.yaml``: the resolved config;
 - ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=.../last.ckpt`` resumes);
 - ``tensorboard/``: scalars, gradient diagnostics and the HParams entry of the run;
-- ``metrics.json``: final val/test metrics, epoch times and parameter count.
+- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count.
 """
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def _train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
     epoch_times = list(timer.times) if timer else []  # before trainer.test restores callback states from the best ckpt
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.startswith(("val/", "train/")) or k == "grad/clipped_fraction"}  # the last epoch's values
     best = trainer.checkpoint_callback
     if best is not None and best.best_model_score is not None:
         metrics["best/val/acc"] = float(best.best_model_score)

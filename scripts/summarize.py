@@ -27,6 +27,7 @@ COLUMNS = {  # column -> (file, dotted key)
     "val_acc": ("metrics", "val/acc"),
     "best_val_acc": ("metrics", "best/val/acc"),
     "test_acc": ("metrics", "test/acc"),
+    "clipped": ("metrics", "grad/clipped_fraction"),  # of the last epoch's steps
     "epoch_s": ("metrics", "epoch_times_s"),
     "params": ("metrics", "num_parameters"),
 }

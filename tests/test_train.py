@@ -52,6 +52,7 @@ def test_every_experiment_trains_and_writes_its_outputs(archive, tmp_path, exper
     out = tmp_path / "run"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["grad/clipped_fraction"] == 0.0  # no clipping by default
     assert len(metrics["epoch_times_s"]) == 1 and metrics["epoch_times_s"][0] > 0
     assert (out / "config.yaml").exists() and list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert Path(metrics["best_ckpt"]).exists()
@@ -70,6 +71,14 @@ def test_seed_makes_runs_identical_and_another_seed_does_not(archive, tmp_path):
     assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
     assert runs[0]["val/loss"] != runs[2]["val/loss"]
     assert torch.tensor(1e-310, dtype=torch.float64) * 1.5 > 0  # flush_denormal was undone after the runs
+
+
+def test_metrics_say_how_often_clipping_acted(archive, tmp_path):
+    quick = ["+experiment=lstm", "model.hidden_size=4", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+             "trainer.limit_test_batches=2", "trainer.max_epochs=2"]
+    always = train(make_cfg(archive, tmp_path, *quick, "trainer.gradient_clip_val=1e-9", name="tiny"))
+    never = train(make_cfg(archive, tmp_path, *quick, "trainer.gradient_clip_val=1e9", name="huge"))
+    assert always["grad/clipped_fraction"] == 1.0 and never["grad/clipped_fraction"] == 0.0
 
 
 class InterruptAt(pl.Callback):

@@ -53,8 +53,9 @@ def test_summarize_tells_experiments_apart_that_share_a_cell(tmp_path):
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(f"- +experiment={experiment}\n- trainer.max_epochs=2\n")
         (folder / "config.yaml").write_text("model: {cell: gru, num_layers: 1, hidden_size: 32}\n")
-        (folder / "metrics.json").write_text(json.dumps({"test/acc": acc, "epoch_times_s": [10.0, 20.0]}))
+        (folder / "metrics.json").write_text(json.dumps({"test/acc": acc, "epoch_times_s": [10.0, 20.0],
+                                                         "grad/clipped_fraction": 0.25}))
     rows = summarize.collect(tmp_path)
-    assert [(r["experiment"], r["test_acc"], r["epoch_s"]) for r in rows] == [("gru", 0.87, 15.0),
-                                                                               ("gru_course", 0.50, 15.0)]
+    assert [(r["experiment"], r["test_acc"], r["clipped"], r["epoch_s"]) for r in rows] == [
+        ("gru", 0.87, 0.25, 15.0), ("gru_course", 0.50, 0.25, 15.0)]
     assert summarize.swept(rows) == ["experiment"]
