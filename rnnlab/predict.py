@@ -1,13 +1,16 @@
 """Classify raw text with a trained checkpoint: ``python -m rnnlab.predict ckpt=PATH text="a great film"``.
 
-Without ``text`` it reads one text per line from stdin. Prints one JSON line per text:
+Without ``text`` it reads one text per line from stdin, ``batch_size`` lines at a time, and prints as it goes, so a
+file of any length streams through in bounded memory. Prints one JSON line per text:
 ``{"label": "pos", "probability": 0.97, "text": "a great film"}`` where ``probability`` is that of the label.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
+from typing import Iterable, Iterator
 
 import hydra
 import torch
@@ -18,12 +21,26 @@ from rnnlab.models.module import SequenceClassifierModule, load_module
 from rnnlab.utils import flush_denormals
 
 
+def predict(module: SequenceClassifierModule, texts: Iterable[str], batch_size: int = 256) -> list[dict]:
+    """Label and its probability for each text, ``batch_size`` texts per forward pass."""
+    return list(iter_predict(module, texts, batch_size))
+
+
+def iter_predict(module: SequenceClassifierModule, texts: Iterable[str], batch_size: int = 256) -> Iterator[dict]:
+    """:func:`predict` as a stream: reads ``batch_size`` texts, yields their rows, reads on (for stdin)."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (texts per forward pass): got {batch_size!r}")
+    vectorizer = module.vectorizer()  # rebuilt from the checkpoint's JSON once, not per batch
+    texts = iter(texts)
+    while batch := list(itertools.islice(texts, batch_size)):
+        yield from _predict_batch(module, vectorizer, batch)
+
+
 @torch.no_grad()
-def predict(module: SequenceClassifierModule, texts: list[str]) -> list[dict]:
-    """Label and its probability for each text."""
+def _predict_batch(module: SequenceClassifierModule, vectorizer, texts: list[str]) -> list[dict]:
     module.eval()
     max_length = (module.data_config or {}).get("max_length")
-    ids, lengths = texts_to_batch(module.vectorizer(), texts, max_length)  # as the datamodules batch them
+    ids, lengths = texts_to_batch(vectorizer, texts, max_length)  # as the datamodules batch them
     lengths = lengths.clamp(min=1)  # a text without known words is read as one padding token
     probs = module.predict_proba(ids.to(module.device), lengths)
     names = module.class_names or [str(k) for k in range(module.hparams.num_classes)]
@@ -51,13 +68,12 @@ def quote_text_override(arg: str) -> str:
 def main(cfg: DictConfig) -> None:
     module = load_module(cfg.ckpt, map_location=cfg.device)  # a wrong path fails before stdin is read
     if cfg.text is None:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        texts = (line.rstrip("\n") for line in sys.stdin if line.strip())
     else:
         texts = list(cfg.text) if isinstance(cfg.text, ListConfig) else [str(cfg.text)]
     with flush_denormals(cfg.flush_denormal):
-        rows = predict(module, texts)
-    for row in rows:
-        print(json.dumps(row))
+        for row in iter_predict(module, texts, cfg.batch_size):
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

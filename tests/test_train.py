@@ -15,7 +15,7 @@ from hydra.errors import ConfigCompositionException
 import rnnlab.conf
 from rnnlab.evaluate import evaluate
 from rnnlab.models.module import SequenceClassifierModule, load_module
-from rnnlab.predict import predict
+from rnnlab.predict import iter_predict, predict
 from rnnlab.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
@@ -188,6 +188,22 @@ def test_resuming_from_a_missing_checkpoint_fails_before_any_work(archive, tmp_p
     with pytest.raises(FileNotFoundError, match=r"last\.ckpt does not exist"):
         train(cfg)
     assert not (tmp_path / "cache").exists()  # the data was never prepared
+
+
+def test_predict_streams_in_batches_and_reads_only_what_it_needs(trained):
+    tmp, metrics = trained
+    module = load_module(metrics["best_ckpt"])
+    texts = [f"film number {k} " + "great " * k for k in range(7)]
+    widths = []
+    module.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[0]))
+    assert predict(module, texts, batch_size=3) == predict(module, texts, batch_size=256)
+    assert widths == [3, 3, 1, 7]
+    consumed = []
+    stream = iter_predict(module, (consumed.append(t) or t for t in texts), batch_size=2)
+    first = next(stream)
+    assert first["text"] == texts[0] and consumed == texts[:2]  # stdin is read a batch at a time
+    with pytest.raises(ValueError, match="batch_size must be a positive int .*: got 0"):
+        predict(module, texts, batch_size=0)
 
 
 def test_nan_loss_stops_with_the_step_and_a_clipping_hint():
