@@ -5,7 +5,6 @@ per-timestep gradient norms, for every cell variant x direction x lengths x bias
 initial state. Through the modules (`backend='fused'` vs `'loop'`): layers x bidirectional x
 batch_first x lengths x initial state.
 """
-import itertools
 
 import pytest
 import torch

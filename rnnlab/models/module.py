@@ -155,7 +155,6 @@ class SequenceClassifierModule(pl.LightningModule):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
 
 
-
 def checkpoint_file(path) -> Path:
     """``path`` as a :class:`Path` if it is a file; otherwise an error that says what to pass instead (a run folder's
     own checkpoints are listed)."""

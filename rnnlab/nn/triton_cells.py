@@ -17,7 +17,7 @@ import os
 import torch
 
 from rnnlab.nn import fused
-from rnnlab.nn.fused import CIFG, LSTM, RELU, TANH
+from rnnlab.nn.fused import LSTM
 
 __all__ = ["run_layer", "available"]
 
