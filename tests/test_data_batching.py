@@ -62,3 +62,13 @@ def test_ranks_split_one_batch_order_without_overlap():
     assert len(seen) == len(set(seen)) == 990  # disjoint; one leftover batch dropped so ranks stay in step
     whole = BucketBatchSampler(lengths, batch_size=10, seed=5).batches(2)
     assert [list(b) for b in per_rank[1]] == [list(b) for b in whole[1::3][:33]]
+
+
+def test_uneven_ranks_for_evaluation_use_every_batch_exactly_once():
+    lengths = lengths_like_imdb(1000)  # 100 batches over 3 ranks: 34, 33, 33
+    ranks = [BucketBatchSampler(lengths, batch_size=10, shuffle=False, num_replicas=3, rank=r, even=False)
+             for r in range(3)]
+    per_rank = [list(s) for s in ranks]
+    assert [len(b) for b in per_rank] == [len(s) for s in ranks] == [34, 33, 33]
+    seen = sorted(i for batches in per_rank for b in batches for i in b)
+    assert seen == list(range(1000))  # every review once: the test accuracy of DDP is the whole test set's

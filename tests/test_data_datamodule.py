@@ -140,6 +140,27 @@ def test_bad_settings_are_named_when_the_datamodule_is_built(tmp_path, archive, 
         make_dm(tmp_path, archive, **kwargs)
 
 
+@pytest.mark.parametrize("bucket", [True, False])
+def test_ddp_ranks_train_on_disjoint_equal_shares_and_evaluate_every_review_once(tmp_path, archive, bucket):
+    from types import SimpleNamespace
+
+    dm = make_dm(tmp_path, archive, batch_size=3, bucket=bucket)
+    dm.setup("fit")
+    dm.setup("test")
+
+    def indices(split, rank):
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)  # what Lightning's DDP sets
+        loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
+        return [i for batch in loader.batch_sampler for i in batch], len(loader)
+
+    (r0, n0), (r1, n1) = indices("train", 0), indices("train", 1)
+    assert n0 == n1 and not set(r0) & set(r1)  # DDP steps the ranks together: same number of batches
+    assert len(r0) + len(r1) > len(dm.datasets["train"]) - 2 * 3  # at most one batch per rank left out
+    for split in ("val", "test"):
+        (r0, _), (r1, _) = indices(split, 0), indices(split, 1)
+        assert sorted(r0 + r1) == list(range(len(dm.datasets[split])))  # every review exactly once
+
+
 def test_folder_datamodule_missing_folder_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="text folder not found"):
         FolderDataModule(tmp_path / "missing", root=tmp_path).prepare_data()

@@ -82,13 +82,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         drop_last: drop each epoch's last incomplete batch.
         seed: base seed; epoch e uses ``seed + e`` (`set_epoch`, else an internal counter).
         num_replicas, rank: for distributed training, every rank draws the same batch order
-            and keeps batches ``rank, rank + num_replicas, ...`` (all ranks get ``len(self)``
-            batches). Lightning cannot inject its sampler into this one: with DDP use
-            ``Trainer(use_distributed_sampler=False)``; the data modules then pass the ranks.
+            and keeps batches ``rank, rank + num_replicas, ...``. Lightning cannot inject its sampler
+            into this one: with DDP use ``Trainer(use_distributed_sampler=False)``; the data modules
+            then pass the ranks.
+        even: with several ranks, every rank gets ``len(self)`` batches and the last few batches of
+            the epoch are left out (training: DDP steps all ranks together). ``False``: every batch is
+            used once and some ranks get one batch more (evaluation: every review counted once).
     """
 
     def __init__(self, lengths, batch_size: int, shuffle: bool = True, bucket_batches: int = 50, drop_last: bool = False, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, even: bool = True):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas): got rank={rank}, num_replicas={num_replicas}")
         if batch_size < 1:
@@ -101,6 +104,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
+        self.even = even
         self.epoch = 0
         self._epoch_set = False
 
@@ -113,7 +117,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __len__(self) -> int:
-        return self._num_batches() // self.num_replicas if self.num_replicas > 1 else self._num_batches()
+        if self.even:
+            return self._num_batches() // self.num_replicas
+        return len(range(self.rank, self._num_batches(), self.num_replicas))
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The batches of `epoch` (a pure function of seed and epoch)."""
@@ -131,7 +137,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.num_replicas > 1:
-            batches = batches[self.rank::self.num_replicas][: len(self)]
+            batches = batches[self.rank::self.num_replicas][: len(self)]  # len(self): equal counts when even
         return batches
 
     def __iter__(self):

@@ -36,7 +36,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from . import imdb
 from .batching import BucketBatchSampler, FixedLengthCollate, RaggedDataset, collate
@@ -215,11 +215,18 @@ class TextDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         fn = FixedLengthCollate(self.max_length) if self.fixed_length else collate
         common = dict(collate_fn=fn, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        # Under DDP (use_distributed_sampler=False) the ranks are split here: training gives every rank the same
+        # number of batches, as DDP steps them together; evaluation counts every review exactly once.
         if self.bucket:
-            trainer = getattr(self, "trainer", None)
-            replicas = dict(num_replicas=trainer.world_size, rank=trainer.global_rank) if trainer is not None and trainer.world_size > 1 else {}
-            sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed, **replicas)
+            sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed,
+                                         num_replicas=world, rank=rank, even=shuffle)
             return DataLoader(ds, batch_sampler=sampler, **common)
+        if world > 1:
+            order = (DistributedSampler(ds, world, rank, shuffle=True, seed=self.seed, drop_last=True) if shuffle
+                     else range(rank, len(ds), world))
+            return DataLoader(ds, batch_size=self.batch_size, sampler=order, **common)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
 
