@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.models.module import load_module
-from rnnlab.utils import flush_denormals
+from rnnlab.utils import end_distributed, flush_denormals
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,13 @@ def _evaluate(cfg: DictConfig) -> dict:
     trainer = hydra.utils.instantiate(cfg.trainer)
     run = trainer.validate if cfg.split == "val" else trainer.test
     metrics = {k: float(v) for k, v in run(module, datamodule=datamodule, verbose=False)[0].items()}
-    text = json.dumps({"ckpt": str(cfg.ckpt), **metrics}, indent=2)
-    print(text)
-    if cfg.output:
-        with open(cfg.output, "w") as f:
-            f.write(text)
+    if trainer.is_global_zero:  # under DDP every rank has the reduced metrics; one prints and writes them
+        text = json.dumps({"ckpt": str(cfg.ckpt), **metrics}, indent=2)
+        print(text)
+        if cfg.output:
+            with open(cfg.output, "w") as f:
+                f.write(text)
+    end_distributed()
     return metrics
 
 

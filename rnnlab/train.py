@@ -24,7 +24,7 @@ from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
 from rnnlab.models.module import checkpoint_file
 from rnnlab.models.resumable import ResumableLoader
-from rnnlab.utils import flush_denormals
+from rnnlab.utils import end_distributed, flush_denormals
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("val/loss", "val/acc", "test/acc")
@@ -114,7 +114,8 @@ def _train(cfg: DictConfig) -> dict:
                     "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS}))
+        log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS}))
+    end_distributed()
     return metrics
 
 

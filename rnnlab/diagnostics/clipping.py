@@ -92,7 +92,8 @@ class GradClipStats(pl.Callback):
         clip = trainer.gradient_clip_val or 0.0
         self._pending = _will_log(trainer)  # norms logged on_step reach the logger on logging steps only
         if clip <= 0 and not self._pending:
-            pl_module.log("grad/clipped_fraction", self._zero(pl_module), on_step=False, on_epoch=True, batch_size=1)
+            pl_module.log("grad/clipped_fraction", self._zero(pl_module), on_step=False, on_epoch=True, batch_size=1,
+                          sync_dist=True)
             return
         groups, grads = self._grads()
         if not grads:
@@ -106,7 +107,8 @@ class GradClipStats(pl.Callback):
             clipped = (torch.stack(torch._foreach_norm(grads, math.inf)).max() > clip).float()  # max_i |g_i| > c
         else:
             clipped = (total > clip).float()
-        pl_module.log("grad/clipped_fraction", clipped, on_step=False, on_epoch=True, batch_size=1)
+        pl_module.log("grad/clipped_fraction", clipped, on_step=False, on_epoch=True, batch_size=1,
+                      sync_dist=True)  # the same on every DDP rank (gradients are reduced by now); silences the warning
         if not self._pending:
             return
         log = dict(on_step=True, on_epoch=False, batch_size=1)

@@ -33,7 +33,7 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         elapsed = time.perf_counter() - self._start - self._val
         self.times.append(elapsed)
-        pl_module.log("time/epoch_s", elapsed)
+        pl_module.log("time/epoch_s", elapsed, sync_dist=True)  # under DDP: the mean over ranks
 
     def state_dict(self):
         return {"times": list(self.times)}
