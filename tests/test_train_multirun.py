@@ -7,15 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import make_imdb_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_job_multirun_from_another_directory_then_summarize(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])  # submitit_slurm: the same plugin on SLURM
+def test_two_job_multirun_from_another_directory_then_summarize(tmp_path, launcher):
     archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
     sweep_dir = tmp_path / "multirun"
-    cmd = [sys.executable, "-m", "rnnlab.train", "-m", "+experiment=lstm", "model.num_layers=1,2",
+    cmd = [sys.executable, "-m", "rnnlab.train", "-m", f"hydra/launcher={launcher}", "+experiment=lstm",
+           "model.num_layers=1,2",
            f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_length=30",
            "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
            f"hydra.sweep.dir={sweep_dir}"]
