@@ -1,6 +1,10 @@
 """SequenceClassifier: padding never changes a sequence's logit, pooling reads the right steps, Keras-like init."""
+from pathlib import Path
+
 import pytest
 import torch
+
+import rnnlab.conf
 from torch import nn
 
 from rnnlab.models.classifier import CELLS, SequenceClassifier
@@ -162,3 +166,20 @@ def test_a_stack_of_widths_reports_grad_norms_per_layer_as_one_module_would():
     torch_stack.encoder.record_grad_norms(True)  # nothing to record, and no error
     torch_stack(ids, lengths).sum().backward()
     assert torch_stack.encoder.grad_norms == {}
+
+
+MODEL_CONFIGS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_every_model_config_builds_a_module_that_runs(name):
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", "model.embedding_dim=4", "model.hidden_size=3"])
+    module = instantiate(cfg.model, vocab_size=20, num_classes=2, _recursive_=False)
+    assert module.hparams.cell == cfg.model.cell.value
+    ids, lengths = torch.randint(1, 20, (2, 5)), torch.tensor([5, 2])
+    module(ids, lengths).sum().backward()
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
