@@ -3,10 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import rnnlab.conf
 from torch import nn
 
+import rnnlab.conf
 from rnnlab.models.classifier import CELLS, SequenceClassifier
 from rnnlab.models.module import SequenceClassifierModule
 from rnnlab.models.optim import KerasRMSprop
