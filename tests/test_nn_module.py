@@ -118,3 +118,25 @@ def test_auto_backend_is_the_fastest_correct_one(device, dtype, has_triton, expe
     monkeypatch.setattr(base.triton_cells, "available", lambda: has_triton)
     assert base.resolve_backend("auto", torch.device(device), dtype) == expected
     assert base.resolve_backend("loop", torch.device(device), dtype) == "loop"  # an explicit choice stands
+
+
+@pytest.mark.parametrize("cls", [rn.LSTM, rn.CIFGLSTM, rn.GRU, rn.RNN])
+@pytest.mark.parametrize("backend", ["loop", "fused"])
+def test_under_autocast_the_recurrence_runs_in_float32_and_gives_its_numbers(cls, backend):
+    # Lightning's precision='bf16-mixed' used to end in "expected scalar type Float but found BFloat16"
+    torch.manual_seed(0)
+    m = cls(I, H, 2, bidirectional=True, backend=backend)
+    x = torch.randn(T, B, I).to(torch.bfloat16)  # the values a bfloat16 layer before the cell hands over
+    h0 = torch.randn(4, B, H).to(torch.bfloat16)
+    hx = (h0, h0.flip(0)) if cls in (rn.LSTM, rn.CIFGLSTM) else h0
+    to32 = (lambda h: tuple(t.float() for t in h)) if isinstance(hx, tuple) else (lambda h: h.float())
+    ref, ref_n = m(x.float(), to32(hx), lengths=[5, 3, 1])
+    x.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = m(x, hx, lengths=[5, 3, 1])
+        packed, _ = m(torch.nn.utils.rnn.pack_padded_sequence(x, [5, 3, 1]), hx)
+    states = (lambda h: torch.cat([t.flatten() for t in (h if isinstance(h, tuple) else (h,))]))
+    assert out.dtype == torch.float32 and torch.equal(out, ref) and torch.equal(states(h_n), states(ref_n))
+    assert torch.equal(torch.nn.utils.rnn.pad_packed_sequence(packed)[0], ref)
+    out.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and x.grad.abs().sum() > 0

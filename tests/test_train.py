@@ -81,6 +81,12 @@ def test_metrics_say_how_often_clipping_acted(archive, tmp_path):
     assert always["grad/clipped_fraction"] == 1.0 and never["grad/clipped_fraction"] == 0.0
 
 
+def test_mixed_precision_trains_the_rnnlab_cells(archive, tmp_path):
+    metrics = train(make_cfg(archive, tmp_path, "+experiment=bilstm", "model.hidden_size=4", "trainer.precision=bf16-mixed",
+                             "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"))
+    assert math.isfinite(metrics["val/loss"]) and 0 <= metrics["test/acc"] <= 1
+
+
 class InterruptAt(pl.Callback):
     """Ctrl+C after optimizer step `step` (Lightning saves, then exits with status 1)."""
 

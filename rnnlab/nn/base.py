@@ -37,6 +37,13 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype = torch.
     return name
 
 
+def _to_float(t, dtype: torch.dtype):
+    """A floating Tensor or PackedSequence cast to ``dtype``; anything else (None, wrong types) as it is, for the
+    argument checks to name."""
+    data = t.data if isinstance(t, PackedSequence) else t
+    return t.to(dtype) if isinstance(data, Tensor) and data.is_floating_point() else t
+
+
 def _check_backend(name) -> None:
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"`backend` must be one of {['auto', *BACKENDS]}: got {name!r}")
@@ -188,7 +195,18 @@ class RNNBase(nn.Module):
     def forward(self, input: Union[Tensor, PackedSequence], hx=None, lengths=None):
         """``(output, h_n)``, or ``(output, (h_n, c_n))`` for LSTM/CIFG, exactly as torch.nn; see the class
         docstring for the shapes. ``lengths`` (list of ints or 1-D integer tensor on the CPU or the input's
-        device) gives each sequence's length: padded steps keep the state and output zeros."""
+        device) gives each sequence's length: padded steps keep the state and output zeros.
+
+        Under ``torch.autocast`` (Lightning's ``precision='16-mixed'`` / ``'bf16-mixed'``) the recurrence runs with
+        autocast off, in the parameters' dtype: the input and ``hx`` are cast to it, and the outputs come back in it.
+        A state carried over hundreds of steps would collect float16/bfloat16 rounding at every one."""
+        if isinstance(input, (Tensor, PackedSequence)):
+            device = (input.data if isinstance(input, PackedSequence) else input).device.type
+            if torch.is_autocast_enabled(device):
+                dtype = self.weight_ih_l0.dtype
+                hx = tuple(_to_float(h, dtype) for h in hx) if isinstance(hx, (tuple, list)) else _to_float(hx, dtype)
+                with torch.autocast(device, enabled=False):
+                    return self.forward(_to_float(input, dtype), hx, lengths)
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
