@@ -72,6 +72,16 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def _refuse_to_overwrite(out: Path) -> None:
+    """A new run must not write its checkpoints and metrics over those of an earlier run in the same folder."""
+    ckpts = sorted((out / "checkpoints").glob("*.ckpt"))
+    if ckpts or (out / "metrics.json").exists():
+        raise FileExistsError(
+            f"{out} already holds a run ({'checkpoints/' if ckpts else 'metrics.json'}); a new run would overwrite it. "
+            f"Resume it with ckpt_path={out / 'checkpoints' / 'last.ckpt'}, or give the new run its own folder "
+            f"(leave hydra.run.dir / output_dir at their timestamped defaults)")
+
+
 def train(cfg: DictConfig) -> dict:
     """Run the job described by ``cfg``; returns the metrics also written to ``metrics.json``.
 
@@ -87,6 +97,8 @@ def _train(cfg: DictConfig) -> dict:
         checkpoint_file(cfg.ckpt_path)  # a local path is checked before the data and model are built
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
+    if cfg.ckpt_path is None:
+        _refuse_to_overwrite(out)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
 

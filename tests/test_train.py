@@ -81,6 +81,16 @@ def test_metrics_say_how_often_clipping_acted(archive, tmp_path):
     assert always["grad/clipped_fraction"] == 1.0 and never["grad/clipped_fraction"] == 0.0
 
 
+def test_a_new_run_in_the_folder_of_an_earlier_one_is_refused_and_changes_nothing(archive, tmp_path):
+    quick = ["+experiment=lstm", "model.hidden_size=4", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+             "trainer.limit_test_batches=1"]
+    train(make_cfg(archive, tmp_path, *quick))
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match=r"already holds a run \(checkpoints/\).*Resume it with ckpt_path=.*last\.ckpt"):
+        train(make_cfg(archive, tmp_path, *quick, "seed=7"))
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
 def test_mixed_precision_trains_the_rnnlab_cells(archive, tmp_path):
     metrics = train(make_cfg(archive, tmp_path, "+experiment=bilstm", "model.hidden_size=4", "trainer.precision=bf16-mixed",
                              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"))
