@@ -64,7 +64,8 @@ def build(cfg: DictConfig):
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    if trainer.world_size == 1:  # under DDP Lightning must see the DataLoader itself to shard it
+    # Lightning must see a plain DataLoader when it shards one itself; trainer=ddp leaves that to the datamodule
+    if trainer.world_size == 1 or not cfg.trainer.get("use_distributed_sampler", True):
         make_loader = datamodule.train_dataloader
         datamodule.train_dataloader = lambda: ResumableLoader(
             make_loader(), lambda: trainer.global_step, lambda: trainer.current_epoch, trainer.accumulate_grad_batches,

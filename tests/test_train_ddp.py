@@ -1,18 +1,24 @@
-"""Lightning's DDP on two CPU processes (gloo): the sharded loaders train, and test every review exactly once."""
+"""Lightning's DDP on two CPU processes (gloo): sharded training, exact mid-epoch resume, every test review once."""
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import make_imdb_archive
+
+
+TRAIN = ["+experiment=bilstm", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4",
+         "data.max_length=40", "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=2",
+         "trainer.enable_progress_bar=false"]  # 40 training reviews: 10 batches, 5 per rank and epoch
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    archive = make_imdb_archive(tmp / "imdb.tar.gz", n_per_class=25)  # 50 test reviews: batches of 8 split 4 + 3
+    archive = make_imdb_archive(tmp / "imdb.tar.gz", n_per_class=25)  # 50 test reviews: 13 batches, split 7 + 6
     data = [f"+data.archive={archive}", f"+data.root={tmp / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -22,22 +28,42 @@ def run(tmp_path_factory):
         assert done.returncode == 0, done.stderr[-3000:]  # 134 was an abort at exit, before end_distributed
         return done
 
-    cli("rnnlab.train", "+experiment=bilstm", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        *[d[1:] for d in data], "data.batch_size=8", "data.max_length=40", "model.embedding_dim=8",
-        "model.hidden_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp / 'run'}")
-    return tmp, data, cli
+    def train(name, *args):
+        cli("rnnlab.train", *TRAIN, *[d[1:] for d in data], f"hydra.run.dir={tmp / name}", *args)
+        return json.loads((tmp / name / "metrics.json").read_text())
+
+    return tmp, data, cli, train
 
 
-def test_ddp_training_writes_one_metrics_file(run):
-    tmp, _, _ = run
-    metrics = json.loads((tmp / "run" / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and 0 <= metrics["test/acc"] <= 1 and metrics["grad/clipped_fraction"] == 0.0
-    assert (tmp / "run" / "checkpoints" / "last.ckpt").exists()
+@pytest.fixture(scope="module")
+def full(run):
+    tmp, _, _, train = run
+    return train("full")
 
 
-def test_ddp_evaluation_equals_one_process_and_prints_once(run):
-    tmp, data, cli = run
-    ckpt = f"ckpt={tmp / 'run' / 'checkpoints' / 'last.ckpt'}"
+def test_ddp_training_writes_one_metrics_file(run, full):
+    tmp = run[0]
+    assert full["epochs"] == 2 and full["steps"] == 10 and 0 <= full["test/acc"] <= 1
+    assert full["grad/clipped_fraction"] == 0.0 and (tmp / "full" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_ddp_resumed_mid_epoch_ends_like_an_uninterrupted_run(run, full):
+    tmp, _, _, train = run
+    step = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint", "+callbacks.steps.every_n_train_steps=3",
+            "+callbacks.steps.filename='step{step}'", "+callbacks.steps.auto_insert_metric_name=false",
+            "+callbacks.steps.dirpath=${output_dir}/checkpoints"]
+    train("cut", "trainer.max_steps=3", "test=false", *step)  # a checkpoint at step 3 of 5 in epoch 0
+    resumed = train("cut", f"ckpt_path={tmp / 'cut' / 'checkpoints' / 'step3.ckpt'}")
+    assert resumed["steps"] == full["steps"]
+    for key in ("val/loss", "train/loss", "test/acc"):
+        assert resumed[key] == full[key], key  # the resumed epoch skipped the 3 batches already trained on
+    a, b = (torch.load(tmp / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for name in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_evaluation_equals_one_process_and_prints_once(run, full):
+    tmp, data, cli, _ = run
+    ckpt = f"ckpt={tmp / 'full' / 'checkpoints' / 'last.ckpt'}"
     one = cli("rnnlab.evaluate", ckpt, *data, "trainer.enable_progress_bar=false")
     two = cli("rnnlab.evaluate", ckpt, *data, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
               "trainer.enable_progress_bar=false")
