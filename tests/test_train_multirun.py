@@ -63,3 +63,21 @@ def test_summarize_tells_experiments_apart_that_share_a_cell(tmp_path):
     assert [(r["experiment"], r["test_acc"], r["clipped"], r["epoch_s"]) for r in rows] == [
         ("gru", 0.87, 0.25, 15.0), ("gru_course", 0.50, 0.25, 15.0)]
     assert summarize.swept(rows) == ["experiment"]
+
+
+def test_the_named_sweep_is_24_jobs_that_each_compose_to_their_settings():
+    from hydra import compose, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        sweep = compose("train", overrides=["+experiment=bilstm", "+sweep=depth_bidir_clip"], return_hydra_config=True)
+        params = sweep.hydra.sweeper.params
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]  # as the sweeper splits
+        settings = set()
+        for job in jobs:
+            cfg = compose("train", overrides=["+experiment=bilstm", *job])
+            settings.add((cfg.model.num_layers, cfg.model.bidirectional, cfg.trainer.gradient_clip_val))
+    assert str(sweep.hydra.mode) == "RunMode.MULTIRUN"
+    assert settings == {(n, b, c) for n in (1, 2, 3) for b in (False, True) for c in (0, 0.25, 1, 5)}
