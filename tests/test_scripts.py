@@ -1,0 +1,41 @@
+"""The benchmark scripts the README quotes run end to end (on tiny sizes: these are smoke tests, never timings)."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import make_imdb_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def script(name, *args, cwd=None):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=300, env=ENV, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_cells_times_every_row_against_torch_and_writes_json(tmp_path):
+    out = script("bench_cells.py", "--hidden", "8", "--batch", "2", "--steps", "5", "--dirs", "uni,bi", "--lens", "pad,var",
+                 "--repeats", "1", "--cells", "lstm,gru,cifg", "--json", str(tmp_path / "b.json"))
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert len(rows) == 3 * 2 * 2 and all(r["torch_ms"] > 0 and r["fused_ms"] > 0 for r in rows)
+    assert "ratio to torch.nn per cell and backend" in out and "lstm  fused       median" in out
+
+
+def test_bench_data_runs_every_pipeline_on_a_small_archive(tmp_path):
+    archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=6)
+    out = script("bench_data.py", "--archive", str(archive), "--root", str(tmp_path / "root"), "--repeat", "1")
+    assert "reference" in out and "bucketing saves" in out
+
+
+def test_bench_diagnostics_refuses_a_ratio_from_a_run_too_short_to_measure():
+    out = script("bench_diagnostics.py", "--steps", "4", "--every-n-steps", "2", "--batch-size", "4", "--max-length",
+                 "20", "--compute-batches", "2")
+    assert "recording in forward+backward" in out
+    percents = [float(v) for v in re.findall(r"overhead: (-?[\d.]+)%", out)]  # it printed -497% before
+    assert all(v >= 0 for v in percents) and (percents or "overhead: not measurable" in out)
