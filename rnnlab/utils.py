@@ -1,6 +1,7 @@
 """Small process-wide switches shared by the entry points (train, evaluate, predict)."""
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
 
 import torch
@@ -32,3 +33,9 @@ def end_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank leaves while another still talks to it
         torch.distributed.destroy_process_group()
+
+
+def is_int_at_least(value, least: int) -> bool:
+    """``value`` is an integer (Python or numpy, not a bool) of at least ``least``: the test behind the data
+    settings' argument checks, which each word their own message."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least

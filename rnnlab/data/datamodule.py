@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +36,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+
+from rnnlab.utils import is_int_at_least
 
 from . import imdb
 from .batching import BucketBatchSampler, FixedLengthCollate, RaggedDataset, collate
@@ -78,7 +79,7 @@ class TextDataModule(L.LightningDataModule):
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("subset", subset, 1)):
             if name == "subset" and value is None:
                 continue
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            if not is_int_at_least(value, least):
                 raise ValueError(f"{name} must be an int >= {least}{' or None' if name == 'subset' else ''}: got {value!r}")
         if fixed_length and max_length is None:
             raise ValueError("fixed_length=True needs max_length: got max_length=None")

@@ -67,7 +67,6 @@ from __future__ import annotations
 import array
 import itertools
 import json
-import numbers
 import re
 import unicodedata
 import warnings
@@ -80,6 +79,8 @@ import torch
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
+
+from rnnlab.utils import is_int_at_least
 
 PAD = ""
 OOV = "[UNK]"
@@ -500,8 +501,7 @@ class TextVectorizer:
 
 def check_max_length(max_length) -> None:
     """``max_length`` is the number of tokens kept per text: a positive int, or None to keep them all."""
-    if max_length is not None and (not isinstance(max_length, numbers.Integral) or isinstance(max_length, bool)
-                                   or max_length < 1):
+    if max_length is not None and not is_int_at_least(max_length, 1):
         raise ValueError(f"max_length must be a positive int (tokens kept per text) or None (keep every token): "
                          f"got {max_length!r}")
 
