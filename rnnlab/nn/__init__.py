@@ -6,5 +6,6 @@ from rnnlab.nn.base import BACKENDS, RNNBase
 from rnnlab.nn.gru import GRU
 from rnnlab.nn.lstm import LSTM, CIFGLSTM
 from rnnlab.nn.rnn import RNN
+from rnnlab.nn.registry import CELLS, build_cell
 
-__all__ = ["LSTM", "CIFGLSTM", "GRU", "RNN", "RNNBase", "BACKENDS"]
+__all__ = ["LSTM", "CIFGLSTM", "GRU", "RNN", "RNNBase", "BACKENDS", "CELLS", "build_cell"]
