@@ -9,7 +9,8 @@ batch_first x lengths x initial state.
 import pytest
 import torch
 
-from rnnlab.nn import fused, fused_ext, loop
+from rnnlab.nn.backends import cpp, fused, loop
+from rnnlab.nn.registry import build_cell
 
 TOL = 1e-10
 T, B, I, H = 7, 6, 5, 4
@@ -30,13 +31,13 @@ VARIANTS = [
 @pytest.fixture(params=["python", "cpp"])
 def loops(request, monkeypatch):
     """Both implementations of the per-step loops: the Python one and the C++ extension."""
-    impl = fused._PythonLoops
+    impl = fused.PythonLoops
     if request.param == "cpp":
         monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")  # build now (once per source version, cached)
-        impl = fused_ext.loops()
+        impl = cpp.loops()
         if impl is None:
             pytest.skip("the C++ extension could not be built here (no compiler?)")
-    monkeypatch.setattr(fused, "_loops", lambda x: impl)
+    monkeypatch.setattr(fused, "loops", lambda: impl)
     return impl
 
 
@@ -125,7 +126,7 @@ def test_float32_close_to_float64_loop(cell, size, loops):
 def test_wgrad_is_dg_transposed_times_x(dtype):
     """The C++ weight-gradient product dG^T X: oneDNN's matmul on the transposed view for float32 (at::mm for
     float64), the same product as torch's, also for an X that is a non-contiguous view."""
-    ops = fused_ext.loops()
+    ops = cpp.loops()
     if ops is None:
         pytest.skip("the C++ extension could not be built here (no compiler?)")
     g = torch.Generator().manual_seed(2)
@@ -148,29 +149,23 @@ def test_inplace_change_of_output_is_caught():
         out.sum().backward()
 
 
-def _module(name):
-    from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
-    return {"lstm": LSTM, "lstm_nofg": LSTM, "cifg": CIFGLSTM, "gru": GRU, "rnn": RNN}[name]
-
-
-@pytest.mark.parametrize("name", ["lstm", "lstm_nofg", "cifg", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "lstm_noforget", "cifg", "gru", "rnn"])
 @pytest.mark.parametrize("layers,bidirectional,batch_first,with_lengths,with_hx",
                          # each factor on and off at least once, and all on together
                          [(1, False, False, False, False), (2, True, True, True, True),
                           (2, False, False, True, True), (1, True, True, False, True), (2, True, False, True, False)])
 def test_module_fused_matches_loop(name, layers, bidirectional, batch_first, with_lengths, with_hx):
     """Through the modules: backend='fused' equals backend='loop' (outputs, states, every gradient, grad norms)."""
-    kw = {"forget_gate": False} if name == "lstm_nofg" else {}
     torch.manual_seed(0)
-    ref = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
-                        dtype=torch.float64, backend="loop", **kw)
-    mod = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
-                        dtype=torch.float64, backend="fused", **kw)
+    ref = build_cell(name, I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                     dtype=torch.float64, backend="loop")
+    mod = build_cell(name, I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                     dtype=torch.float64, backend="fused")
     mod.load_state_dict(ref.state_dict())
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I, dtype=torch.float64) if batch_first else torch.randn(T, B, I, dtype=torch.float64)
     lengths = torch.tensor(LENGTHS) if with_lengths else None
-    lstm_like = name in ("lstm", "lstm_nofg", "cifg")
+    lstm_like = name in ("lstm", "lstm_noforget", "cifg")
     hx = None
     if with_hx:
         hx = tuple(torch.randn(layers * D, B, H, dtype=torch.float64) for _ in range(2 if lstm_like else 1))

@@ -1,9 +1,9 @@
-r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.fused` is ONE kernel launch.
+r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.backends.fused` is ONE kernel launch.
 
-Same contract, buffers and numbers as :class:`rnnlab.nn.triton_cells.TritonLoops` (equations in
-:mod:`rnnlab.nn.fused`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
+Same contract, buffers and numbers as :class:`rnnlab.nn.backends.triton.step.TritonLoops` (equations in
+:mod:`rnnlab.nn.backends.fused`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
 ``addmm`` for :math:`W_{hh} h_{t-1}` and a Triton kernel for the gates (~2 launches x T each way), which
-on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.triton_persistent_kernels`)
+on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.backends.triton.persistent_kernels`)
 walks all T steps: program ``p`` owns batch rows ``[p*BLOCK_B, (p+1)*BLOCK_B)`` and, at each step,
 computes the recurrent product for those rows with ``tl.dot`` in ``(BLOCK_K, BLOCK_N)`` weight chunks
 (weights re-read each step; they stay in L2) followed by the step's gate arithmetic:
@@ -27,7 +27,7 @@ allows TF32. ``CONFIG["fp32_precision"]`` overrides; float64 runs exact.
 
 It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (256; ``tl.dot`` needs tiles of at least
 16, and above 256 the per-step loops are faster); anything else, or a kernel that fails to compile on this device (recorded in
-``FAILED``, with a warning), runs :class:`~rnnlab.nn.triton_cells.TritonLoops`.
+``FAILED``, with a warning), runs :class:`~rnnlab.nn.backends.triton.step.TritonLoops`.
 
 Knobs (module level, read at each call): ``ENABLED`` (env ``RNNLAB_TRITON_PERSISTENT=0`` turns the
 persistent path off), ``CONFIG`` (env ``RNNLAB_TRITON_CONFIG="block_b=32,num_warps=8"``): rows per
@@ -41,11 +41,11 @@ of ``tl.dot``). Measured on an H100 with triton 3.6 (scripts/gpu_check.sh, hidde
 the barriers are what keeps the state hand-offs ordered. The per-program work is latency-bound (a step's
 chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuDNN (issue 5: 1.5x).
 
-``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.triton_split_kernels`, where each
+``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.backends.triton.split_kernels`, where each
 program owns ``split_units`` hidden units (a power of two >= 16) of its row block, keeps their slice of
 :math:`W_{hh}` on chip for the whole sequence, and meets the row block's other programs at a barrier once a
 step; used where every program fits on its own SM. Interpreter-tested and compiled for sm_90 without a GPU
-(:mod:`rnnlab.nn.triton_aot`: at hidden 256, tf32x3 products spill 1.5-11 KB a program to the stack, TF32 and
+(:mod:`rnnlab.nn.backends.triton.aot`: at hidden 256, tf32x3 products spill 1.5-11 KB a program to the stack, TF32 and
 IEEE products none; reloading the slice every step instead spilled more); off until it is timed on a GPU
 (``ONLY=split scripts/gpu_check.sh``).
 """
@@ -54,8 +54,8 @@ import warnings
 
 import torch
 
-from rnnlab.nn.fused import LSTM
-from rnnlab.nn.triton_cells import TritonLoops, _interpreting
+from rnnlab.nn.backends import LSTM
+from rnnlab.nn.backends.triton.step import TritonLoops, interpreting
 
 __all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies", "parse_config"]
 
@@ -89,8 +89,8 @@ _K = {}
 
 def _kernels():
     if not _K:
-        from rnnlab.nn import triton_persistent_kernels as k
-        from rnnlab.nn import triton_split_kernels as ks
+        from rnnlab.nn.backends.triton import persistent_kernels as k
+        from rnnlab.nn.backends.triton import split_kernels as ks
         _K.update(lstm_fwd=k.lstm_fwd, lstm_bwd=k.lstm_bwd, gru_fwd=k.gru_fwd, gru_bwd=k.gru_bwd,
                   rnn_fwd=k.rnn_fwd, rnn_bwd=k.rnn_bwd)
         _K.update({f"{name}_split": getattr(ks, name) for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd",
@@ -148,7 +148,7 @@ def _launch(name, grid, args, meta, dtype):
     try:
         _kernels()[name][grid](*args, **meta)
     except Exception as e:  # compilation / resources: raised before the kernel runs, so no buffer was touched
-        if _interpreting():  # the interpreter runs the kernel while raising: buffers may be half-written
+        if interpreting():  # the interpreter runs the kernel while raising: buffers may be half-written
             raise
         FAILED[key] = f"{type(e).__name__}: {e}"
         warnings.warn(f"rnnlab: persistent Triton kernel {name} ({dtype}) failed here, using the per-step "
@@ -159,7 +159,7 @@ def _launch(name, grid, args, meta, dtype):
 
 def _states(h0, out, Hs, reverse):
     """(S, P_OFF, N_OFF, USE_H0): the state before step t is S[t + P_OFF] (h0 at the first step when USE_H0),
-    after it S[t + N_OFF]. Same views as :func:`rnnlab.nn.fused._states`."""
+    after it S[t + N_OFF]. Same views as :func:`rnnlab.nn.backends.bptt.states`."""
     if Hs is not None:
         return (Hs, 1, 0, False) if reverse else (Hs, 0, 1, False)
     return out, (1 if reverse else -1), 0, True
@@ -170,7 +170,7 @@ def _grid(B, meta):
 
 
 def _split(H, B, dtype, device):
-    """``(BLOCK_B, U, NS, HP)`` for the column-split kernels (:mod:`rnnlab.nn.triton_split_kernels`), or None where
+    """``(BLOCK_B, U, NS, HP)`` for the column-split kernels (:mod:`rnnlab.nn.backends.triton.split_kernels`), or None where
     they do not run: ``split_units`` 0 (the default: not yet timed on a GPU), float64 without ``tl.dot``, more
     programs than the GPU has SMs, or torch.distributed running. Their per-step barrier needs every program resident
     at once; under DDP, NCCL kernels that overlap the backward hold SMs while they wait on other ranks, which could
@@ -198,7 +198,7 @@ def _launch_split(name, T, B, split, head, tail, meta, dtype, device, parts=({},
     meta = {k: v for k, v in meta.items() if k not in ("DOT", "BLOCK_N", "BLOCK_K")}
     meta.update(BLOCK_B=bb, U=U, HP=HP)
     cnt = torch.zeros(grid[0], dtype=torch.int32, device=device)
-    if _interpreting() and ns > 1:  # programs run one after another there: the launch boundary is the barrier
+    if interpreting() and ns > 1:  # programs run one after another there: the launch boundary is the barrier
         return all(_launch(name, grid, head + (cnt,) + tail + (i, i + 1), dict(meta, SYNC=False, **part), dtype)
                    for i in range(T) for part in parts)
     return _launch(name, grid, head + (cnt,) + tail + (0, T), dict(meta, SYNC=True), dtype)
@@ -228,7 +228,7 @@ def _backward(name, T, B, H, head, NR, w_hh, meta, x):
 
 
 class PersistentLoops:
-    """The six loops of :mod:`rnnlab.nn.fused`, each one persistent Triton kernel (see the module docstring)."""
+    """The six loops of :mod:`rnnlab.nn.backends.fused`, each one persistent Triton kernel (see the module docstring)."""
 
     @staticmethod
     def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse):

@@ -1,10 +1,10 @@
-r"""Persistent Triton kernels of :mod:`rnnlab.nn.triton_persistent`: one launch walks all T steps.
+r"""Persistent Triton kernels of :mod:`rnnlab.nn.backends.triton.persistent`: one launch walks all T steps.
 
 Imported on first use (so ``TRITON_INTERPRET=1`` is read then). Program ``p`` owns batch rows
 ``[p*BLOCK_B, (p+1)*BLOCK_B)`` (masked past ``B``) for the whole sequence; the recurrent product of a
 step is computed for those rows in ``(BLOCK_K, BLOCK_N)`` weight chunks with ``tl.dot`` (``DOT``) or a
 broadcast multiply-and-sum (``DOT=False``), weights re-read from global memory (L2) every step.
-Gate arithmetic, buffers and factors as in :mod:`rnnlab.nn.triton_kernels` / :mod:`rnnlab.nn.fused`.
+Gate arithmetic, buffers and factors as in :mod:`rnnlab.nn.backends.triton.step_kernels` / :mod:`rnnlab.nn.backends.fused`.
 
 Every value one thread writes to global memory and another thread of the same program reads later
 is separated by ``tl.debug_barrier()`` (a CTA barrier, which also orders global memory within the
@@ -17,7 +17,7 @@ with ``num_stages=1`` (the default) so no load is software-pipelined across a ba
 import triton
 import triton.language as tl
 
-from rnnlab.nn.triton_kernels import sig, tanh
+from rnnlab.nn.backends.triton.step_kernels import sig, tanh
 
 
 @triton.jit

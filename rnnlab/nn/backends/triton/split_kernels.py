@@ -1,6 +1,6 @@
 r"""Column-split persistent kernels (every cell: LSTM, CIFG, 1997 LSTM, GRU, RNN): a step's units over programs.
 
-The kernels of :mod:`rnnlab.nn.triton_persistent_kernels` give each program all H units of its batch rows, so at
+The kernels of :mod:`rnnlab.nn.backends.triton.persistent_kernels` give each program all H units of its batch rows, so at
 every step one SM re-reads the whole of :math:`W_{hh}` (``G*H x H``: 256 KB in float32 for an LSTM at hidden 128)
 from L2, which bounds a step from below by that SM's share of L2 bandwidth. Here program ``(pb, ps)`` owns batch
 rows ``[pb*BLOCK_B, (pb+1)*BLOCK_B)`` and hidden units ``[ps*U, (ps+1)*U)`` of every gate, and loads its slice of
@@ -27,8 +27,8 @@ so the launch boundary is the barrier.
 import triton
 import triton.language as tl
 
-from rnnlab.nn.triton_kernels import tanh
-from rnnlab.nn.triton_persistent_kernels import (gru_cell, gru_dgates, keep_rows, lstm_cell, lstm_dgates, rnn_dgates,
+from rnnlab.nn.backends.triton.step_kernels import tanh
+from rnnlab.nn.backends.triton.persistent_kernels import (gru_cell, gru_dgates, keep_rows, lstm_cell, lstm_dgates, rnn_dgates,
                                                  store_h)
 
 
