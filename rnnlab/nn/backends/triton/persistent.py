@@ -215,10 +215,11 @@ def _forward(name, T, B, H, head, tail, meta, x):
 
 def _backward(name, T, B, H, head, NR, w_hh, meta, x):
     """Backward loop ``name`` (kernel arguments ``head + (NR, w_hh, T, B, H)``), as :func:`_forward`. Split, each
-    program writes its own units' sum of squares of dJ/dh_t, and NR is the square root of their sum."""
+    program writes its own units' sum of squares of dJ/dh_t (float64, see
+    step_kernels.sum_squares), and NR is the square root of their sum."""
     split = _split(H, B, x.dtype, x.device)
     if split is not None:
-        NRP = torch.empty(split[2], T, B, dtype=x.dtype, device=x.device) if NR is not None else x
+        NRP = torch.empty(split[2], T, B, dtype=torch.float64, device=x.device) if NR is not None else x
         if _launch_split(name + "_split", T, B, split, head + (NRP, w_hh), (T, B, H), dict(meta, PHASES=3), x.dtype,
                          x.device, parts=({"PHASES": 1}, {"PHASES": 2})):
             if NR is not None:
