@@ -191,3 +191,57 @@ def test_module_fused_matches_loop(name, layers, bidirectional, batch_first, wit
     assert got_norms.keys() == want_norms.keys()
     for k in want_norms:
         torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-5, rtol=1e-5)
+
+
+PRETEND = ["linear_pointwise:missing", "linear_pointwise:throws", "reorder_linear_weight:missing",
+           "reorder_linear_weight:throws", "mkldnn_matmul:missing", "mkldnn_matmul:throws"]
+
+
+def _large_float32_run(cell):
+    """Forward and backward at a size whose float32 steps go to oneDNN (the per-step matmul, the weight gradients)."""
+    g = torch.Generator().manual_seed(3)
+    G = 4 if cell == "lstm" else 3
+    T, B, I, H = 3, 64, 8, 128
+    args = [torch.randn(T, B, I, generator=g), torch.randn(B, H, generator=g),
+            torch.randn(B, H, generator=g) if cell == "lstm" else None,
+            torch.randn(G * H, I, generator=g) / I ** 0.5, torch.randn(G * H, H, generator=g) / H ** 0.5,
+            torch.randn(G * H, generator=g), torch.randn(G * H, generator=g)]
+    args = [a.requires_grad_() if a is not None else None for a in args]
+    out, h_n, _ = fused.run_layer(cell, *args, torch.tensor([3, 2, 1, 3] * 16), True)
+    leaves = [a for a in args if a is not None]
+    return [out.detach(), *torch.autograd.grad((out * out.detach().cos()).sum() + h_n.sum(), leaves)]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("pretend", PRETEND)
+def test_each_torch_internal_missing_or_throwing_falls_back_to_the_public_op(pretend, cell, monkeypatch):
+    """RNNLAB_FUSED_PRETEND makes one internal (the dispatcher's mkldnn linear or weight reorder, the dlsym'd
+    mkldnn_matmul, or bptt.py's mkldnn linear) look missing or throw: the public op answers (the fallback counters
+    move) and the numbers are those of the internal path to float32 round-off."""
+    monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN: every product is the public op already")
+    from rnnlab.nn.backends import bptt
+
+    monkeypatch.setattr(fused, "loops", lambda: ops)
+    monkeypatch.delenv("RNNLAB_FUSED_PRETEND", raising=False)
+    before = (ops.fallbacks(), bptt.FALLBACKS)
+    want = _large_float32_run(cell)
+    assert (ops.fallbacks(), bptt.FALLBACKS) == before, "the internals are there in this torch: none falls back"
+    monkeypatch.setenv("RNNLAB_FUSED_PRETEND", pretend)
+    got = _large_float32_run(cell)
+    assert ops.fallbacks() > before[0]
+    assert bptt.FALLBACKS > before[1] if pretend.startswith("linear_pointwise") else True
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_wgrad_checks_its_arguments():
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    with pytest.raises(RuntimeError, match=r"wgrad: dg \(N, G\) and x \(N, K\) with the same N expected"):
+        ops.wgrad(torch.randn(5, 3), torch.randn(4, 2))

@@ -96,21 +96,27 @@ def _onednn_ok():
 _ONEDNN = _onednn_ok()
 
 
+#: How many times :func:`_linear` answered with the public op because the internal one was missing or threw.
+FALLBACKS = 0
+
+
 def _linear(x, w, b=None):
     """``x @ w.T + b`` for the big matmuls. float32 on CPU goes to oneDNN (``mkldnn::_linear_pointwise``, a torch
-    internal: faster than ``torch.mm`` on these shapes, docs/kernels.md); where that op is missing or refuses,
-    ``torch.mm`` / ``torch.addmm`` compute the same product. ``RNNLAB_FUSED_PRETEND`` containing
-    ``linear_pointwise:missing`` takes the public op (for the tests)."""
-    if _ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu" and not _pretend_missing():
-        try:
-            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-        except (RuntimeError, TypeError):
-            pass
+    internal: faster than ``torch.mm`` on these shapes, docs/kernels.md); where that op is missing or throws,
+    ``torch.mm`` / ``torch.addmm`` compute the same product. ``RNNLAB_FUSED_PRETEND`` (see
+    ``csrc/fused_loops.cpp``) containing ``linear_pointwise:missing`` or ``linear_pointwise:throws`` forces that."""
+    global FALLBACKS
+    if x.dtype == torch.float32 and x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        pretend = os.environ.get("RNNLAB_FUSED_PRETEND", "")
+        if _ONEDNN and "linear_pointwise:missing" not in pretend:
+            try:
+                if "linear_pointwise:throws" in pretend:
+                    raise RuntimeError("RNNLAB_FUSED_PRETEND: linear_pointwise throws")
+                return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+            except (RuntimeError, TypeError):
+                pass
+        FALLBACKS += 1
     return torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
-
-
-def _pretend_missing():
-    return "linear_pointwise:missing" in os.environ.get("RNNLAB_FUSED_PRETEND", "")
 
 
 def _gate_layout(cell, forget_gate):

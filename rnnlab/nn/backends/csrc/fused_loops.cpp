@@ -7,6 +7,7 @@
 #include <torch/library.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -70,6 +71,9 @@ static bool pretend(const char* internal, const char* how) {
 [[noreturn]] static void pretend_throw(const char* internal) {
   TORCH_CHECK(false, "RNNLAB_FUSED_PRETEND: ", internal, " throws");
 }
+// How many times the public op answered for an internal that was missing or threw (the `fallbacks` op; for tests).
+static std::atomic<int64_t> n_fallbacks{0};
+int64_t fallbacks() { return n_fallbacks.load(); }
 
 // The dispatcher op `name` if it exists with exactly these argument types and one Tensor result, else nullopt.
 static c10::optional<c10::OperatorHandle> find_op(const char* name, const std::vector<std::string>& arg_types) {
@@ -119,12 +123,13 @@ struct StepMM {
   Tensor w;               // (N, K)
   mutable Tensor packed;  // w in oneDNN's blocked layout, or undefined: at::mm
   StepMM(const Tensor& w_, int64_t rows) : w(w_) {
-    if (linear_op().has_value() && pack_op().has_value() && at::hasMKLDNN() && w.scalar_type() == at::kFloat &&
-        rows * w.size(0) * w.size(1) >= (1 << 21)) {
+    if (!at::hasMKLDNN() || w.scalar_type() != at::kFloat || rows * w.size(0) * w.size(1) < (1 << 21)) return;
+    if (linear_op().has_value() && pack_op().has_value()) {
       torch::jit::Stack st;
       st.emplace_back(w.contiguous()); st.emplace_back(c10::IValue(rows));
       packed = call_boxed(*pack_op(), std::move(st), "reorder_linear_weight");
     }
+    if (!packed.defined()) ++n_fallbacks;
   }
   Tensor operator()(const Tensor& x) const {  // x @ w^T
     if (packed.defined()) {
@@ -134,6 +139,7 @@ struct StepMM {
       Tensor y = call_boxed(*linear_op(), std::move(st), "linear_pointwise");
       if (y.defined() && y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == w.size(0)) return y;
       packed = Tensor();  // refused: the public op from here on
+      ++n_fallbacks;
     }
     return at::mm(x, w.t());
   }
@@ -585,16 +591,18 @@ static OneDnnMatmul onednn_matmul() { return pretend("mkldnn_matmul", "missing")
 Tensor wgrad(Tensor dg, Tensor x) {
   TORCH_CHECK(dg.dim() == 2 && x.dim() == 2 && dg.size(0) == x.size(0),
               "wgrad: dg (N, G) and x (N, K) with the same N expected: got ", dg.sizes(), " and ", x.sizes());
-  const OneDnnMatmul matmul = onednn_matmul();
-  if (matmul && dg.device().is_cpu() && dg.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat &&
-      at::hasMKLDNN() && dg.is_contiguous()) {
-    Tensor r = at::empty({dg.size(1), x.size(1)}, dg.options());
-    try {
-      if (pretend("mkldnn_matmul", "throws")) pretend_throw("mkldnn_matmul");
-      matmul(dg.t(), x.contiguous(), r, /*beta: scale of r*/ 0.f, /*alpha: of the product*/ 1.f);
-      return r;
-    } catch (const std::exception&) {
+  if (dg.device().is_cpu() && dg.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && at::hasMKLDNN() &&
+      dg.is_contiguous()) {
+    if (const OneDnnMatmul matmul = onednn_matmul()) {
+      Tensor r = at::empty({dg.size(1), x.size(1)}, dg.options());
+      try {
+        if (pretend("mkldnn_matmul", "throws")) pretend_throw("mkldnn_matmul");
+        matmul(dg.t(), x.contiguous(), r, /*beta: scale of r*/ 0.f, /*alpha: of the product*/ 1.f);
+        return r;
+      } catch (const std::exception&) {
+      }
     }
+    ++n_fallbacks;
   }
   return at::mm(dg.t(), x);
 }
@@ -606,6 +614,7 @@ Tensor wgrad(Tensor dg, Tensor x) {
 #define RNNLAB_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)  // one level more, so the define is expanded before ## pastes it
 RNNLAB_LIBRARY(RNNLAB_OPS_NAMESPACE, m) {
   m.def("wgrad(Tensor dg, Tensor x) -> Tensor", &wgrad);
+  m.def("fallbacks() -> int", &fallbacks);
   m.def("lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out, Tensor? Hs, Tensor? M, "
         "Tensor? Mf, int kind, bool reverse) -> ()", &lstm_fwd);
   m.def("lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, Tensor? F, Tensor gout, Tensor dh, Tensor dc, "
