@@ -113,7 +113,7 @@ def main(argv=None):
     p.add_argument("--cells", default=",".join(RNNLAB_CELLS), help=f"comma list of {list(RNNLAB_CELLS)}")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--config", default="", help="persistent-kernel CONFIG overrides, e.g. 'split_units=16,num_warps=8'")
-    p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (an H100 at 'highest': tf32x3)")
+    p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (a TF32 GPU at 'highest': tf32x3)")
     p.add_argument("--target", default="cuda:90")
     p.add_argument("--per-step", action="store_true", help="the per-step kernels (hidden > 256, other dtypes)")
     p.add_argument("--no-resources", action="store_true", help="compile only; no register / stack / shared report")

@@ -1,7 +1,7 @@
 r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.backends.fused` is ONE kernel launch.
 
-Same contract, buffers and numbers as :class:`rnnlab.nn.backends.triton.step.TritonLoops` (equations in
-:mod:`rnnlab.nn.backends.fused`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
+Same contract, buffers and numbers as :class:`rnnlab.nn.backends.triton.step.TritonLoops` (buffers in
+:mod:`rnnlab.nn.backends.bptt`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
 ``addmm`` for :math:`W_{hh} h_{t-1}` and a Triton kernel for the gates (~2 launches x T each way), which
 on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.backends.triton.persistent_kernels`)
 walks all T steps: program ``p`` owns batch rows ``[p*BLOCK_B, (p+1)*BLOCK_B)`` and, at each step,
@@ -20,13 +20,13 @@ the two backward phases and steps) are separated by ``tl.debug_barrier()``, a CT
 
 float32 products keep float32 accuracy, like the cuBLAS ``addmm`` of the other backends: on GPUs with TF32
 tensor cores (compute capability >= 8.0) as ``input_precision="tf32x3"`` (three TF32 products of the
-split operands: on an H100 as close to the fused backend as ``"ieee"``, 6e-7 relative error at hidden 256
-either way, and ~2.5x faster than ``"ieee"``, which runs on the CUDA cores), else ``"ieee"``; plain
+split operands: as close to the fused backend as ``"ieee"``, which runs on the CUDA cores, and faster;
+docs/kernels.md has the measurements), else ``"ieee"``; plain
 ``"tf32"`` (~1e-3, like cuDNN's default for float32 RNNs) when ``torch.set_float32_matmul_precision``
 allows TF32. ``CONFIG["fp32_precision"]`` overrides; float64 runs exact.
 
-It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (256; ``tl.dot`` needs tiles of at least
-16, and above 256 the per-step loops are faster); anything else, or a kernel that fails to compile on this device (recorded in
+It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (``tl.dot`` needs tiles of at least 16;
+see ``MAX_HIDDEN`` for the upper bound); anything else, or a kernel that fails to compile on this device (recorded in
 ``FAILED``, with a warning), runs :class:`~rnnlab.nn.backends.triton.step.TritonLoops`.
 
 Knobs (module level, read at each call): ``ENABLED`` (env ``RNNLAB_TRITON_PERSISTENT=0`` turns the
@@ -34,19 +34,14 @@ persistent path off), ``CONFIG`` (env ``RNNLAB_TRITON_CONFIG="block_b=32,num_war
 program ``block_b`` (>= 16), weight chunk ``block_n`` x ``block_k`` (powers of two >= 16), ``num_warps``,
 ``num_stages`` (1: no software pipelining; see the kernels' docstring), ``fp32_precision`` (None: as
 above, or "ieee", "tf32", "tf32x3"), ``fp64_dot`` (False: float64 products as a multiply-and-sum instead
-of ``tl.dot``). Measured on an H100 with triton 3.6 (scripts/gpu_check.sh, hidden 128-256, 600 steps):
-``num_warps=8`` ran the "ieee" LSTM 3x faster than 4 (fewer spills); ``block_n=128`` ~20% faster than 64,
-``block_k=128`` no faster, chunks of 32 slower; ``block_b=32`` slower (half the programs);
-``num_stages=2`` ~10% faster and gave the same numbers there, but is left off: it pipelines loads, and
-the barriers are what keeps the state hand-offs ordered. The per-program work is latency-bound (a step's
-chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuDNN (issue 5: 1.5x).
+of ``tl.dot``). The defaults are the fastest settings timed on a GPU (docs/kernels.md); ``num_stages`` stays 1
+because pipelined loads could cross the barriers that order the state hand-offs.
 
 ``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.backends.triton.split_kernels`, where each
 program owns ``split_units`` hidden units (a power of two >= 16) of its row block, keeps their slice of
 :math:`W_{hh}` on chip for the whole sequence, and meets the row block's other programs at a barrier once a
 step; used where every program fits on its own SM. Interpreter-tested and compiled for sm_90 without a GPU
-(:mod:`rnnlab.nn.backends.triton.aot`: at hidden 256, tf32x3 products spill 1.5-11 KB a program to the stack, TF32 and
-IEEE products none; reloading the slice every step instead spilled more); off until it is timed on a GPU
+(:mod:`rnnlab.nn.backends.triton.aot`; its register spills are in docs/kernels.md); off until it is timed on a GPU
 (``ONLY=split scripts/gpu_check.sh``).
 """
 import os
@@ -99,9 +94,8 @@ def _kernels():
 
 
 #: Largest hidden size run persistently. One program re-reads all of W_hh from L2 at every step, so the kernel's
-#: step time grows with H^2 on a handful of SMs, while TritonLoops' cuBLAS matmul spreads over the whole GPU: on an
-#: H100 the persistent LSTM ran 3-19x faster than per-step at hidden <= 128, about even at 256, and ~30x slower at
-#: 512 (472 ms against 16 ms at batch 32, 100 steps).
+#: step time grows with H^2 on a handful of SMs, while TritonLoops' cuBLAS matmul spreads over the whole GPU; 256 is
+#: about where the two met when timed (docs/kernels.md).
 MAX_HIDDEN = 256
 
 

@@ -4,7 +4,8 @@ Imported on first use (so ``TRITON_INTERPRET=1`` is read then). Program ``p`` ow
 ``[p*BLOCK_B, (p+1)*BLOCK_B)`` (masked past ``B``) for the whole sequence; the recurrent product of a
 step is computed for those rows in ``(BLOCK_K, BLOCK_N)`` weight chunks with ``tl.dot`` (``DOT``) or a
 broadcast multiply-and-sum (``DOT=False``), weights re-read from global memory (L2) every step.
-Gate arithmetic, buffers and factors as in :mod:`rnnlab.nn.backends.triton.step_kernels` / :mod:`rnnlab.nn.backends.fused`.
+Gate arithmetic as in :mod:`rnnlab.nn.backends.triton.step_kernels`; buffers and factors in the glossary of
+:mod:`rnnlab.nn.backends.bptt`.
 
 Every value one thread writes to global memory and another thread of the same program reads later
 is separated by ``tl.debug_barrier()`` (a CTA barrier, which also orders global memory within the

@@ -2,7 +2,8 @@ r"""Triton kernels of :mod:`rnnlab.nn.backends.triton.step`: one step's gate ari
 
 Imported on first use, so ``TRITON_INTERPRET=1`` (CPU interpreter, for tests) is read then. Row ``b`` of a
 step's ``(B, G*H)`` gate block per program; the backward kernels see a whole row (``BLOCK >= H``) to reduce
-:math:`\lVert \partial J / \partial h_t \rVert` in place. Gate layouts and factors as in :mod:`rnnlab.nn.backends.fused`.
+:math:`\lVert \partial J / \partial h_t \rVert` in place. Gate layouts, buffers and factors: the glossary of
+:mod:`rnnlab.nn.backends.bptt`.
 """
 import triton
 import triton.language as tl
