@@ -1,7 +1,7 @@
 """Forward + backward time of rnnlab's cells per backend against torch.nn, measured in the same run.
 
     python scripts/bench_cells.py --quick                  # 12 rows, a minute or two on 2 cores
-    python scripts/bench_cells.py --json cells.json        # the full grid of issue 5 (long)
+    python scripts/bench_cells.py --json cells.json        # the full grid (long)
     python scripts/bench_cells.py --device cuda --backends fused,triton,loop
     python scripts/bench_cells.py --device cuda --backends triton,triton_step --hidden 32,128,256 --dirs uni
 
@@ -21,7 +21,7 @@ RNNs use TF32 math while ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's de
 ``torch.set_float32_matmul_precision`` says otherwise.
 
 Denormals are flushed on both sides (``torch.set_flush_denormal(True)``; they cost plain
-PyTorch several times here). Targets (issue 5, 2-core CPU): fused at most 1.0x torch.nn on
+PyTorch several times here). Targets on a 2-core CPU: fused at most 1.0x torch.nn on
 the median row and at most 1.5x on every row.
 """
 import argparse

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session's checks for the Triton backend (issue 5): stage limits add up to about 12 minutes on an H100
+# One GPU session's checks for the Triton backend: stage limits add up to about 12 minutes on an H100
 # (the run before the C++ and split stages were added took under 6); short of device time, pick stages with ONLY.
 #   1. the Triton / CUDA tests, compiled on the GPU (tests/test_triton*.py and the nn cuda tests), then the fused
 #      backend's C++ loops (ATen ops on CUDA tensors) against `loop`, with the extension built here;

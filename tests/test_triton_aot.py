@@ -39,3 +39,9 @@ def test_refuses_to_run_interpreted():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-m", "rnnlab.nn.backends.triton.aot"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "unset TRITON_INTERPRET" in r.stderr
+
+
+def test_unknown_cell_is_one_clear_error_naming_the_registry_names():
+    r = _aot("--cells", "lstm,lstm_nofg", "--no-resources")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "`--cells` must be a comma list of lstm, lstm_noforget, cifg, gru, rnn: got lstm_nofg" in r.stderr

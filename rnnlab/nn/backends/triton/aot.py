@@ -123,8 +123,12 @@ def main(argv=None):
     from rnnlab.nn.backends.triton.persistent import parse_config
 
     config = {k: v for k, v in parse_config(args.config).items() if f"{k}=" in args.config}
+    cells = args.cells.split(",")
+    unknown = [c for c in cells if c not in RNNLAB_CELLS]
+    if unknown:
+        sys.exit(f"error: `--cells` must be a comma list of {', '.join(RNNLAB_CELLS)}: got {', '.join(unknown)}")
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    recorded = launches(args.hidden, args.cells.split(","), dtypes, config, args.fp32_precision, args.per_step)
+    recorded = launches(args.hidden, cells, dtypes, config, args.fp32_precision, args.per_step)
     failed = 0
     for name, kernel, kargs, meta in recorded:
         shown = {k: v for k, v in meta.items() if k in ("KIND", "MASKED", "RECORD", "PREC", "U", "num_warps")}
