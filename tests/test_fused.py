@@ -245,3 +245,18 @@ def test_wgrad_checks_its_arguments():
         pytest.skip("the C++ extension could not be built here (no compiler?)")
     with pytest.raises(RuntimeError, match=r"wgrad: dg \(N, G\) and x \(N, K\) with the same N expected"):
         ops.wgrad(torch.randn(5, 3), torch.randn(4, 2))
+
+
+def test_an_internal_op_is_used_only_with_the_schema_the_loops_were_written_against():
+    """A changed schema reads as a missing op (then the public op answers): argument count and every type must match."""
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    types = ["Tensor", "Tensor", "Tensor?", "str", "Scalar?[]", "str?"]
+    assert ops.has_op("mkldnn::_linear_pointwise", types)
+    assert not ops.has_op("mkldnn::_linear_pointwise", types[:-1])  # one argument fewer
+    assert not ops.has_op("mkldnn::_linear_pointwise", types[:2] + ["Tensor"] + types[3:])  # bias no longer optional
+    assert ops.has_op("mkldnn::_reorder_linear_weight", ["Tensor", "int?"])
+    assert not ops.has_op("mkldnn::_no_such_op", ["Tensor"])

@@ -87,6 +87,9 @@ static c10::optional<c10::OperatorHandle> find_op(const char* name, const std::v
     if (schema.arguments()[k].type()->str() != arg_types[k]) return c10::nullopt;
   return op;
 }
+bool has_op(std::string name, std::vector<std::string> arg_types) {  // find_op, for the tests
+  return find_op(name.c_str(), arg_types).has_value();
+}
 static const c10::optional<c10::OperatorHandle>& linear_op_found() {
   static const auto op = find_op("mkldnn::_linear_pointwise", {"Tensor", "Tensor", "Tensor?", "str", "Scalar?[]", "str?"});
   return op;
@@ -615,6 +618,7 @@ Tensor wgrad(Tensor dg, Tensor x) {
 RNNLAB_LIBRARY(RNNLAB_OPS_NAMESPACE, m) {
   m.def("wgrad(Tensor dg, Tensor x) -> Tensor", &wgrad);
   m.def("fallbacks() -> int", &fallbacks);
+  m.def("has_op(str name, str[] arg_types) -> bool", &has_op);
   m.def("lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out, Tensor? Hs, Tensor? M, "
         "Tensor? Mf, int kind, bool reverse) -> ()", &lstm_fwd);
   m.def("lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, Tensor? F, Tensor gout, Tensor dh, Tensor dc, "
