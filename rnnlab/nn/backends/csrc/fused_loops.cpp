@@ -107,9 +107,10 @@ static const c10::optional<c10::OperatorHandle>& pack_op() {
   return pretend("reorder_linear_weight", "missing") ? none : pack_op_found();
 }
 // Call a boxed op on `args`; its one Tensor result, or an undefined Tensor if it threw or returned something else.
-static Tensor call_boxed(const c10::OperatorHandle& op, torch::jit::Stack st, const char* internal) {
+// `fail`: throw instead of calling (RNNLAB_FUSED_PRETEND's "<internal>:throws", read once by the caller).
+static Tensor call_boxed(const c10::OperatorHandle& op, torch::jit::Stack st, const char* internal, bool fail) {
   try {
-    if (pretend(internal, "throws")) pretend_throw(internal);
+    if (fail) pretend_throw(internal);
     op.callBoxed(&st);
   } catch (const std::exception&) {
     return Tensor();
@@ -125,12 +126,13 @@ static Tensor call_boxed(const c10::OperatorHandle& op, torch::jit::Stack st, co
 struct StepMM {
   Tensor w;               // (N, K)
   mutable Tensor packed;  // w in oneDNN's blocked layout, or undefined: at::mm
+  const bool linear_throws = pretend("linear_pointwise", "throws");
   StepMM(const Tensor& w_, int64_t rows) : w(w_) {
     if (!at::hasMKLDNN() || w.scalar_type() != at::kFloat || rows * w.size(0) * w.size(1) < (1 << 21)) return;
     if (linear_op().has_value() && pack_op().has_value()) {
       torch::jit::Stack st;
       st.emplace_back(w.contiguous()); st.emplace_back(c10::IValue(rows));
-      packed = call_boxed(*pack_op(), std::move(st), "reorder_linear_weight");
+      packed = call_boxed(*pack_op(), std::move(st), "reorder_linear_weight", pretend("reorder_linear_weight", "throws"));
     }
     if (!packed.defined()) ++n_fallbacks;
   }
@@ -139,7 +141,7 @@ struct StepMM {
       torch::jit::Stack st;
       st.emplace_back(x); st.emplace_back(packed); st.emplace_back(c10::IValue()); st.emplace_back(std::string("none"));
       st.emplace_back(c10::List<c10::optional<at::Scalar>>()); st.emplace_back(std::string(""));
-      Tensor y = call_boxed(*linear_op(), std::move(st), "linear_pointwise");
+      Tensor y = call_boxed(*linear_op(), std::move(st), "linear_pointwise", linear_throws);
       if (y.defined() && y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == w.size(0)) return y;
       packed = Tensor();  // refused: the public op from here on
       ++n_fallbacks;
