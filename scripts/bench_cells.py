@@ -40,7 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 # sys.path, so `import rnnlab` would otherwise load whichever copy is pip-installed, possibly another checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rnnlab.nn as rnn  # noqa: E402
-from rnnlab.nn.backends import cpp  # noqa: E402
+from rnnlab.nn.backends import cpp as cpp_ext  # noqa: E402
 
 TORCH_PEER = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "cifg": torch.nn.LSTM}
 OURS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "cifg": rnn.CIFGLSTM}
@@ -152,7 +152,7 @@ def main(argv=None):
     cells = args.cells.split(",")
     repeats = args.repeats or (5 if args.quick else 3)
     os.environ.setdefault("RNNLAB_FUSED_EXT", "wait")  # build the C++ loops before timing
-    cpp = cpp.loops() is not None
+    cpp = cpp_ext.loops() is not None
     batches, steps = ([32], [100]) if args.quick else ([32, 128], [100, 600])
     batches, steps = args.batch or batches, args.steps or steps
     dirs = [{"uni": False, "bi": True}[d] for d in args.dirs.split(",")]
