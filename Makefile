@@ -12,7 +12,7 @@ help:  ## list the targets
 install:  ## install rnnlab (editable) with test and sweep extras
 	$(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[dev,sweep]"
-	$(PYTHON) -m rnnlab.nn.fused_ext  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
+	$(PYTHON) -m rnnlab.nn.backends.cpp  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
 	$(PYTHON) -m rnnlab.data.text_ext  # build the text vectorizer's C++ split/count/lookup once (cached; Python fallback)
 
 install-gpu:  ## also install triton for the GPU kernels
@@ -29,8 +29,8 @@ bench:  ## cell and data benchmarks (ratios against torch.nn / plain Python)
 	$(PYTHON) scripts/bench_data.py
 
 triton-aot:  ## compile the Triton kernels for an H100 here, no GPU needed; registers, spills, shared memory
-	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.triton_aot --hidden 256
-	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.triton_aot --hidden 256 --config split_units=16
+	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.backends.triton.aot --hidden 256
+	env -u TRITON_INTERPRET $(PYTHON) -m rnnlab.nn.backends.triton.aot --hidden 256 --config split_units=16
 
 train:  ## train the main job (EXPERIMENT=bilstm by default)
 	$(PYTHON) -m rnnlab.train +experiment=$(EXPERIMENT)

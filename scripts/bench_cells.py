@@ -1,7 +1,7 @@
 """Forward + backward time of rnnlab's cells per backend against torch.nn, measured in the same run.
 
     python scripts/bench_cells.py --quick                  # 12 rows, a minute or two on 2 cores
-    python scripts/bench_cells.py --json cells.json        # the full grid of issue 5 (long)
+    python scripts/bench_cells.py --json cells.json        # the full grid (long)
     python scripts/bench_cells.py --device cuda --backends fused,triton,loop
     python scripts/bench_cells.py --device cuda --backends triton,triton_step --hidden 32,128,256 --dirs uni
 
@@ -21,7 +21,7 @@ RNNs use TF32 math while ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's de
 ``torch.set_float32_matmul_precision`` says otherwise.
 
 Denormals are flushed on both sides (``torch.set_flush_denormal(True)``; they cost plain
-PyTorch several times here). Targets (issue 5, 2-core CPU): fused at most 1.0x torch.nn on
+PyTorch several times here). Targets on a 2-core CPU: fused at most 1.0x torch.nn on
 the median row and at most 1.5x on every row.
 """
 import argparse
@@ -40,7 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 # sys.path, so `import rnnlab` would otherwise load whichever copy is pip-installed, possibly another checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import rnnlab.nn as rnn  # noqa: E402
-from rnnlab.nn import fused_ext  # noqa: E402
+from rnnlab.nn.backends import cpp as cpp_ext  # noqa: E402
 
 TORCH_PEER = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "cifg": torch.nn.LSTM}
 OURS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "cifg": rnn.CIFGLSTM}
@@ -87,7 +87,7 @@ def step_torch(m, x, lengths):
 def step_ours(m, x, lengths, persistent=True, config=None):
     """persistent=False: the per-step Triton kernels; config: the persistent kernels' CONFIG for this column."""
     def fn():
-        from rnnlab.nn import triton_persistent as tp
+        from rnnlab.nn.backends.triton import persistent as tp
         was = tp.ENABLED, tp.CONFIG
         tp.ENABLED, tp.CONFIG = persistent and tp.ENABLED, config or tp.CONFIG
         try:
@@ -119,7 +119,7 @@ def main(argv=None):
     ap.add_argument("--lens", default="pad,var", help="pad (all T steps), var (lengths in [T/4, T]) or pad,var")
     ap.add_argument("--triton-configs", default="",
                     help="';'-separated persistent-kernel configs, each timed as a column triton#1, triton#2, ..., e.g. "
-                         "'num_warps=8;fp32_precision=tf32x3,num_warps=8' (keys: rnnlab.nn.triton_persistent.CONFIG)")
+                         "'num_warps=8;fp32_precision=tf32x3,num_warps=8' (keys: rnnlab.nn.backends.triton.persistent.CONFIG)")
     ap.add_argument("--cudnn-tf32", choices=["default", "on", "off"], default="default",
                     help="torch.backends.cudnn.allow_tf32 for the torch.nn peer on CUDA")
     ap.add_argument("--json", default=None, help="write every row to this file")
@@ -140,7 +140,7 @@ def main(argv=None):
     backends = [b for b in backends if b in rnn.BACKENDS or b in VARIANTS]
     configs = {}
     if args.triton_configs:
-        from rnnlab.nn import triton_persistent
+        from rnnlab.nn.backends.triton import persistent as triton_persistent
         for i, text in enumerate(filter(None, args.triton_configs.split(";")), 1):
             configs[f"triton#{i}"] = triton_persistent.parse_config(text, triton_persistent.CONFIG)
             VARIANTS[f"triton#{i}"] = "triton"
@@ -152,7 +152,7 @@ def main(argv=None):
     cells = args.cells.split(",")
     repeats = args.repeats or (5 if args.quick else 3)
     os.environ.setdefault("RNNLAB_FUSED_EXT", "wait")  # build the C++ loops before timing
-    cpp = fused_ext.loops() is not None
+    cpp = cpp_ext.loops() is not None
     batches, steps = ([32], [100]) if args.quick else ([32, 128], [100, 600])
     batches, steps = args.batch or batches, args.steps or steps
     dirs = [{"uni": False, "bi": True}[d] for d in args.dirs.split(",")]
@@ -163,7 +163,7 @@ def main(argv=None):
           f"fused C++ loops: {cpp}, median of {repeats} after warm-up, input 256, forward+backward ms")
     if device.type == "cuda":
         import triton
-        from rnnlab.nn import triton_persistent
+        from rnnlab.nn.backends.triton import persistent as triton_persistent
         print(f"# {torch.cuda.get_device_name()}, triton {triton.__version__}, cuDNN {torch.backends.cudnn.version()} "
               f"allow_tf32={torch.backends.cudnn.allow_tf32}, float32 matmul precision "
               f"{torch.get_float32_matmul_precision()}, persistent Triton CONFIG {triton_persistent.CONFIG}")
@@ -222,7 +222,7 @@ def write_json(path, device, flushed, cpp, rows, e2e, configs):
             "fused_cpp_loops": cpp, "torch": torch.__version__}
     if device.type == "cuda":
         import triton
-        from rnnlab.nn import triton_persistent
+        from rnnlab.nn.backends.triton import persistent as triton_persistent
         meta.update(gpu=torch.cuda.get_device_name(), triton=triton.__version__,
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     float32_matmul_precision=torch.get_float32_matmul_precision(),

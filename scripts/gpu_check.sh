@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session's checks for the Triton backend (issue 5): stage limits add up to about 12 minutes on an H100
+# One GPU session's checks for the Triton backend: stage limits add up to about 12 minutes on an H100
 # (the run before the C++ and split stages were added took under 6); short of device time, pick stages with ONLY.
 #   1. the Triton / CUDA tests, compiled on the GPU (tests/test_triton*.py and the nn cuda tests), then the fused
 #      backend's C++ loops (ATen ops on CUDA tensors) against `loop`, with the extension built here;
@@ -58,7 +58,7 @@ stage bench 40 bench_cuda.log $B --backends triton --triton-configs "fp32_precis
 
 # 3. the column-split kernels: tests first (a broken barrier hangs, hence a stage and a time limit of their own),
 # then triton (default kernels) beside triton#1-3 (split: tf32x3, TF32 and IEEE products; tf32x3 spills at hidden 256,
-# per python -m rnnlab.nn.triton_aot) on the bidirectional rows
+# per python -m rnnlab.nn.backends.triton.aot) on the bidirectional rows
 stage split 90 split.log python3 -m pytest -q -x -p no:cacheprovider -k split tests/test_triton_persistent.py
 stage split 120 split.log $B --backends triton \
     --triton-configs "split_units=16;split_units=16,fp32_precision=tf32;split_units=16,fp32_precision=ieee" \

@@ -9,7 +9,8 @@ batch_first x lengths x initial state.
 import pytest
 import torch
 
-from rnnlab.nn import fused, fused_ext, loop
+from rnnlab.nn.backends import cpp, fused, loop
+from rnnlab.nn.registry import build_cell
 
 TOL = 1e-10
 T, B, I, H = 7, 6, 5, 4
@@ -30,13 +31,13 @@ VARIANTS = [
 @pytest.fixture(params=["python", "cpp"])
 def loops(request, monkeypatch):
     """Both implementations of the per-step loops: the Python one and the C++ extension."""
-    impl = fused._PythonLoops
+    impl = fused.PythonLoops
     if request.param == "cpp":
         monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")  # build now (once per source version, cached)
-        impl = fused_ext.loops()
+        impl = cpp.loops()
         if impl is None:
             pytest.skip("the C++ extension could not be built here (no compiler?)")
-    monkeypatch.setattr(fused, "_loops", lambda x: impl)
+    monkeypatch.setattr(fused, "loops", lambda: impl)
     return impl
 
 
@@ -125,7 +126,7 @@ def test_float32_close_to_float64_loop(cell, size, loops):
 def test_wgrad_is_dg_transposed_times_x(dtype):
     """The C++ weight-gradient product dG^T X: oneDNN's matmul on the transposed view for float32 (at::mm for
     float64), the same product as torch's, also for an X that is a non-contiguous view."""
-    ops = fused_ext.loops()
+    ops = cpp.loops()
     if ops is None:
         pytest.skip("the C++ extension could not be built here (no compiler?)")
     g = torch.Generator().manual_seed(2)
@@ -148,29 +149,23 @@ def test_inplace_change_of_output_is_caught():
         out.sum().backward()
 
 
-def _module(name):
-    from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
-    return {"lstm": LSTM, "lstm_nofg": LSTM, "cifg": CIFGLSTM, "gru": GRU, "rnn": RNN}[name]
-
-
-@pytest.mark.parametrize("name", ["lstm", "lstm_nofg", "cifg", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "lstm_noforget", "cifg", "gru", "rnn"])
 @pytest.mark.parametrize("layers,bidirectional,batch_first,with_lengths,with_hx",
                          # each factor on and off at least once, and all on together
                          [(1, False, False, False, False), (2, True, True, True, True),
                           (2, False, False, True, True), (1, True, True, False, True), (2, True, False, True, False)])
 def test_module_fused_matches_loop(name, layers, bidirectional, batch_first, with_lengths, with_hx):
     """Through the modules: backend='fused' equals backend='loop' (outputs, states, every gradient, grad norms)."""
-    kw = {"forget_gate": False} if name == "lstm_nofg" else {}
     torch.manual_seed(0)
-    ref = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
-                        dtype=torch.float64, backend="loop", **kw)
-    mod = _module(name)(I, H, layers, bidirectional=bidirectional, batch_first=batch_first,
-                        dtype=torch.float64, backend="fused", **kw)
+    ref = build_cell(name, I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                     dtype=torch.float64, backend="loop")
+    mod = build_cell(name, I, H, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                     dtype=torch.float64, backend="fused")
     mod.load_state_dict(ref.state_dict())
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I, dtype=torch.float64) if batch_first else torch.randn(T, B, I, dtype=torch.float64)
     lengths = torch.tensor(LENGTHS) if with_lengths else None
-    lstm_like = name in ("lstm", "lstm_nofg", "cifg")
+    lstm_like = name in ("lstm", "lstm_noforget", "cifg")
     hx = None
     if with_hx:
         hx = tuple(torch.randn(layers * D, B, H, dtype=torch.float64) for _ in range(2 if lstm_like else 1))
@@ -196,3 +191,72 @@ def test_module_fused_matches_loop(name, layers, bidirectional, batch_first, wit
     assert got_norms.keys() == want_norms.keys()
     for k in want_norms:
         torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-5, rtol=1e-5)
+
+
+PRETEND = ["linear_pointwise:missing", "linear_pointwise:throws", "reorder_linear_weight:missing",
+           "reorder_linear_weight:throws", "mkldnn_matmul:missing", "mkldnn_matmul:throws"]
+
+
+def _large_float32_run(cell):
+    """Forward and backward at a size whose float32 steps go to oneDNN (the per-step matmul, the weight gradients)."""
+    g = torch.Generator().manual_seed(3)
+    G = 4 if cell == "lstm" else 3
+    T, B, I, H = 3, 64, 8, 128
+    args = [torch.randn(T, B, I, generator=g), torch.randn(B, H, generator=g),
+            torch.randn(B, H, generator=g) if cell == "lstm" else None,
+            torch.randn(G * H, I, generator=g) / I ** 0.5, torch.randn(G * H, H, generator=g) / H ** 0.5,
+            torch.randn(G * H, generator=g), torch.randn(G * H, generator=g)]
+    args = [a.requires_grad_() if a is not None else None for a in args]
+    out, h_n, _ = fused.run_layer(cell, *args, torch.tensor([3, 2, 1, 3] * 16), True)
+    leaves = [a for a in args if a is not None]
+    return [out.detach(), *torch.autograd.grad((out * out.detach().cos()).sum() + h_n.sum(), leaves)]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("pretend", PRETEND)
+def test_each_torch_internal_missing_or_throwing_falls_back_to_the_public_op(pretend, cell, monkeypatch):
+    """RNNLAB_FUSED_PRETEND makes one internal (the dispatcher's mkldnn linear or weight reorder, the dlsym'd
+    mkldnn_matmul, or bptt.py's mkldnn linear) look missing or throw: the public op answers (the fallback counters
+    move) and the numbers are those of the internal path to float32 round-off."""
+    monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN: every product is the public op already")
+    from rnnlab.nn.backends import bptt
+
+    monkeypatch.setattr(fused, "loops", lambda: ops)
+    monkeypatch.delenv("RNNLAB_FUSED_PRETEND", raising=False)
+    before = (ops.fallbacks(), bptt.FALLBACKS)
+    want = _large_float32_run(cell)
+    assert (ops.fallbacks(), bptt.FALLBACKS) == before, "the internals are there in this torch: none falls back"
+    monkeypatch.setenv("RNNLAB_FUSED_PRETEND", pretend)
+    got = _large_float32_run(cell)
+    assert ops.fallbacks() > before[0]
+    assert bptt.FALLBACKS > before[1] if pretend.startswith("linear_pointwise") else True
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_wgrad_checks_its_arguments():
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    with pytest.raises(RuntimeError, match=r"wgrad: dg \(N, G\) and x \(N, K\) with the same N expected"):
+        ops.wgrad(torch.randn(5, 3), torch.randn(4, 2))
+
+
+def test_an_internal_op_is_used_only_with_the_schema_the_loops_were_written_against():
+    """A changed schema reads as a missing op (then the public op answers): argument count and every type must match."""
+    ops = cpp.loops()
+    if ops is None:
+        pytest.skip("the C++ extension could not be built here (no compiler?)")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    types = ["Tensor", "Tensor", "Tensor?", "str", "Scalar?[]", "str?"]
+    assert ops.has_op("mkldnn::_linear_pointwise", types)
+    assert not ops.has_op("mkldnn::_linear_pointwise", types[:-1])  # one argument fewer
+    assert not ops.has_op("mkldnn::_linear_pointwise", types[:2] + ["Tensor"] + types[3:])  # bias no longer optional
+    assert ops.has_op("mkldnn::_reorder_linear_weight", ["Tensor", "int?"])
+    assert not ops.has_op("mkldnn::_no_such_op", ["Tensor"])

@@ -45,3 +45,32 @@ def test_build_folder_is_named_by_the_source():
     a = InlineExtension("x", "a", [], env="E", module="m", fallback="f")
     b = InlineExtension("x", "b", [], env="E", module="m", fallback="f")
     assert a.name != b.name and a.name == InlineExtension("x", "a", [], env="E", module="m", fallback="f").name
+
+
+def test_compiler_errors_name_the_source_file_and_line(tmp_path, monkeypatch):
+    """A source given as a file is compiled from that file: the compiler's message points at its real path and line
+    (the extension's TORCH_LIBRARY namespace arrives as -DRNNLAB_OPS_NAMESPACE, not by rewriting the text)."""
+    src = tmp_path / "broken.cpp"
+    src.write_text("#include <torch/library.h>\n\nint broken( {\n")  # a syntax error on line 3
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("RNNLAB_TEST_EXT", "wait")
+    ext = InlineExtension("rnnlab_test", sources=[src], env="RNNLAB_TEST_EXT", module="rnnlab.test_ext",
+                          fallback="the Python fallback")
+    with pytest.warns(RuntimeWarning, match=f"{src}:3:") as record:
+        assert ext.ops() is None
+    assert len(record) == 1
+
+
+def test_an_extension_takes_a_source_string_or_files_not_both(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of `source`"):
+        InlineExtension("x", "a", sources=[tmp_path / "a.cpp"], env="E", module="m", fallback="f")
+    with pytest.raises(ValueError, match="exactly one of `source`"):
+        InlineExtension("x", env="E", module="m", fallback="f")
+
+
+def test_fused_loops_source_ships_as_a_file_next_to_its_loader():
+    from rnnlab.nn.backends import cpp
+
+    assert [os.path.basename(p) for p in cpp.SOURCES] == ["fused_loops.cpp"]
+    assert all(os.path.isfile(p) for p in cpp.SOURCES)
+    assert cpp.EXT.source is None and cpp.EXT.sources == cpp.SOURCES

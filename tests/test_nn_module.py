@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import rnnlab.nn as rn
-from rnnlab.nn import base, loop
+from rnnlab.nn import base
+from rnnlab.nn.backends import loop
 
 T, B, I, H = 5, 3, 4, 2
 
@@ -92,7 +93,7 @@ def test_cuda_lengths_on_device_or_cpu_agree():
 def test_cuda_forward_backward_never_sync_with_the_host(backend, hidden):
     """No host synchronisation anywhere in forward/backward (lengths on the device, grad norms recorded), once a
     first call has compiled what it needs (compilation may sync). Hidden 32 runs Triton's persistent kernels."""
-    if backend == "triton" and not base.triton_cells.available():
+    if backend == "triton" and not base.triton_backend.available():
         pytest.skip("triton is not installed")
     m = rn.LSTM(I, hidden, 2, bidirectional=True, device="cuda", backend=backend).record_grad_norms()
     x = torch.randn(T, B, I, device="cuda", requires_grad=True)
@@ -115,7 +116,7 @@ def test_cuda_forward_backward_never_sync_with_the_host(backend, hidden):
     ("cuda", torch.float32, False, "fused"),  # no triton installed
 ])
 def test_auto_backend_is_the_fastest_correct_one(device, dtype, has_triton, expected, monkeypatch):
-    monkeypatch.setattr(base.triton_cells, "available", lambda: has_triton)
+    monkeypatch.setattr(base.triton_backend, "available", lambda: has_triton)
     assert base.resolve_backend("auto", torch.device(device), dtype) == expected
     assert base.resolve_backend("loop", torch.device(device), dtype) == "loop"  # an explicit choice stands
 

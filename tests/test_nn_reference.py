@@ -2,7 +2,7 @@
 per-timestep gradient norms, against an independent reference written here from the equations.
 
 The reference runs one sequence at a time, cut to its own length (no masks), one gate at a time from explicit
-row blocks of the packed weights, so it shares no code and no trick with rnnlab.nn.loop.
+row blocks of the packed weights, so it shares no code and no trick with rnnlab.nn.backends.loop.
 """
 import itertools
 

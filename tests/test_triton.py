@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
-from rnnlab.nn import loop, triton_cells  # noqa: E402
+from rnnlab.nn.backends import loop, triton as triton_backend  # noqa: E402
 from test_fused import LENGTHS, VARIANTS, B, H, I, T, TOL  # noqa: E402
 
 pytestmark = pytest.mark.triton
@@ -49,7 +49,7 @@ def test_triton_run_layer_matches_loop(variant, reverse, with_lengths, bias):
     gout = [r(T, B, H)] + [r(B, H) for _ in range(2 if lstm_like else 1)]
 
     ref, ref_grads, ref_norms = _run(loop, variant, tensors, lengths, reverse, gout)
-    got, got_grads, got_norms = _run(triton_cells, variant, tensors, lengths, reverse, gout)
+    got, got_grads, got_norms = _run(triton_backend, variant, tensors, lengths, reverse, gout)
     for a, b in zip(ref + list(ref_grads), got + list(got_grads)):
         assert (a - b).abs().max().item() <= TOL
     assert (ref_norms - got_norms).abs().max().item() <= 1e-5
@@ -73,7 +73,7 @@ def test_triton_half_precision_close_to_float64_loop(variant, dtype):
     gout = [r(T, B, H)] + [r(B, H) for _ in range(2 if lstm_like else 1)]
     leaves = lambda dt: tuple(t.to(dt).requires_grad_() if t is not None else None for t in tensors)  # noqa: E731
     ref, ref_grads, ref_norms = _run(loop, variant, leaves(torch.float64), lengths, True, gout)
-    got, got_grads, got_norms = _run(triton_cells, variant, leaves(dtype), lengths, True, [t.to(dtype) for t in gout])
+    got, got_grads, got_norms = _run(triton_backend, variant, leaves(dtype), lengths, True, [t.to(dtype) for t in gout])
     tol = 2e-2 if dtype == torch.float16 else 1e-1
     for a, b in zip(ref + list(ref_grads), got + list(got_grads)):
         assert b.dtype == dtype

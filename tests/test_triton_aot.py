@@ -2,7 +2,7 @@
 
 The interpreter runs kernels as Python, so code that Triton's compiler rejects can pass every interpreted test: a
 variable set before the time loop and re-assigned inside it with another type did (the compiler requires a loop's
-variables to keep their type). `rnnlab.nn.triton_aot` records the launches of each cell's forward and backward and
+variables to keep their type). `rnnlab.nn.backends.triton.aot` records the launches of each cell's forward and backward and
 compiles them with Triton's own NVIDIA toolchain; it runs in a subprocess because this process imports triton with
 TRITON_INTERPRET=1 (see conftest).
 """
@@ -18,14 +18,14 @@ pytestmark = pytest.mark.triton
 
 def _aot(*args):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, "-m", "rnnlab.nn.triton_aot", "--target", "cuda:90", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "rnnlab.nn.backends.triton.aot", "--target", "cuda:90", *args], env=env,
                           capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("config,hidden,cells,dtypes", [
-    ("split_units=16", 48, "lstm,lstm_nofg,cifg,gru,rnn", "float32,float64"),  # 3 programs a row block, HP 64
+    ("split_units=16", 48, "lstm,lstm_noforget,cifg,gru,rnn", "float32,float64"),  # 3 programs a row block, HP 64
     ("", 40, "lstm,cifg,gru,rnn", "float32"),  # the default kernels, 64-wide chunks (one partly masked)
-    ("per-step", 40, "lstm,lstm_nofg,cifg,gru,rnn", "float16,bfloat16"),  # exp and sqrt widened to float32
+    ("per-step", 40, "lstm,lstm_noforget,cifg,gru,rnn", "float16,bfloat16"),  # exp and sqrt widened to float32
 ], ids=["split", "default", "per-step-16-bit"])
 def test_kernels_compile_for_sm90(config, hidden, cells, dtypes):
     mode = ["--per-step"] if config == "per-step" else ["--config", config]
@@ -37,5 +37,11 @@ def test_kernels_compile_for_sm90(config, hidden, cells, dtypes):
 
 def test_refuses_to_run_interpreted():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-m", "rnnlab.nn.triton_aot"], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "rnnlab.nn.backends.triton.aot"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "unset TRITON_INTERPRET" in r.stderr
+
+
+def test_unknown_cell_is_one_clear_error_naming_the_registry_names():
+    r = _aot("--cells", "lstm,lstm_nofg", "--no-resources")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "`--cells` must be a comma list of lstm, lstm_noforget, cifg, gru, rnn: got lstm_nofg" in r.stderr

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from rnnlab.nn import loop, triton_cells, triton_persistent  # noqa: E402
+from rnnlab.nn.backends import loop, triton as triton_backend  # noqa: E402
+from rnnlab.nn.backends.triton import persistent as triton_persistent  # noqa: E402
+from rnnlab.nn.registry import RNNLAB_CELLS, build_cell  # noqa: E402
 from test_fused import VARIANTS  # noqa: E402
 
 pytestmark = pytest.mark.triton
@@ -63,7 +65,7 @@ def _run(backend, variant, tensors, lengths, reverse, gout):
 def _check(variant, T, B, I, H, reverse, with_lengths, bias):
     tensors, lengths, gout = _inputs(variant[0], variant[3], T, B, I, H, bias, with_lengths)
     want, want_norms = _run(loop, variant, tensors, lengths, reverse, gout)
-    got, got_norms = _run(triton_cells, variant, tensors, lengths, reverse, gout)
+    got, got_norms = _run(triton_backend, variant, tensors, lengths, reverse, gout)
     for a, b in zip(want, got):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() <= TOL
@@ -182,7 +184,7 @@ def test_module_bidirectional_two_layers_matches_loop(persistent_only):
         torch.testing.assert_close(got_norms[k], want_norms[k], atol=1e-5, rtol=1e-5)
 
 
-CELLS = ["lstm", "lstm_nofg", "cifg", "gru", "rnn"]
+CELLS = list(RNNLAB_CELLS)
 
 
 @pytest.mark.cuda
@@ -210,13 +212,11 @@ def test_split_compiled_on_cuda_matches_fused(cell, dtype, H, units, split_only,
 
 
 def _compiled_matches_fused(cell, dtype, H):
-    from rnnlab.nn import CIFGLSTM, GRU, LSTM, RNN
     triton_persistent.FAILED.clear()
-    cls, kw = {"lstm": (LSTM, {}), "lstm_nofg": (LSTM, {"forget_gate": False}), "cifg": (CIFGLSTM, {}),
-               "gru": (GRU, {}), "rnn": (RNN, {})}[cell]
     torch.manual_seed(0)
-    mod = cls(64, H, bidirectional=True, backend="triton", device="cuda", dtype=dtype, **kw).record_grad_norms()
-    ref = cls(64, H, bidirectional=True, backend="fused", device="cuda", dtype=dtype, **kw).record_grad_norms()
+    kw = dict(bidirectional=True, device="cuda", dtype=dtype)
+    mod = build_cell(cell, 64, H, backend="triton", **kw).record_grad_norms()
+    ref = build_cell(cell, 64, H, backend="fused", **kw).record_grad_norms()
     ref.load_state_dict(mod.state_dict())
     x = torch.randn(50, 37, 64, device="cuda", dtype=dtype)
     lengths = torch.randint(1, 51, (37,), device="cuda")

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from rnnlab.nn.norms import grad_norm
+
 __all__ = [
     "mean_over_samples",
     "decay_ratios",
@@ -155,7 +157,7 @@ class EmbeddingGradNorm:
         return replaced
 
     def _grad_hook(self, grad: Tensor) -> None:
-        norms = torch.linalg.vector_norm(grad.detach().float(), dim=-1)  # (B, T) or (T, B)
+        norms = grad_norm(grad.detach(), dim=-1).float()  # (B, T) or (T, B); exact where squares underflow
         self.norms = norms if self.batch_first else norms.transpose(0, 1)
 
     def __enter__(self) -> "EmbeddingGradNorm":

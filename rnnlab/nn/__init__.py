@@ -1,6 +1,8 @@
 """rnnlab.nn: hand-written recurrent cells, exact peers of torch.nn.
 
-``from rnnlab.nn import LSTM, CIFGLSTM, GRU, RNN``; the recurrence itself is :func:`rnnlab.nn.loop.run_layer`.
+``from rnnlab.nn import LSTM, CIFGLSTM, GRU, RNN``. The cells and their API live here (``base``, ``lstm``, ``gru``,
+``rnn``, ``init``, ``registry``, ``norms``); the recurrence itself is in :mod:`rnnlab.nn.backends`, whose reference
+is :func:`rnnlab.nn.backends.loop.run_layer`.
 """
 from rnnlab.nn.base import BACKENDS, RNNBase
 from rnnlab.nn.gru import GRU

@@ -1,7 +1,7 @@
 """RNNBase: what every recurrent module shares: argument checks, parameters, input handling, layer stacking.
 
-The recurrence itself (one layer, one direction) is not here: :func:`rnnlab.nn.loop.run_layer` is the reference,
-and ``BACKENDS`` maps a backend name to a function with the same signature. The concrete modules
+The recurrence itself (one layer, one direction) is not here: :func:`rnnlab.nn.backends.loop.run_layer` is the
+reference, and ``BACKENDS`` maps a backend name to a function with the same signature (:mod:`rnnlab.nn.backends`). The concrete modules
 (:class:`~rnnlab.nn.lstm.LSTM`, :class:`~rnnlab.nn.lstm.CIFGLSTM`, :class:`~rnnlab.nn.gru.GRU`,
 :class:`~rnnlab.nn.rnn.RNN`) only say which cell they run and document its equations.
 """
@@ -16,22 +16,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.nn import fused, loop, triton_cells
+from rnnlab.nn.backends import fused, loop
+from rnnlab.nn.backends import triton as triton_backend
 from rnnlab.nn.init import INITS, reset_parameters_
 
-#: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.loop.run_layer`. Adding one is one line.
-BACKENDS = {"loop": loop.run_layer, "fused": fused.run_layer, "triton": triton_cells.run_layer}
+#: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.backends.loop.run_layer`. Adding one is one
+#: line.
+BACKENDS = {"loop": loop.run_layer, "fused": fused.run_layer, "triton": triton_backend.run_layer}
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """The backend ``name`` runs as on ``device``: ``'auto'`` picks the fastest correct one.
 
     CPU: ``fused`` (its C++ loops; scripts/bench_cells.py). CUDA, float32/float64 with triton installed: ``triton``,
-    whose persistent kernels ran 2-19x faster than ``fused`` on an H100 (README); else ``fused``.
+    whose persistent kernels ran faster than ``fused`` on a GPU (docs/kernels.md); else ``fused``.
     """
     if name == "auto":
         device = torch.device(device)
-        if device.type == "cuda" and dtype in (torch.float32, torch.float64) and triton_cells.available():
+        if device.type == "cuda" and dtype in (torch.float32, torch.float64) and triton_backend.available():
             return "triton"
         return "fused"
     return name

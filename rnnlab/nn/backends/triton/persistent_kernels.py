@@ -1,10 +1,11 @@
-r"""Persistent Triton kernels of :mod:`rnnlab.nn.triton_persistent`: one launch walks all T steps.
+r"""Persistent Triton kernels of :mod:`rnnlab.nn.backends.triton.persistent`: one launch walks all T steps.
 
 Imported on first use (so ``TRITON_INTERPRET=1`` is read then). Program ``p`` owns batch rows
 ``[p*BLOCK_B, (p+1)*BLOCK_B)`` (masked past ``B``) for the whole sequence; the recurrent product of a
 step is computed for those rows in ``(BLOCK_K, BLOCK_N)`` weight chunks with ``tl.dot`` (``DOT``) or a
 broadcast multiply-and-sum (``DOT=False``), weights re-read from global memory (L2) every step.
-Gate arithmetic, buffers and factors as in :mod:`rnnlab.nn.triton_kernels` / :mod:`rnnlab.nn.fused`.
+Gate arithmetic as in :mod:`rnnlab.nn.backends.triton.step_kernels`; buffers and factors in the glossary of
+:mod:`rnnlab.nn.backends.bptt`.
 
 Every value one thread writes to global memory and another thread of the same program reads later
 is separated by ``tl.debug_barrier()`` (a CTA barrier, which also orders global memory within the
@@ -17,7 +18,7 @@ with ``num_stages=1`` (the default) so no load is software-pipelined across a ba
 import triton
 import triton.language as tl
 
-from rnnlab.nn.triton_kernels import sig, tanh
+from rnnlab.nn.backends.triton.step_kernels import LSTM, LSTM_NOFORGET, RELU, TANH, sig, sum_squares, tanh
 
 
 @triton.jit
@@ -83,18 +84,18 @@ def _dh_prev(DG, DH, W, t, B, H, GH, rows, rok, ks, ns, LOAD_DH: tl.constexpr, D
 @triton.jit
 def lstm_cell(a, m, H, a0, a1, a2, a3, c_prev, KIND: tl.constexpr):
     """The step's gate activations, stored over their pre-activations at ``a`` (gates ``H`` apart), and ``(o, c_t)``.
-    KIND 0: LSTM [i, f, o, g]; 1: no forget gate [i, o, g]; 2: CIFG [f, o, g] (i = 1 - f). ``a3``: KIND 0 only."""
+    ``LSTM`` [i, f, o, g]; ``LSTM_NOFORGET`` [i, o, g]; ``CIFG`` [f, o, g] (i = 1 - f). ``a3``: ``LSTM`` only."""
     s0 = sig(a0)
     s1 = sig(a1)
     tl.store(a, s0, mask=m)
     tl.store(a + H, s1, mask=m)
-    if KIND == 0:
+    if KIND == LSTM:
         o = sig(a2)
         g = tanh(a3)
         tl.store(a + 2 * H, o, mask=m)
         tl.store(a + 3 * H, g, mask=m)
         c = s1 * c_prev + s0 * g
-    elif KIND == 1:
+    elif KIND == LSTM_NOFORGET:
         o = s1
         g = tanh(a2)
         tl.store(a + 2 * H, g, mask=m)
@@ -112,7 +113,7 @@ def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, T, B, H, P_OF
              KIND: tl.constexpr, MASKED: tl.constexpr, REVERSE: tl.constexpr, USE_H0: tl.constexpr,
              DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
              BLOCK_N: tl.constexpr):
-    G: tl.constexpr = 4 if KIND == 0 else 3
+    G: tl.constexpr = 4 if KIND == LSTM else 3
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rok = rows < B
     ks = tl.arange(0, BLOCK_K)
@@ -213,7 +214,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NR, W, T, B, H, K: 
             t = T - 1 - i
         else:
             t = i
-        nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
+        nr = tl.zeros([BLOCK_B], dtype=tl.float64)  # see sum_squares
         # phase 1: gate gradients of step t for these rows
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
@@ -221,7 +222,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NR, W, T, B, H, K: 
             dhc = lstm_dgates(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, t, B, H, rows, rok, cols, m, K, HAS_F,
                               MASKED)
             if RECORD:
-                nr += tl.sum(dhc * dhc, axis=1)
+                nr += sum_squares(dhc, 1)
         if RECORD:
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()  # DG[t] (all columns) and dh written before phase 2 reads them
@@ -323,13 +324,13 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, NR, W, T, B, H, MA
             t = T - 1 - i
         else:
             t = i
-        nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
+        nr = tl.zeros([BLOCK_B], dtype=tl.float64)  # see sum_squares
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
             dhc = gru_dgates(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, t, B, H, rows, rok, cols, m, MASKED)
             if RECORD:
-                nr += tl.sum(dhc * dhc, axis=1)
+                nr += sum_squares(dhc, 1)
         if RECORD:
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()
@@ -367,9 +368,9 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, T, B, H, P_OFF, N_OFF, ACT:
                 w = tl.load(W + kk[:, None] * sw_k + cols[None, :] * sw_n,
                             mask=(kk < H)[:, None] & (cols < H)[None, :], other=0.0)
                 h = _mm(h, hk, w, DOT, PREC)
-            if ACT == 0:
+            if ACT == TANH:
                 h = tanh(h)
-            elif ACT == 1:
+            elif ACT == RELU:
                 h = tl.maximum(h, 0.0)
             if MASKED:
                 h_prev = _prev(H0, S, ss_t, pi, i, offs, m, USE_H0)
@@ -411,13 +412,13 @@ def rnn_bwd(DG, Ad, GO, DH, MF, NR, W, T, B, H, HAS_AD: tl.constexpr, MASKED: tl
             t = T - 1 - i
         else:
             t = i
-        nr = tl.zeros([BLOCK_B], dtype=DH.dtype.element_ty)
+        nr = tl.zeros([BLOCK_B], dtype=tl.float64)  # see sum_squares
         for n0 in range(0, H, BLOCK_N):
             cols = n0 + ns
             m = rok[:, None] & (cols < H)[None, :]
             dhc = rnn_dgates(DG, Ad, GO, DH, MF, t, B, H, rows, rok, cols, m, HAS_AD, MASKED)
             if RECORD:
-                nr += tl.sum(dhc * dhc, axis=1)
+                nr += sum_squares(dhc, 1)
         if RECORD:
             tl.store(NR + t * B + rows, tl.sqrt(nr), mask=rok)
         tl.debug_barrier()

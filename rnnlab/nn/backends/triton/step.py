@@ -1,6 +1,7 @@
-r"""Triton backend: the fused backend with each step's gate arithmetic in one Triton kernel.
+r"""Per-step Triton loops: the six loops of :mod:`rnnlab.nn.backends.fused` with each step's gate arithmetic in one
+Triton kernel (:mod:`.step_kernels`).
 
-Same algorithm and buffers as :mod:`rnnlab.nn.fused` (whose docstring has the equations); only the
+Same algorithm and buffers as the fused backend (:mod:`rnnlab.nn.backends.bptt` has the glossary); only the
 six per-step loops differ. A forward step is one ``addmm_`` (:math:`W_{hh} h_{t-1}`, cuBLAS) plus
 one kernel doing every elementwise op of the step (activations, cell and state update, length
 mask, masked output); a backward step is one kernel (incoming gradient, length mask,
@@ -16,27 +17,19 @@ import os
 
 import torch
 
-from rnnlab.nn import fused
-from rnnlab.nn.fused import LSTM
+from rnnlab.nn.backends import LSTM
+from rnnlab.nn.backends.bptt import states, walk
 
-__all__ = ["run_layer", "available"]
+__all__ = ["TritonLoops", "interpreting"]
 
 _K = {}  # the kernels, made on first use (so TRITON_INTERPRET is read then, not at import)
-
-
-def available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _kernels():
     if not _K:
         import triton
 
-        from rnnlab.nn import triton_kernels as tk
+        from rnnlab.nn.backends.triton import step_kernels as tk
         _K.update(lstm_fwd=tk.lstm_fwd, lstm_bwd=tk.lstm_bwd, gru_fwd=tk.gru_fwd, gru_bwd=tk.gru_bwd,
                   rnn_fwd=tk.rnn_fwd, rnn_bwd=tk.rnn_bwd, next_pow2=triton.next_power_of_2)
     return _K
@@ -47,20 +40,20 @@ BLOCK = 128  # columns per program in the forward kernels
 
 def _setup(T, B, H, h0, out, Hs, M, Mf, reverse):
     """State views and a per-step float mask (or a dummy) for the kernels."""
-    Hl = fused._states(h0.contiguous(), out, Hs, reverse)
+    Hl = states(h0.contiguous(), out, Hs, reverse)
     Mfl = Mf.reshape(T, B).unbind(0) if Mf is not None else [out] * T  # dummy pointer when unmasked
     return Hl, Mfl
 
 
 class TritonLoops:
-    """The six loops of :mod:`rnnlab.nn.fused`, one Triton kernel per step for the gate arithmetic."""
+    """The six loops of :mod:`rnnlab.nn.backends.fused`, one Triton kernel per step for the gate arithmetic."""
 
     @staticmethod
     def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse):
         k = _kernels()
         T, B, GH = A.shape
         H = GH // (4 if kind == LSTM else 3)
-        steps, p, n = fused._walk(T, reverse)
+        steps, p, n = walk(T, reverse)
         Hl, Mfl = _setup(T, B, H, h0, out, Hs, M, Mf, reverse)
         Al, Cl, TCl, outl = A.unbind(0), Cs.unbind(0), TC.unbind(0), out.unbind(0)
         grid = (B, triton_cdiv(H, BLOCK))
@@ -79,7 +72,7 @@ class TritonLoops:
         f_stride = F.stride(1) if F is not None else 0
         Mfl = Mf.reshape(T, B).unbind(0) if Mf is not None else GOl
         NRl = NR.unbind(0) if NR is not None else GOl
-        for t in fused._walk(T, not reverse)[0]:
+        for t in walk(T, not reverse)[0]:
             k["lstm_bwd"][(B,)](DGl[t], Acl[t], Adcl[t], Aol[t], Fl[t], f_stride, GOl[t], dh, dc, Mfl[t], NRl[t], H,
                                 K=K, HAS_F=F is not None, MASKED=Mf is not None, RECORD=NR is not None,
                                 BLOCK=k["next_pow2"](H))
@@ -93,7 +86,7 @@ class TritonLoops:
         k = _kernels()
         T, B, H3 = A.shape
         H = H3 // 3
-        steps, p, n = fused._walk(T, reverse)
+        steps, p, n = walk(T, reverse)
         Hl, Mfl = _setup(T, B, H, h0, out, Hs, M, Mf, reverse)
         Al, XNl, Nl, outl = A.unbind(0), XN.unbind(0), N.unbind(0), out.unbind(0)
         grid = (B, triton_cdiv(H, BLOCK))
@@ -111,7 +104,7 @@ class TritonLoops:
         Azl, Anl, Arl, Rl, Zl = (v.unbind(0) for v in (Az, An, Ar, R, Z))
         Mfl = Mf.reshape(T, B).unbind(0) if Mf is not None else GOl
         NRl = NR.unbind(0) if NR is not None else GOl
-        for t in fused._walk(T, not reverse)[0]:
+        for t in walk(T, not reverse)[0]:
             k["gru_bwd"][(B,)](DGl[t], DNl[t], Azl[t], Anl[t], Arl[t], Rl[t], Zl[t], R.stride(1), GOl[t], dh,
                                Mfl[t], NRl[t], H, MASKED=Mf is not None, RECORD=NR is not None,
                                BLOCK=k["next_pow2"](H))
@@ -121,7 +114,7 @@ class TritonLoops:
     def rnn_fwd(XP, whhT, h0, out, Hs, M, Mf, act, reverse):
         k = _kernels()
         T, B, H = XP.shape
-        steps, p, n = fused._walk(T, reverse)
+        steps, p, n = walk(T, reverse)
         Hl, Mfl = _setup(T, B, H, h0, out, Hs, M, Mf, reverse)
         XPl, outl = XP.unbind(0), out.unbind(0)
         hc = XP.new_empty(B, H)
@@ -140,7 +133,7 @@ class TritonLoops:
         Adl = Ad.unbind(0) if Ad is not None else GOl
         Mfl = Mf.reshape(T, B).unbind(0) if Mf is not None else GOl
         NRl = NR.unbind(0) if NR is not None else GOl
-        for t in fused._walk(T, not reverse)[0]:
+        for t in walk(T, not reverse)[0]:
             k["rnn_bwd"][(B,)](DGl[t], Adl[t], GOl[t], dh, Mfl[t], NRl[t], H, HAS_AD=Ad is not None,
                                MASKED=Mf is not None, RECORD=NR is not None, BLOCK=k["next_pow2"](H))
             if Mf is not None:
@@ -153,22 +146,5 @@ def triton_cdiv(a, b):
     return (a + b - 1) // b
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
-              *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
-    """Same contract as :func:`rnnlab.nn.loop.run_layer`, with Triton kernels: one persistent kernel per loop
-    (:mod:`rnnlab.nn.triton_persistent`) where it applies, else one kernel per step (:class:`TritonLoops`)."""
-    if not available():
-        raise RuntimeError("backend='triton' needs the triton package: pip install 'rnnlab[gpu]'")
-    if x.device.type != "cuda" and not _interpreting():
-        raise RuntimeError(f"backend='triton' runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1): "
-                           f"got input on {x.device}; use backend='fused' there")
-    from rnnlab.nn import triton_persistent  # imports this module
-
-    loops = triton_persistent.PersistentLoops if triton_persistent.ENABLED else TritonLoops
-    return fused.run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
-                                reverse, nonlinearity=nonlinearity, forget_gate=forget_gate,
-                                grad_norms=grad_norms)

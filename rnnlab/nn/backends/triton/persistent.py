@@ -1,9 +1,9 @@
-r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.fused` is ONE kernel launch.
+r"""Persistent Triton loops: each of the six loops of :mod:`rnnlab.nn.backends.fused` is ONE kernel launch.
 
-Same contract, buffers and numbers as :class:`rnnlab.nn.triton_cells.TritonLoops` (equations in
-:mod:`rnnlab.nn.fused`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
+Same contract, buffers and numbers as :class:`rnnlab.nn.backends.triton.step.TritonLoops` (buffers in
+:mod:`rnnlab.nn.backends.bptt`); what differs is who walks time. ``TritonLoops`` launches, per step, a cuBLAS
 ``addmm`` for :math:`W_{hh} h_{t-1}` and a Triton kernel for the gates (~2 launches x T each way), which
-on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.triton_persistent_kernels`)
+on a GPU is bound by launch latency. Here one kernel (:mod:`rnnlab.nn.backends.triton.persistent_kernels`)
 walks all T steps: program ``p`` owns batch rows ``[p*BLOCK_B, (p+1)*BLOCK_B)`` and, at each step,
 computes the recurrent product for those rows with ``tl.dot`` in ``(BLOCK_K, BLOCK_N)`` weight chunks
 (weights re-read each step; they stay in L2) followed by the step's gate arithmetic:
@@ -20,33 +20,28 @@ the two backward phases and steps) are separated by ``tl.debug_barrier()``, a CT
 
 float32 products keep float32 accuracy, like the cuBLAS ``addmm`` of the other backends: on GPUs with TF32
 tensor cores (compute capability >= 8.0) as ``input_precision="tf32x3"`` (three TF32 products of the
-split operands: on an H100 as close to the fused backend as ``"ieee"``, 6e-7 relative error at hidden 256
-either way, and ~2.5x faster than ``"ieee"``, which runs on the CUDA cores), else ``"ieee"``; plain
+split operands: as close to the fused backend as ``"ieee"``, which runs on the CUDA cores, and faster;
+docs/kernels.md has the measurements), else ``"ieee"``; plain
 ``"tf32"`` (~1e-3, like cuDNN's default for float32 RNNs) when ``torch.set_float32_matmul_precision``
 allows TF32. ``CONFIG["fp32_precision"]`` overrides; float64 runs exact.
 
-It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (256; ``tl.dot`` needs tiles of at least
-16, and above 256 the per-step loops are faster); anything else, or a kernel that fails to compile on this device (recorded in
-``FAILED``, with a warning), runs :class:`~rnnlab.nn.triton_cells.TritonLoops`.
+It applies to float32 / float64 with ``16 <= hidden_size <= MAX_HIDDEN`` (``tl.dot`` needs tiles of at least 16;
+see ``MAX_HIDDEN`` for the upper bound); anything else, or a kernel that fails to compile on this device (recorded in
+``FAILED``, with a warning), runs :class:`~rnnlab.nn.backends.triton.step.TritonLoops`.
 
 Knobs (module level, read at each call): ``ENABLED`` (env ``RNNLAB_TRITON_PERSISTENT=0`` turns the
 persistent path off), ``CONFIG`` (env ``RNNLAB_TRITON_CONFIG="block_b=32,num_warps=8"``): rows per
 program ``block_b`` (>= 16), weight chunk ``block_n`` x ``block_k`` (powers of two >= 16), ``num_warps``,
 ``num_stages`` (1: no software pipelining; see the kernels' docstring), ``fp32_precision`` (None: as
 above, or "ieee", "tf32", "tf32x3"), ``fp64_dot`` (False: float64 products as a multiply-and-sum instead
-of ``tl.dot``). Measured on an H100 with triton 3.6 (scripts/gpu_check.sh, hidden 128-256, 600 steps):
-``num_warps=8`` ran the "ieee" LSTM 3x faster than 4 (fewer spills); ``block_n=128`` ~20% faster than 64,
-``block_k=128`` no faster, chunks of 32 slower; ``block_b=32`` slower (half the programs);
-``num_stages=2`` ~10% faster and gave the same numbers there, but is left off: it pipelines loads, and
-the barriers are what keeps the state hand-offs ordered. The per-program work is latency-bound (a step's
-chunks run one after another, each waiting on L2), so the kernel stays 2-10x cuDNN (issue 5: 1.5x).
+of ``tl.dot``). The defaults are the fastest settings timed on a GPU (docs/kernels.md); ``num_stages`` stays 1
+because pipelined loads could cross the barriers that order the state hand-offs.
 
-``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.triton_split_kernels`, where each
+``split_units`` (default 0, off): the column-split kernels of :mod:`rnnlab.nn.backends.triton.split_kernels`, where each
 program owns ``split_units`` hidden units (a power of two >= 16) of its row block, keeps their slice of
 :math:`W_{hh}` on chip for the whole sequence, and meets the row block's other programs at a barrier once a
 step; used where every program fits on its own SM. Interpreter-tested and compiled for sm_90 without a GPU
-(:mod:`rnnlab.nn.triton_aot`: at hidden 256, tf32x3 products spill 1.5-11 KB a program to the stack, TF32 and
-IEEE products none; reloading the slice every step instead spilled more); off until it is timed on a GPU
+(:mod:`rnnlab.nn.backends.triton.aot`; its register spills are in docs/kernels.md); off until it is timed on a GPU
 (``ONLY=split scripts/gpu_check.sh``).
 """
 import os
@@ -54,8 +49,8 @@ import warnings
 
 import torch
 
-from rnnlab.nn.fused import LSTM
-from rnnlab.nn.triton_cells import TritonLoops, _interpreting
+from rnnlab.nn.backends import LSTM
+from rnnlab.nn.backends.triton.step import TritonLoops, interpreting
 
 __all__ = ["PersistentLoops", "CONFIG", "ENABLED", "FAILED", "applies", "parse_config"]
 
@@ -89,8 +84,8 @@ _K = {}
 
 def _kernels():
     if not _K:
-        from rnnlab.nn import triton_persistent_kernels as k
-        from rnnlab.nn import triton_split_kernels as ks
+        from rnnlab.nn.backends.triton import persistent_kernels as k
+        from rnnlab.nn.backends.triton import split_kernels as ks
         _K.update(lstm_fwd=k.lstm_fwd, lstm_bwd=k.lstm_bwd, gru_fwd=k.gru_fwd, gru_bwd=k.gru_bwd,
                   rnn_fwd=k.rnn_fwd, rnn_bwd=k.rnn_bwd)
         _K.update({f"{name}_split": getattr(ks, name) for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd",
@@ -99,9 +94,8 @@ def _kernels():
 
 
 #: Largest hidden size run persistently. One program re-reads all of W_hh from L2 at every step, so the kernel's
-#: step time grows with H^2 on a handful of SMs, while TritonLoops' cuBLAS matmul spreads over the whole GPU: on an
-#: H100 the persistent LSTM ran 3-19x faster than per-step at hidden <= 128, about even at 256, and ~30x slower at
-#: 512 (472 ms against 16 ms at batch 32, 100 steps).
+#: step time grows with H^2 on a handful of SMs, while TritonLoops' cuBLAS matmul spreads over the whole GPU; 256 is
+#: about where the two met when timed (docs/kernels.md).
 MAX_HIDDEN = 256
 
 
@@ -148,7 +142,7 @@ def _launch(name, grid, args, meta, dtype):
     try:
         _kernels()[name][grid](*args, **meta)
     except Exception as e:  # compilation / resources: raised before the kernel runs, so no buffer was touched
-        if _interpreting():  # the interpreter runs the kernel while raising: buffers may be half-written
+        if interpreting():  # the interpreter runs the kernel while raising: buffers may be half-written
             raise
         FAILED[key] = f"{type(e).__name__}: {e}"
         warnings.warn(f"rnnlab: persistent Triton kernel {name} ({dtype}) failed here, using the per-step "
@@ -159,7 +153,7 @@ def _launch(name, grid, args, meta, dtype):
 
 def _states(h0, out, Hs, reverse):
     """(S, P_OFF, N_OFF, USE_H0): the state before step t is S[t + P_OFF] (h0 at the first step when USE_H0),
-    after it S[t + N_OFF]. Same views as :func:`rnnlab.nn.fused._states`."""
+    after it S[t + N_OFF]. Same views as :func:`rnnlab.nn.backends.bptt.states`."""
     if Hs is not None:
         return (Hs, 1, 0, False) if reverse else (Hs, 0, 1, False)
     return out, (1 if reverse else -1), 0, True
@@ -170,7 +164,7 @@ def _grid(B, meta):
 
 
 def _split(H, B, dtype, device):
-    """``(BLOCK_B, U, NS, HP)`` for the column-split kernels (:mod:`rnnlab.nn.triton_split_kernels`), or None where
+    """``(BLOCK_B, U, NS, HP)`` for the column-split kernels (:mod:`rnnlab.nn.backends.triton.split_kernels`), or None where
     they do not run: ``split_units`` 0 (the default: not yet timed on a GPU), float64 without ``tl.dot``, more
     programs than the GPU has SMs, or torch.distributed running. Their per-step barrier needs every program resident
     at once; under DDP, NCCL kernels that overlap the backward hold SMs while they wait on other ranks, which could
@@ -198,7 +192,7 @@ def _launch_split(name, T, B, split, head, tail, meta, dtype, device, parts=({},
     meta = {k: v for k, v in meta.items() if k not in ("DOT", "BLOCK_N", "BLOCK_K")}
     meta.update(BLOCK_B=bb, U=U, HP=HP)
     cnt = torch.zeros(grid[0], dtype=torch.int32, device=device)
-    if _interpreting() and ns > 1:  # programs run one after another there: the launch boundary is the barrier
+    if interpreting() and ns > 1:  # programs run one after another there: the launch boundary is the barrier
         return all(_launch(name, grid, head + (cnt,) + tail + (i, i + 1), dict(meta, SYNC=False, **part), dtype)
                    for i in range(T) for part in parts)
     return _launch(name, grid, head + (cnt,) + tail + (0, T), dict(meta, SYNC=True), dtype)
@@ -215,10 +209,11 @@ def _forward(name, T, B, H, head, tail, meta, x):
 
 def _backward(name, T, B, H, head, NR, w_hh, meta, x):
     """Backward loop ``name`` (kernel arguments ``head + (NR, w_hh, T, B, H)``), as :func:`_forward`. Split, each
-    program writes its own units' sum of squares of dJ/dh_t, and NR is the square root of their sum."""
+    program writes its own units' sum of squares of dJ/dh_t (float64, see
+    step_kernels.sum_squares), and NR is the square root of their sum."""
     split = _split(H, B, x.dtype, x.device)
     if split is not None:
-        NRP = torch.empty(split[2], T, B, dtype=x.dtype, device=x.device) if NR is not None else x
+        NRP = torch.empty(split[2], T, B, dtype=torch.float64, device=x.device) if NR is not None else x
         if _launch_split(name + "_split", T, B, split, head + (NRP, w_hh), (T, B, H), dict(meta, PHASES=3), x.dtype,
                          x.device, parts=({"PHASES": 1}, {"PHASES": 2})):
             if NR is not None:
@@ -228,7 +223,7 @@ def _backward(name, T, B, H, head, NR, w_hh, meta, x):
 
 
 class PersistentLoops:
-    """The six loops of :mod:`rnnlab.nn.fused`, each one persistent Triton kernel (see the module docstring)."""
+    """The six loops of :mod:`rnnlab.nn.backends.fused`, each one persistent Triton kernel (see the module docstring)."""
 
     @staticmethod
     def lstm_fwd(A, whhT, h0, Cs, TC, out, Hs, M, Mf, kind, reverse):

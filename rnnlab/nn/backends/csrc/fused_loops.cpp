@@ -1,24 +1,16 @@
-"""The fused backend's per-step loops in C++ (optional, built on first use, cached).
-
-The six functions of :mod:`rnnlab.nn.fused` (``lstm_fwd``, ``lstm_bwd``, ``gru_fwd``, ``gru_bwd``,
-``rnn_fwd``, ``rnn_bwd``) transcribed line by line: the same ATen ops on the same buffers, so the
-numbers are the same; only the Python interpreter between two ops is gone, which is most of the
-time of a step at small hidden sizes (a step is ~7 ops of a few microseconds each in Python).
-
-Built and loaded by :class:`rnnlab.inline_ext.InlineExtension` (ATen only, ~20 s of CPU, cached per source
-version; ``python -m rnnlab.nn.fused_ext`` builds ahead of time, as ``make install`` does). Until it is built, or
-without a compiler, :mod:`rnnlab.nn.fused` runs its Python loops. ``RNNLAB_FUSED_EXT``: ``auto`` (default: build in
-the background on first use), ``wait`` (build now, blocking: for benchmarks and tests), ``0`` (never).
-"""
-from rnnlab.inline_ext import InlineExtension
-
-SOURCE = r"""
+// The fused backend's six per-step loops (lstm_fwd, lstm_bwd, gru_fwd, gru_bwd, rnn_fwd, rnn_bwd) in C++, plus
+// lstm_bwd_inline and wgrad. Same contract and buffers as the Python loops in rnnlab/nn/backends/fused.py (the buffer
+// glossary is in rnnlab/nn/backends/bptt.py); the parity tests (tests/test_fused.py) hold them to the same numbers.
+// Built by rnnlab/nn/backends/cpp.py through torch.utils.cpp_extension.load, cached per source version.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <dlfcn.h>
 #include <vector>
 using at::Tensor;
@@ -34,6 +26,17 @@ static V states(const Tensor& h0, const Tensor& out, const optional<Tensor>& Hs,
 }
 static V gate(const Tensor& A, int64_t k, int64_t H) { return A.narrow(2, k * H, H).unbind(0); }
 #define WALK(T, rev) for (int64_t s_ = 0, t = (rev) ? (T) - 1 : 0; s_ < (T); ++s_, t += (rev) ? -1 : 1)
+
+// The variants of the LSTM-like loops (`kind`) and the RNN's nonlinearity (`act`): the same numbers as
+// rnnlab/nn/backends/__init__.py, which passes them.
+enum Kind : int64_t { LSTM = 0, LSTM_NOFORGET = 1, CIFG = 2 };
+enum Act : int64_t { TANH = 0, RELU = 1, IDENTITY = 2 };
+
+// ||row||_2 of each row of x (B, H) into out (B,), the squares summed in double: float32 squares of entries below
+// ~1e-19 are denormal and flush to zero where denormals are flushed (rnnlab's default), the norm with them.
+static void row_norms_out(Tensor out, const Tensor& x) {
+  out.copy_(at::linalg_vector_norm(x, 2, at::IntArrayRef{1}, false, at::kDouble));
+}
 
 // ---- CPU, float/double: each step's elementwise work as one pass over raw memory (vectorised by the
 // compiler: -O3 -ffast-math, exp from libmvec), plus the one matmul. The ATen-op versions below serve CUDA.
@@ -51,36 +54,99 @@ template <typename F> static inline void rows(int64_t B, int64_t H, const F& f) 
   });
 }
 
-// x @ w^T for w (N, K), one step's recurrent matmul. float32 steps big enough go to oneDNN
-// (mkldnn::_linear_pointwise): about 2x MKL's sgemm on the AMD EPYC this was tuned on; small ones stay on at::mm,
-// whose per-call overhead is lower. For oneDNN the loop packs w once (mkldnn::_reorder_linear_weight, see
-// StepMM): with a plain w oneDNN reorders it on every call, which at H = 512 was a third of the step.
-static const c10::optional<c10::OperatorHandle>& linear_op() {
-  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+// ---- torch internals, each with a public fallback --------------------------------------------------------------
+// Three calls go past torch's public API because they are faster on CPU: the dispatcher ops
+// mkldnn::_linear_pointwise and mkldnn::_reorder_linear_weight (StepMM below) and the exported but header-less
+// at::native::mkldnn_matmul (wgrad). Each is looked up at run time and used only if it is there with the schema this
+// file was written against; a call that throws is answered by the public op (at::mm), which computes the same
+// product, and the internal is not tried again by that loop. RNNLAB_FUSED_PRETEND (read at each lookup) lets the
+// tests take every fallback: a comma-separated list of "<internal>:missing" or "<internal>:throws", <internal> one
+// of linear_pointwise, reorder_linear_weight, mkldnn_matmul.
+static bool pretend(const char* internal, const char* how) {
+  const char* env = std::getenv("RNNLAB_FUSED_PRETEND");
+  if (env == nullptr || *env == '\0') return false;
+  const std::string list = "," + std::string(env) + ",", item = "," + std::string(internal) + ":" + how + ",";
+  return list.find(item) != std::string::npos;
+}
+[[noreturn]] static void pretend_throw(const char* internal) {
+  TORCH_CHECK(false, "RNNLAB_FUSED_PRETEND: ", internal, " throws");
+}
+// How many times the public op answered for an internal that was missing or threw (the `fallbacks` op; for tests).
+static std::atomic<int64_t> n_fallbacks{0};
+int64_t fallbacks() { return n_fallbacks.load(); }
+
+// The dispatcher op `name` if it exists with exactly these argument types and one Tensor result, else nullopt.
+static c10::optional<c10::OperatorHandle> find_op(const char* name, const std::vector<std::string>& arg_types) {
+  auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  if (!op.has_value()) return c10::nullopt;
+  const auto& schema = op->schema();
+  if (schema.arguments().size() != arg_types.size() || schema.returns().size() != 1 ||
+      schema.returns()[0].type()->str() != "Tensor")
+    return c10::nullopt;
+  for (size_t k = 0; k < arg_types.size(); ++k)
+    if (schema.arguments()[k].type()->str() != arg_types[k]) return c10::nullopt;
   return op;
+}
+bool has_op(std::string name, std::vector<std::string> arg_types) {  // find_op, for the tests
+  return find_op(name.c_str(), arg_types).has_value();
+}
+static const c10::optional<c10::OperatorHandle>& linear_op_found() {
+  static const auto op = find_op("mkldnn::_linear_pointwise", {"Tensor", "Tensor", "Tensor?", "str", "Scalar?[]", "str?"});
+  return op;
+}
+static const c10::optional<c10::OperatorHandle>& pack_op_found() {
+  static const auto op = find_op("mkldnn::_reorder_linear_weight", {"Tensor", "int?"});
+  return op;
+}
+static const c10::optional<c10::OperatorHandle>& linear_op() {
+  static const c10::optional<c10::OperatorHandle> none;
+  return pretend("linear_pointwise", "missing") ? none : linear_op_found();
 }
 static const c10::optional<c10::OperatorHandle>& pack_op() {
-  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
-  return op;
+  static const c10::optional<c10::OperatorHandle> none;
+  return pretend("reorder_linear_weight", "missing") ? none : pack_op_found();
 }
+// Call a boxed op on `args`; its one Tensor result, or an undefined Tensor if it threw or returned something else.
+// `fail`: throw instead of calling (RNNLAB_FUSED_PRETEND's "<internal>:throws", read once by the caller).
+static Tensor call_boxed(const c10::OperatorHandle& op, torch::jit::Stack st, const char* internal, bool fail) {
+  try {
+    if (fail) pretend_throw(internal);
+    op.callBoxed(&st);
+  } catch (const std::exception&) {
+    return Tensor();
+  }
+  if (st.size() != 1 || !st[0].isTensor()) return Tensor();
+  return st[0].toTensor();
+}
+
+// x @ w^T for w (N, K), one step's recurrent matmul. float32 steps big enough go to oneDNN
+// (mkldnn::_linear_pointwise), small ones stay on at::mm, whose per-call overhead is lower (docs/kernels.md has the
+// measurements). For oneDNN the loop packs w once (mkldnn::_reorder_linear_weight): with a plain w oneDNN would
+// reorder it on every call. Without either op, or once a call throws, every step is at::mm.
 struct StepMM {
-  Tensor w, packed;  // w (N, K); packed: w in oneDNN's blocked layout, or undefined (at::mm)
+  Tensor w;               // (N, K)
+  mutable Tensor packed;  // w in oneDNN's blocked layout, or undefined: at::mm
+  const bool linear_throws = pretend("linear_pointwise", "throws");
   StepMM(const Tensor& w_, int64_t rows) : w(w_) {
-    if (linear_op().has_value() && pack_op().has_value() && at::hasMKLDNN() && w.scalar_type() == at::kFloat &&
-        rows * w.size(0) * w.size(1) >= (1 << 21)) {
+    if (!at::hasMKLDNN() || w.scalar_type() != at::kFloat || rows * w.size(0) * w.size(1) < (1 << 21)) return;
+    if (linear_op().has_value() && pack_op().has_value()) {
       torch::jit::Stack st;
       st.emplace_back(w.contiguous()); st.emplace_back(c10::IValue(rows));
-      pack_op()->callBoxed(&st);
-      packed = st[0].toTensor();
+      packed = call_boxed(*pack_op(), std::move(st), "reorder_linear_weight", pretend("reorder_linear_weight", "throws"));
     }
+    if (!packed.defined()) ++n_fallbacks;
   }
   Tensor operator()(const Tensor& x) const {  // x @ w^T
-    if (!packed.defined()) return at::mm(x, w.t());
-    torch::jit::Stack st;
-    st.emplace_back(x); st.emplace_back(packed); st.emplace_back(c10::IValue()); st.emplace_back(std::string("none"));
-    st.emplace_back(c10::List<c10::optional<at::Scalar>>()); st.emplace_back(std::string(""));
-    linear_op()->callBoxed(&st);
-    return st[0].toTensor();
+    if (packed.defined()) {
+      torch::jit::Stack st;
+      st.emplace_back(x); st.emplace_back(packed); st.emplace_back(c10::IValue()); st.emplace_back(std::string("none"));
+      st.emplace_back(c10::List<c10::optional<at::Scalar>>()); st.emplace_back(std::string(""));
+      Tensor y = call_boxed(*linear_op(), std::move(st), "linear_pointwise", linear_throws);
+      if (y.defined() && y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == w.size(0)) return y;
+      packed = Tensor();  // refused: the public op from here on
+      ++n_fallbacks;
+    }
+    return at::mm(x, w.t());
   }
 };
 static void add_into(Tensor& acc, const Tensor& d) {  // acc += d, both (B, H) contiguous
@@ -118,14 +184,14 @@ static inline void lstm_row4(T* __restrict ai, T* __restrict af, T* __restrict a
     cs[j] = c; tc[j] = th; hs[j] = o * th;
   }
 }
-template <typename T, int KIND>  // KIND 1: [i, o, g] (no forget gate); 2: [f, o, g] (cifg)
+template <typename T, int KIND>  // LSTM_NOFORGET: [i, o, g]; CIFG: [f, o, g]
 static inline void lstm_row3(T* __restrict as, T* __restrict ao, T* __restrict ag,
                              const T* __restrict ws, const T* __restrict wo, const T* __restrict wg,
                              const T* __restrict cp, T* __restrict cs, T* __restrict tc, T* __restrict hs, int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
     T sg = sigm(as[j] + ws[j]), o = sigm(ao[j] + wo[j]), g = tanh_e(ag[j] + wg[j]);
     as[j] = sg; ao[j] = o; ag[j] = g;
-    T c = KIND == 1 ? cp[j] + sg * g : g + sg * (cp[j] - g), th = tanh_e(c);
+    T c = KIND == LSTM_NOFORGET ? cp[j] + sg * g : g + sg * (cp[j] - g), th = tanh_e(c);
     cs[j] = c; tc[j] = th; hs[j] = o * th;
   }
 }
@@ -133,7 +199,7 @@ static inline void lstm_row3(T* __restrict as, T* __restrict ao, T* __restrict a
 template <typename T>
 static void lstm_fwd_raw(Tensor& A, const Tensor& whhT, const V& Hl, const V& Cl, Tensor& TC, Tensor& out,
                          const optional<Tensor>& M, int64_t kind, bool reverse) {
-  const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = GH / (kind == 0 ? 4 : 3);
+  const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = GH / (kind == LSTM ? 4 : 3);
   const int64_t p = reverse ? 1 : 0, n = 1 - p;
   const bool* mk = M.has_value() ? M->data_ptr<bool>() : nullptr;
   const StepMM mm(whhT.t(), B);  // W_hh (GH, H)
@@ -147,12 +213,12 @@ static void lstm_fwd_raw(Tensor& A, const Tensor& whhT, const V& Hl, const V& Cl
       T* ab = a + b * GH;
       const T* gb = gw + b * GH;
       const int64_t r = b * H;
-      if (kind == 0)
+      if (kind == LSTM)
         lstm_row4<T>(ab, ab + H, ab + 2 * H, ab + 3 * H, gb, gb + H, gb + 2 * H, gb + 3 * H, cp + r, cs + r, tc + r, hs + r, H);
-      else if (kind == 1)
-        lstm_row3<T, 1>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
+      else if (kind == LSTM_NOFORGET)
+        lstm_row3<T, LSTM_NOFORGET>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
       else
-        lstm_row3<T, 2>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
+        lstm_row3<T, CIFG>(ab, ab + H, ab + 2 * H, gb, gb + H, gb + 2 * H, cp + r, cs + r, tc + r, hs + r, H);
     });
     if (mk) mask_rows<T>(mk + t * B, B, H, cp, cs, hp, hs, out.data_ptr<T>() + t * B * H);
   }
@@ -181,11 +247,11 @@ static void lstm_bwd_raw(Tensor& DG, const Tensor& Ac, const Tensor& Adc, const 
       const int64_t r = b * H, q = t * B * H + r;
       const T m = mf ? mf[t * B + b] : T(1);
       T* dgb = dg + b * GH;
-      T ss = 0;
+      double ss = 0;  // squares of entries down to 1e-38 stay normal in double
       for (int64_t j = 0; j < H; ++j) {
         T dht = dhp[r + j] + go[q + j], dhc = dht * m;  // total dJ/dh_t; the candidate's share
         T dct = dcp[r + j], d = dct * m + dhc * ac[q + j];
-        ss += dhc * dhc;
+        ss += double(dhc) * double(dhc);
         dgb[K * H + j] = dhc * ao[q + j];
         dcc[j] = d;
         dhp[r + j] = dht - dhc;  // passed through a padded step (0 otherwise); + dG W_hh below
@@ -195,37 +261,37 @@ static void lstm_bwd_raw(Tensor& DG, const Tensor& Ac, const Tensor& Adc, const 
         const T* ak = adc + (q * K) + k * H;  // Adc (T, B, K, H): row (t, b) starts at (t*B + b)*K*H
         for (int64_t j = 0; j < H; ++j) dgb[k * H + j] = ak[j] * dcc[j];
       }
-      if (nr) nr[t * B + b] = std::sqrt(ss);
+      if (nr) nr[t * B + b] = T(std::sqrt(ss));
     }
     dmm = mm(DGl[t]).contiguous();
   }
   add_into(dh, dmm);
 }
 
-// lstm_bwd with the local derivative factors (o ⊙ (1 - tanh² c), σ' ⊙ ..., the A* of fused.py) computed in the
+// lstm_bwd with the local derivative factors (o ⊙ (1 - tanh² c), σ' ⊙ ..., the A* of bptt.py) computed in the
 // loop from the saved activations A, tanh(c) and c_{t-1}, instead of a precompute over all steps into (T, B, K, H)
-// buffers: one pass over memory less per layer. One batch row; KIND 0: A [i, f, o, g] -> DG [i, f, g, o];
-// 1 (no forget gate): A [i, o, g] -> DG [i, g, o]; 2 (cifg): A [f, o, g] -> DG [f, g, o]. `as`/`ds`: the first
+// buffers: one pass over memory less per layer. One batch row; LSTM: A [i, f, o, g] -> DG [i, f, g, o];
+// LSTM_NOFORGET: A [i, o, g] -> DG [i, g, o]; CIFG: A [f, o, g] -> DG [f, g, o]. `as`/`ds`: the first
 // sigmoid gate (i, or f for cifg); `af`/`df`: f of the full LSTM only. Returns the row's ||dJ/dh_t||².
 template <typename T, int KIND>
-static inline T lstm_bwd_row(const T* __restrict as, const T* __restrict af, const T* __restrict ao, const T* __restrict ag,
+static inline double lstm_bwd_row(const T* __restrict as, const T* __restrict af, const T* __restrict ao, const T* __restrict ag,
                              const T* __restrict tc, const T* __restrict cp, const T* __restrict go,
                              T* __restrict ds, T* __restrict df, T* __restrict dgg, T* __restrict dov,
                              T* __restrict dh, T* __restrict dc, T m, int64_t H) {
-  T ss = 0;
+  double ss = 0;  // squares of entries down to 1e-38 stay normal in double
   for (int64_t j = 0; j < H; ++j) {
     T dht = dh[j] + go[j], dhc = dht * m;  // total dJ/dh_t; the candidate's share
     T th = tc[j], o = ao[j], g = ag[j], s = as[j];
     T dct = dc[j], d = dct * m + dhc * (o * (T(1) - th * th));  // dJ/dc_t
-    ss += dhc * dhc;
+    ss += double(dhc) * double(dhc);
     dov[j] = dhc * (th * (o - o * o));  // o preactivation
-    dgg[j] = ((KIND == 2 ? T(1) - s : s) * (T(1) - g * g)) * d;  // g: i ⊙ (1 - g²), cifg (1 - f) ⊙ (1 - g²)
+    dgg[j] = ((KIND == CIFG ? T(1) - s : s) * (T(1) - g * g)) * d;  // g: i ⊙ (1 - g²), cifg (1 - f) ⊙ (1 - g²)
     T fg = T(1);
-    if (KIND == 0) { T f = af[j]; ds[j] = (g * (s - s * s)) * d; df[j] = (cp[j] * (f - f * f)) * d; fg = f; }
-    else if (KIND == 1) { ds[j] = (g * (s - s * s)) * d; }
+    if (KIND == LSTM) { T f = af[j]; ds[j] = (g * (s - s * s)) * d; df[j] = (cp[j] * (f - f * f)) * d; fg = f; }
+    else if (KIND == LSTM_NOFORGET) { ds[j] = (g * (s - s * s)) * d; }
     else { ds[j] = ((cp[j] - g) * (s - s * s)) * d; fg = s; }
     dh[j] = dht - dhc;  // passed through a padded step (0 otherwise); + dG W_hh at the next step
-    dc[j] = dct - dct * m + (KIND == 1 ? d : d * fg);
+    dc[j] = dct - dct * m + (KIND == LSTM_NOFORGET ? d : d * fg);
   }
   return ss;
 }
@@ -250,14 +316,14 @@ static void lstm_bwd_inline_raw(Tensor& DG, const Tensor& A, const Tensor& TC, c
       T* dgb = DG.data_ptr<T>() + (t * B + b) * GH;
       const T* cp = cs + (t + p) * B * H + r;
       const T m = mf ? mf[t * B + b] : T(1);
-      T ss;
-      if (KIND == 0)
-        ss = lstm_bwd_row<T, 0>(ab, ab + H, ab + 2 * H, ab + 3 * H, tc + q, cp, go + q, dgb, dgb + H, dgb + 2 * H,
+      double ss;
+      if (KIND == LSTM)
+        ss = lstm_bwd_row<T, LSTM>(ab, ab + H, ab + 2 * H, ab + 3 * H, tc + q, cp, go + q, dgb, dgb + H, dgb + 2 * H,
                                 dgb + 3 * H, dhp + r, dcp + r, m, H);
       else
         ss = lstm_bwd_row<T, KIND>(ab, nullptr, ab + H, ab + 2 * H, tc + q, cp, go + q, dgb, nullptr, dgb + H,
                                    dgb + 2 * H, dhp + r, dcp + r, m, H);
-      if (nr) nr[t * B + b] = std::sqrt(ss);
+      if (nr) nr[t * B + b] = T(std::sqrt(ss));
     });
     dmm = mm(DGl[t]).contiguous();
   }
@@ -318,10 +384,10 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
       const T m = mf ? mf[t * B + b] : T(1);
       const T *rr = rp + t * rs0 + b * rs1, *zz = rr + H;
       T* dgb = dg + b * 3 * H;
-      T ss = 0;
+      double ss = 0;  // squares of entries down to 1e-38 stay normal in double
       for (int64_t j = 0; j < H; ++j) {
         T dht = dhp[r + j] + go[q + j], dhc = dht * m;
-        ss += dhc * dhc;
+        ss += double(dhc) * double(dhc);
         T dnv = dhc * an[q + j];
         dn[r + j] = dnv;
         dgb[j] = dnv * ar[q + j];          // r preactivation
@@ -329,7 +395,7 @@ static void gru_bwd_raw(Tensor& DG, Tensor& DN, const Tensor& Az, const Tensor& 
         dgb[2 * H + j] = dnv * rr[j];      // W_hn h + b_hn
         dhp[r + j] = dht - dhc + dhc * zz[j];
       }
-      if (nr) nr[t * B + b] = std::sqrt(ss);
+      if (nr) nr[t * B + b] = T(std::sqrt(ss));
     });
     dmm = mm(DGl[t]).contiguous();
   }
@@ -343,11 +409,11 @@ void lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out
     AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "lstm_fwd", [&] { lstm_fwd_raw<scalar_t>(A, whhT, Hl, Cl, TC, out, M, kind, reverse); });
     return;
   }
-  const int64_t T = A.size(0), B = A.size(1), GH = A.size(2), H = GH / (kind == 0 ? 4 : 3);
+  const int64_t T = A.size(0), B = A.size(1), GH = A.size(2), H = GH / (kind == LSTM ? 4 : 3);
   const int64_t p = reverse ? 1 : 0, n = 1 - p;
   V Hl = states(h0, out, Hs, reverse), Cl = Cs.unbind(0), TCl = TC.unbind(0), Al = A.unbind(0);
   V Sl = A.narrow(2, 0, GH - H).unbind(0), Gl = gate(A, GH / H - 1, H);
-  V Il = gate(A, 0, H), Fl = gate(A, kind == 0 ? 1 : 0, H), Ol = gate(A, GH / H - 2, H);
+  V Il = gate(A, 0, H), Fl = gate(A, kind == LSTM ? 1 : 0, H), Ol = gate(A, GH / H - 2, H);
   Tensor cn = at::empty({B, H}, A.options()), hc = at::empty({B, H}, A.options());
   const bool masked = M.has_value();
   V Ml, Mfl, outl;
@@ -358,8 +424,8 @@ void lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out
     Sl[t].sigmoid_();
     Gl[t].tanh_();
     Tensor c = masked ? cn : Cl[t + n];
-    if (kind == 2) { at::sub_out(c, cp, Gl[t]); at::addcmul_out(c, Gl[t], Fl[t], c); }
-    else if (kind == 0) { at::mul_out(c, Fl[t], cp); c.addcmul_(Il[t], Gl[t]); }
+    if (kind == CIFG) { at::sub_out(c, cp, Gl[t]); at::addcmul_out(c, Gl[t], Fl[t], c); }
+    else if (kind == LSTM) { at::mul_out(c, Fl[t], cp); c.addcmul_(Il[t], Gl[t]); }
     else { at::addcmul_out(c, cp, Il[t], Gl[t]); }
     at::tanh_out(TCl[t], c);
     if (masked) {
@@ -394,7 +460,7 @@ void lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, optional<Tensor> F, T
   WALK(T, !reverse) {
     dh.add_(GOl[t]);
     if (masked) { at::mul_out(dhc, dh, Mfl[t]); dh.sub_(dhc); at::mul_out(dcc, dc, Mfl[t]); dc.sub_(dcc); }
-    if (!NRl.empty()) at::linalg_vector_norm_out(NRl[t], dhc, 2, at::IntArrayRef{1});
+    if (!NRl.empty()) row_norms_out(NRl[t], dhc);
     dcc.addcmul_(dhc, Acl[t]);
     at::mul_out(DCl[t], Adcl[t], dcc_u);
     at::mul_out(DOl[t], dhc, Aol[t]);
@@ -408,16 +474,16 @@ void lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, optional<Tensor> F, T
   }
 }
 
-// CPU float/double only (fused.py checks): lstm_bwd from A, TC, Cs directly, no precomputed factors.
+// CPU float/double only (bptt.py checks): lstm_bwd from A, TC, Cs directly, no precomputed factors.
 void lstm_bwd_inline(Tensor DG, Tensor A, Tensor TC, Tensor Cs, Tensor gout, Tensor dh, Tensor dc, Tensor w_hh,
                      optional<Tensor> Mf, optional<Tensor> NR, int64_t kind, bool reverse) {
   TORCH_CHECK(raw_ok(DG) && A.is_contiguous() && TC.is_contiguous() && Cs.is_contiguous() && DG.is_contiguous(),
               "lstm_bwd_inline: CPU float/double contiguous buffers expected");
   Tensor g = gout.contiguous();
   AT_DISPATCH_FLOATING_TYPES(DG.scalar_type(), "lstm_bwd_inline", [&] {
-    if (kind == 0) lstm_bwd_inline_raw<scalar_t, 0>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
-    else if (kind == 1) lstm_bwd_inline_raw<scalar_t, 1>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
-    else lstm_bwd_inline_raw<scalar_t, 2>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+    if (kind == LSTM) lstm_bwd_inline_raw<scalar_t, LSTM>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+    else if (kind == LSTM_NOFORGET) lstm_bwd_inline_raw<scalar_t, LSTM_NOFORGET>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
+    else lstm_bwd_inline_raw<scalar_t, CIFG>(DG, A, TC, Cs, g, dh, dc, w_hh, Mf, NR, reverse);
   });
 }
 
@@ -465,7 +531,7 @@ void gru_bwd(Tensor DG, Tensor DN, Tensor Az, Tensor An, Tensor Ar, Tensor R, Te
   WALK(T, !reverse) {
     dh.add_(GOl[t]);
     if (masked) { at::mul_out(dhc, dh, Mfl[t]); dh.sub_(dhc); }
-    if (!NRl.empty()) at::linalg_vector_norm_out(NRl[t], dhc, 2, at::IntArrayRef{1});
+    if (!NRl.empty()) row_norms_out(NRl[t], dhc);
     at::mul_out(DZl[t], dhc, Azl[t]);
     at::mul_out(DNl[t], dhc, Anl[t]);
     at::mul_out(DRl[t], DNl[t], Arl[t]);
@@ -488,7 +554,7 @@ void rnn_fwd(Tensor XP, Tensor whhT, Tensor h0, Tensor out, optional<Tensor> Hs,
     const Tensor& hp = Hl[t + p];
     Tensor h = masked ? hc : Hl[t + n];
     at::addmm_out(h, XPl[t], hp, whhT);
-    if (act == 0) h.tanh_(); else if (act == 1) h.relu_();
+    if (act == TANH) h.tanh_(); else if (act == RELU) h.relu_();
     if (masked) { at::where_out(Hl[t + n], Ml[t], hc, hp); at::mul_out(outl[t], hc, Mfl[t]); }
   }
 }
@@ -505,20 +571,20 @@ void rnn_bwd(Tensor DG, optional<Tensor> Ad, Tensor gout, Tensor dh, Tensor w_hh
   WALK(T, !reverse) {
     dh.add_(GOl[t]);
     if (masked) { at::mul_out(dhc, dh, Mfl[t]); dh.sub_(dhc); }
-    if (!NRl.empty()) at::linalg_vector_norm_out(NRl[t], dhc, 2, at::IntArrayRef{1});
+    if (!NRl.empty()) row_norms_out(NRl[t], dhc);
     if (!Adl.empty()) at::mul_out(DGl[t], dhc, Adl[t]); else DGl[t].copy_(dhc);
     if (masked) dh.addmm_(DGl[t], w_hh); else at::mm_out(dh, DGl[t], w_hh);
   }
 }
 
 // dG^T X, the weight gradients' product (dG (N, G), X (N, K) -> (G, K), N = T*B), without materialising dG^T.
-// oneDNN's linear (fused.py's _linear) needs both operands contiguous along the contraction, so dG^T was copied
-// first: at T=600, B=128, H=512 the transposing copy (630 MB, fresh pages) cost as much as the matmul. oneDNN's
-// matmul reads the transposed view as it is; torch exports it as at::native::mkldnn_matmul but ships no header,
-// so it is looked up at run time and at::mm (MKL, about half oneDNN's speed on the AMD EPYC here) stands in
-// where it is missing or refuses. float32 only (oneDNN has no float64 matmul).
+// oneDNN's linear needs both operands contiguous along the contraction, so dG^T would be copied first (as large as
+// the gate gradients of the whole sequence). oneDNN's matmul reads the transposed view as it is; torch exports it as
+// at::native::mkldnn_matmul but ships no header, so it is looked up by its mangled name, which encodes the argument
+// types: a changed signature is a missing symbol. Where it is missing or throws, at::mm computes the same product.
+// float32 only (oneDNN has no float64 matmul).
 using OneDnnMatmul = void (*)(const Tensor&, const Tensor&, const Tensor&, float, float);
-static OneDnnMatmul onednn_matmul() {
+static OneDnnMatmul onednn_matmul_found() {
   static const OneDnnMatmul f = [] {
     void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
     void* sym = lib ? dlsym(lib, "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff") : nullptr;
@@ -526,21 +592,35 @@ static OneDnnMatmul onednn_matmul() {
   }();
   return f;
 }
+static OneDnnMatmul onednn_matmul() { return pretend("mkldnn_matmul", "missing") ? nullptr : onednn_matmul_found(); }
 Tensor wgrad(Tensor dg, Tensor x) {
+  TORCH_CHECK(dg.dim() == 2 && x.dim() == 2 && dg.size(0) == x.size(0),
+              "wgrad: dg (N, G) and x (N, K) with the same N expected: got ", dg.sizes(), " and ", x.sizes());
   if (dg.device().is_cpu() && dg.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat && at::hasMKLDNN() &&
-      dg.is_contiguous() && onednn_matmul()) {
-    Tensor r = at::empty({dg.size(1), x.size(1)}, dg.options());
-    try {
-      onednn_matmul()(dg.t(), x.contiguous(), r, /*beta: scale of r*/ 0.f, /*alpha: of the product*/ 1.f);
-      return r;
-    } catch (const c10::Error&) {
+      dg.is_contiguous()) {
+    if (const OneDnnMatmul matmul = onednn_matmul()) {
+      Tensor r = at::empty({dg.size(1), x.size(1)}, dg.options());
+      try {
+        if (pretend("mkldnn_matmul", "throws")) pretend_throw("mkldnn_matmul");
+        matmul(dg.t(), x.contiguous(), r, /*beta: scale of r*/ 0.f, /*alpha: of the product*/ 1.f);
+        return r;
+      } catch (const std::exception&) {
+      }
     }
+    ++n_fallbacks;
   }
   return at::mm(dg.t(), x);
 }
 
-TORCH_LIBRARY(NAMESPACE, m) {
+// The op namespace is the library's name, one per source version (rnnlab/inline_ext.py passes it as a -D define).
+#ifndef RNNLAB_OPS_NAMESPACE
+#error "compile with -DRNNLAB_OPS_NAMESPACE=<name> (rnnlab/inline_ext.py does)"
+#endif
+#define RNNLAB_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)  // one level more, so the define is expanded before ## pastes it
+RNNLAB_LIBRARY(RNNLAB_OPS_NAMESPACE, m) {
   m.def("wgrad(Tensor dg, Tensor x) -> Tensor", &wgrad);
+  m.def("fallbacks() -> int", &fallbacks);
+  m.def("has_op(str name, str[] arg_types) -> bool", &has_op);
   m.def("lstm_fwd(Tensor A, Tensor whhT, Tensor h0, Tensor Cs, Tensor TC, Tensor out, Tensor? Hs, Tensor? M, "
         "Tensor? Mf, int kind, bool reverse) -> ()", &lstm_fwd);
   m.def("lstm_bwd(Tensor DG, Tensor Ac, Tensor Adc, Tensor Ao, Tensor? F, Tensor gout, Tensor dh, Tensor dc, "
@@ -556,31 +636,3 @@ TORCH_LIBRARY(NAMESPACE, m) {
   m.def("rnn_bwd(Tensor DG, Tensor? Ad, Tensor gout, Tensor dh, Tensor w_hh, Tensor? Mf, Tensor? NR, "
         "bool reverse) -> ()", &rnn_bwd);
 }
-"""
-
-def _cflags():
-    """-O3 -ffast-math (compile only: linking with it would set flush-to-zero for the whole process) so the
-    gate loops vectorise with glibc's vector exp; AVX2/FMA where this CPU has them."""
-    flags = ["-O3", "-ffast-math"]
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = f.read()
-        if " avx2" in cpu and " fma" in cpu:
-            flags += ["-mavx2", "-mfma"]
-    except OSError:
-        pass
-    return flags
-
-
-CFLAGS = _cflags()
-EXT = InlineExtension("rnnlab_fused", SOURCE, CFLAGS, env="RNNLAB_FUSED_EXT", module="rnnlab.nn.fused_ext",
-                      fallback="the Python loops")
-
-
-def loops():
-    """The C++ loops if built (starting a background build on the first call), else None."""
-    return EXT.ops()
-
-
-if __name__ == "__main__":  # the background build (or `python -m rnnlab.nn.fused_ext` to build ahead of time)
-    EXT.main()

@@ -1,7 +1,7 @@
-"""Compile rnnlab's Triton kernels for a GPU, on a machine without one: ``python -m rnnlab.nn.triton_aot``.
+"""Compile rnnlab's Triton kernels for a GPU, on a machine without one: ``python -m rnnlab.nn.backends.triton.aot``.
 
 Each cell runs forward and backward through ``backend='triton'`` on small CPU tensors while the kernel launches of
-:mod:`rnnlab.nn.triton_persistent` (or, with ``--per-step``, of :class:`rnnlab.nn.triton_cells.TritonLoops`) are
+:mod:`rnnlab.nn.backends.triton.persistent` (or, with ``--per-step``, of :class:`rnnlab.nn.backends.triton.step.TritonLoops`) are
 recorded instead of run. Every distinct launch (kernel, argument types,
 compile-time constants, warps) then goes to ``triton.compile`` for the target (default ``cuda:90``, an H100), and
 the cubin's registers, stack (spilled registers) and shared memory are reported. This catches what Triton's interpreter cannot:
@@ -19,8 +19,8 @@ import tempfile
 
 import torch
 
-CELLS = {"lstm": ("LSTM", {}), "lstm_nofg": ("LSTM", {"forget_gate": False}), "cifg": ("CIFGLSTM", {}),
-         "gru": ("GRU", {}), "rnn": ("RNN", {})}
+from rnnlab.nn.registry import RNNLAB_CELLS, build_cell
+
 _TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16", torch.bfloat16: "*bf16",
           torch.int32: "*i32", torch.int64: "*i64"}
 
@@ -43,41 +43,38 @@ def _record(seen, name, kernel, args, meta):
 @contextlib.contextmanager
 def _recording(config, fp32_precision, per_step):
     """Kernel launches recorded into a dict instead of run: the persistent ones as on a GPU (one launch per loop),
-    or with ``per_step`` the per-step kernels of :class:`rnnlab.nn.triton_cells.TritonLoops`."""
-    from rnnlab.nn import triton_cells, triton_persistent as tp
+    or with ``per_step`` the per-step kernels of :class:`rnnlab.nn.backends.triton.step.TritonLoops`."""
+    from rnnlab.nn.backends.triton import persistent as tp, step
 
-    saved = (tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting,
-             dict(triton_cells._kernels()))
+    saved = (tp._launch, tp.interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, step.interpreting,
+             dict(step._kernels()))
     seen = {}
     tp._launch = lambda name, grid, args, meta, dtype: _record(seen, name, tp._kernels()[name], args, meta)
-    tp._interpreting, tp._fp32_precision = (lambda: False), (lambda device: fp32_precision)
+    tp.interpreting, tp._fp32_precision = (lambda: False), (lambda device: fp32_precision)
     tp.CONFIG, tp.ENABLED = dict(tp.CONFIG, **config), not per_step
-    triton_cells._interpreting = lambda: True  # lets backend='triton' take CPU tensors
-    triton_cells._K.update({name: _Recorder(name, k, seen) for name, k in saved[-1].items() if hasattr(k, "arg_names")})
+    step.interpreting = lambda: True  # lets backend='triton' take CPU tensors
+    step._K.update({name: _Recorder(name, k, seen) for name, k in saved[-1].items() if hasattr(k, "arg_names")})
     try:
         yield seen
     finally:
-        tp._launch, tp._interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, triton_cells._interpreting = saved[:6]
-        triton_cells._K.update(saved[-1])
+        tp._launch, tp.interpreting, tp._fp32_precision, tp.CONFIG, tp.ENABLED, step.interpreting = saved[:6]
+        step._K.update(saved[-1])
 
 
 def _signature(args):
     return ["i32" if not isinstance(a, torch.Tensor) else _TYPES[a.dtype] for a in args]
 
 
-def launches(hidden=128, cells=tuple(CELLS), dtypes=(torch.float32, torch.float64), config=None,
+def launches(hidden=128, cells=RNNLAB_CELLS, dtypes=(torch.float32, torch.float64), config=None,
              fp32_precision="tf32x3", per_step=False):
     """The distinct launches of forward + backward for each cell x dtype x (padded, variable lengths), as
     ``(kernel name, kernel, args, meta)``. ``config`` updates the persistent kernels' CONFIG (e.g. ``split_units``);
     ``per_step``: the per-step kernels instead of the persistent ones."""
-    import rnnlab.nn as rn
-
     with _recording(config or {}, fp32_precision, per_step) as seen:
         for cell in cells:
-            cls, kw = CELLS[cell]
             for dtype in dtypes:
                 for lengths in (None, torch.tensor([5, 2, 4])):
-                    m = getattr(rn, cls)(8, hidden, backend="triton", dtype=dtype, **kw).record_grad_norms()
+                    m = build_cell(cell, 8, hidden, backend="triton", dtype=dtype).record_grad_norms()
                     out, _ = m(torch.randn(5, 3, 8, dtype=dtype, requires_grad=True), lengths=lengths)
                     out.sum().backward()
     return list(seen.values())
@@ -113,21 +110,25 @@ def resources(compiled):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {sorted(CELLS)}")
+    p.add_argument("--cells", default=",".join(RNNLAB_CELLS), help=f"comma list of {list(RNNLAB_CELLS)}")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--config", default="", help="persistent-kernel CONFIG overrides, e.g. 'split_units=16,num_warps=8'")
-    p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (an H100 at 'highest': tf32x3)")
+    p.add_argument("--fp32-precision", default="tf32x3", help="what float32 products use (a TF32 GPU at 'highest': tf32x3)")
     p.add_argument("--target", default="cuda:90")
     p.add_argument("--per-step", action="store_true", help="the per-step kernels (hidden > 256, other dtypes)")
     p.add_argument("--no-resources", action="store_true", help="compile only; no register / stack / shared report")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        sys.exit("triton_aot: unset TRITON_INTERPRET (interpreted kernels cannot be compiled for a GPU)")
-    from rnnlab.nn.triton_persistent import parse_config
+        sys.exit("rnnlab.nn.backends.triton.aot: unset TRITON_INTERPRET (interpreted kernels cannot be compiled for a GPU)")
+    from rnnlab.nn.backends.triton.persistent import parse_config
 
     config = {k: v for k, v in parse_config(args.config).items() if f"{k}=" in args.config}
+    cells = args.cells.split(",")
+    unknown = [c for c in cells if c not in RNNLAB_CELLS]
+    if unknown:
+        sys.exit(f"error: `--cells` must be a comma list of {', '.join(RNNLAB_CELLS)}: got {', '.join(unknown)}")
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    recorded = launches(args.hidden, args.cells.split(","), dtypes, config, args.fp32_precision, args.per_step)
+    recorded = launches(args.hidden, cells, dtypes, config, args.fp32_precision, args.per_step)
     failed = 0
     for name, kernel, kargs, meta in recorded:
         shown = {k: v for k, v in meta.items() if k in ("KIND", "MASKED", "RECORD", "PREC", "U", "num_warps")}

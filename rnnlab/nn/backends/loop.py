@@ -1,8 +1,21 @@
 """The reference recurrence: one layer, one direction, a plain Python loop over time under autograd.
 
-This is the single place where the cell equations of rnnlab live. Every backend (``fused``, ``triton``, ...)
-implements the same function with the same signature and must agree with this one to float64 round-off;
-:class:`rnnlab.nn.base.RNNBase` only stacks layers and directions around it.
+The cell equations are written here once as the reference, and as code in three faster copies, each held to this one
+by tests in float64 (all cells, lengths, both directions, gradients and the recorded norms):
+
+=====================================================  ===========================================================
+copy                                                   kept equal by
+=====================================================  ===========================================================
+``backends/fused.py`` (Python per-step loops)          tests/test_fused.py
+``backends/csrc/fused_loops.cpp`` (C++ loops)          tests/test_fused.py (with the extension built)
+``backends/triton/step_kernels.py``,                   tests/test_triton.py, tests/test_triton_persistent.py
+``persistent_kernels.py`` (``split_kernels.py``        (under ``TRITON_INTERPRET=1``)
+reuses the latter's cell functions)
+=====================================================  ===========================================================
+
+and this reference against ``torch.nn`` (tests/test_nn_parity.py) and against an independent per-gate
+implementation (tests/test_nn_reference.py). :class:`rnnlab.nn.base.RNNBase` only stacks layers and directions
+around one of them; the cells' docstrings (``rnnlab/nn/_docs.py``) typeset the same equations.
 
 Gate packing (rows of ``weight_ih`` / ``weight_hh``, entries of the biases), as in ``torch.nn``:
 
@@ -23,6 +36,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rnnlab.nn.norms import grad_norm
 
 CELLS = ("lstm", "cifg", "gru", "rnn")
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
@@ -131,6 +146,6 @@ def _norm_writer(buf: Tensor, t: int):
     """
 
     def hook(grad: Tensor) -> None:
-        buf[:, t].copy_(torch.linalg.vector_norm(grad.float(), dim=-1))  # (B,)
+        grad_norm(grad, dim=-1, out=buf[:, t])  # (B,), exact where the squares would underflow
 
     return hook

@@ -1,6 +1,6 @@
 r"""Column-split persistent kernels (every cell: LSTM, CIFG, 1997 LSTM, GRU, RNN): a step's units over programs.
 
-The kernels of :mod:`rnnlab.nn.triton_persistent_kernels` give each program all H units of its batch rows, so at
+The kernels of :mod:`rnnlab.nn.backends.triton.persistent_kernels` give each program all H units of its batch rows, so at
 every step one SM re-reads the whole of :math:`W_{hh}` (``G*H x H``: 256 KB in float32 for an LSTM at hidden 128)
 from L2, which bounds a step from below by that SM's share of L2 bandwidth. Here program ``(pb, ps)`` owns batch
 rows ``[pb*BLOCK_B, (pb+1)*BLOCK_B)`` and hidden units ``[ps*U, (ps+1)*U)`` of every gate, and loads its slice of
@@ -27,8 +27,8 @@ so the launch boundary is the barrier.
 import triton
 import triton.language as tl
 
-from rnnlab.nn.triton_kernels import tanh
-from rnnlab.nn.triton_persistent_kernels import (gru_cell, gru_dgates, keep_rows, lstm_cell, lstm_dgates, rnn_dgates,
+from rnnlab.nn.backends.triton.step_kernels import LSTM, RELU, TANH, sum_squares, tanh
+from rnnlab.nn.backends.triton.persistent_kernels import (gru_cell, gru_dgates, keep_rows, lstm_cell, lstm_dgates, rnn_dgates,
                                                  store_h)
 
 
@@ -86,7 +86,7 @@ def _gate_tiles(w, step, wm, G: tl.constexpr):
 def lstm_fwd(A, sa_t, W, sw_k, sw_n, H0, S, ss_t, Cs, TC, OUT, MF, CNT, T, B, H, P_OFF, N_OFF, CP, CN, I0, I1,
              KIND: tl.constexpr, MASKED: tl.constexpr, REVERSE: tl.constexpr, USE_H0: tl.constexpr,
              SYNC: tl.constexpr, PREC: tl.constexpr, BLOCK_B: tl.constexpr, HP: tl.constexpr, U: tl.constexpr):
-    G: tl.constexpr = 4 if KIND == 0 else 3
+    G: tl.constexpr = 4 if KIND == LSTM else 3
     pb = tl.program_id(0)
     ns = tl.num_programs(1)
     rows, rok, ks, cols, m, offs, hm, hoffs, wm = _tiles(B, H, BLOCK_B, HP, U)
@@ -145,7 +145,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, NRP, W, CNT, T, B, 
             dhc = lstm_dgates(DG, Ac, Adc, Ao, F, sf_t, sf_b, GO, DH, DC, MF, t, B, H, rows, rok, cols, m, K, HAS_F,
                               MASKED)
             if RECORD:
-                tl.store(NRP + (ps * T + t) * B + rows, tl.sum(dhc * dhc, axis=1), mask=rok)
+                tl.store(NRP + (ps * T + t) * B + rows, sum_squares(dhc, 1), mask=rok)
         if PHASES == 3:
             _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)  # DG[t], every unit, before phase 2 reads it
         if PHASES >= 2:  # phase 2: own units of dJ/dh_{t-1} = (passed-through part) + dG_t W_hh
@@ -215,7 +215,7 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, NRP, W, CNT, T, B,
         if PHASES % 2 == 1:  # phase 1: gate gradients of step t, own units
             dhc = gru_dgates(DG, DN, Az, An, Ar, R, Z, sr_t, sr_b, GO, DH, MF, t, B, H, rows, rok, cols, m, MASKED)
             if RECORD:
-                tl.store(NRP + (ps * T + t) * B + rows, tl.sum(dhc * dhc, axis=1), mask=rok)
+                tl.store(NRP + (ps * T + t) * B + rows, sum_squares(dhc, 1), mask=rok)
         if PHASES == 3:
             _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
         if PHASES >= 2:  # phase 2: dJ/dh_{t-1} = (through z and padding) + dG_t W_hh, own units
@@ -245,9 +245,9 @@ def rnn_fwd(XP, W, sw_k, sw_n, H0, S, ss_t, OUT, MF, CNT, T, B, H, P_OFF, N_OFF,
         pi = tl.minimum(tl.maximum(t + P_OFF, 0), T)
         hk = _state(H0, S, ss_t, pi, i, hoffs, hm, USE_H0)
         h = tl.dot(hk, w, tl.load(XP + t * B * H + offs, mask=m, other=0.0), input_precision=PREC)
-        if ACT == 0:
+        if ACT == TANH:
             h = tanh(h)
-        elif ACT == 1:
+        elif ACT == RELU:
             h = tl.maximum(h, 0.0)
         if MASKED:
             h_prev = _state(H0, S, ss_t, pi, i, offs, m, USE_H0)
@@ -275,7 +275,7 @@ def rnn_bwd(DG, Ad, GO, DH, MF, NRP, W, CNT, T, B, H, I0, I1, HAS_AD: tl.constex
         if PHASES % 2 == 1:  # phase 1: dJ/da_t, own units
             dhc = rnn_dgates(DG, Ad, GO, DH, MF, t, B, H, rows, rok, cols, m, HAS_AD, MASKED)
             if RECORD:
-                tl.store(NRP + (ps * T + t) * B + rows, tl.sum(dhc * dhc, axis=1), mask=rok)
+                tl.store(NRP + (ps * T + t) * B + rows, sum_squares(dhc, 1), mask=rok)
         if PHASES == 3:
             _sync(CNT + pb, (i - I0 + 1) * ns, SYNC)
         if PHASES >= 2:  # phase 2: dJ/dh_{t-1} = (passed-through part) + dG_t W_hh, own units

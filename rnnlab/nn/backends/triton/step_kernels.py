@@ -1,11 +1,18 @@
-r"""Triton kernels of :mod:`rnnlab.nn.triton_cells`: one step's gate arithmetic, forward and backward.
+r"""Triton kernels of :mod:`rnnlab.nn.backends.triton.step`: one step's gate arithmetic, forward and backward.
 
 Imported on first use, so ``TRITON_INTERPRET=1`` (CPU interpreter, for tests) is read then. Row ``b`` of a
 step's ``(B, G*H)`` gate block per program; the backward kernels see a whole row (``BLOCK >= H``) to reduce
-:math:`\lVert \partial J / \partial h_t \rVert` in place. Gate layouts and factors as in :mod:`rnnlab.nn.fused`.
+:math:`\lVert \partial J / \partial h_t \rVert` in place. Gate layouts, buffers and factors: the glossary of
+:mod:`rnnlab.nn.backends.bptt`.
 """
 import triton
 import triton.language as tl
+
+from rnnlab.nn import backends
+
+# The `KIND` / `ACT` codes of rnnlab.nn.backends, as constants a kernel may read.
+LSTM, LSTM_NOFORGET, CIFG = tl.constexpr(backends.LSTM), tl.constexpr(backends.LSTM_NOFORGET), tl.constexpr(backends.CIFG)
+TANH, RELU, IDENTITY = tl.constexpr(backends.TANH), tl.constexpr(backends.RELU), tl.constexpr(backends.IDENTITY)
 
 
 @triton.jit
@@ -15,6 +22,14 @@ def wide(x):
         return x.to(tl.float32)
     else:
         return x
+
+
+@triton.jit
+def sum_squares(x, axis: tl.constexpr):
+    """Sum of squares along ``axis`` in float64: float32 squares of entries below ~1e-19 are denormal, and flushed
+    to zero where denormals are, while every float32 entry's square is a normal float64."""
+    x64 = x.to(tl.float64)
+    return tl.sum(x64 * x64, axis=axis)
 
 
 @triton.jit
@@ -32,7 +47,7 @@ def lstm_fwd(A, hp, cp, hs, cs, tc, out, m, H, KIND: tl.constexpr, MASKED: tl.co
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = j < H
-    G: tl.constexpr = 4 if KIND == 0 else 3
+    G: tl.constexpr = 4 if KIND == LSTM else 3
     a = A + b * G * H + j  # row b of A_t, gates [sigmoid gates..., g]
     r = b * H + j
     s0 = sig(tl.load(a, mask=ok))
@@ -42,11 +57,11 @@ def lstm_fwd(A, hp, cp, hs, cs, tc, out, m, H, KIND: tl.constexpr, MASKED: tl.co
     g = tanh(tl.load(a + (G - 1) * H, mask=ok))
     tl.store(a + (G - 1) * H, g, mask=ok)
     c_prev = tl.load(cp + r, mask=ok)
-    if KIND == 0:  # [i, f, o, g]
+    if KIND == LSTM:  # [i, f, o, g]
         o = sig(tl.load(a + 2 * H, mask=ok))
         tl.store(a + 2 * H, o, mask=ok)
         c = s1 * c_prev + s0 * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
-    elif KIND == 1:  # [i, o, g]
+    elif KIND == LSTM_NOFORGET:  # [i, o, g]
         o = s1
         c = c_prev + s0 * g  # c_t = c_{t-1} + i ⊙ g
     else:  # [f, o, g]
@@ -92,7 +107,7 @@ def lstm_bwd(DG, Ac, Adc, Ao, F, f_stride, gout, dh, dc, m, nr, H, K: tl.constex
     else:
         tl.store(dc + r, dcc, mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
+        tl.store(nr + b, tl.sqrt(sum_squares(dhc, 0)))
 
 
 @triton.jit
@@ -138,7 +153,7 @@ def gru_bwd(DG, DN, Az, An, Ar, R, Z, gate_stride, gout, dh, m, nr, H, MASKED: t
     tl.store(d + 2 * H, dn * tl.load(R + b * gate_stride + j, mask=ok), mask=ok)
     tl.store(dh + r, dh_t - dhc + dhc * tl.load(Z + b * gate_stride + j, mask=ok), mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
+        tl.store(nr + b, tl.sqrt(sum_squares(dhc, 0)))
 
 
 @triton.jit
@@ -148,9 +163,9 @@ def rnn_fwd(hc, hp, hs, out, m, H, ACT: tl.constexpr, MASKED: tl.constexpr, BLOC
     ok = j < H
     r = b * H + j
     h = tl.load(hc + r, mask=ok)
-    if ACT == 0:
+    if ACT == TANH:
         h = tanh(h)
-    elif ACT == 1:
+    elif ACT == RELU:
         h = tl.maximum(h, 0.0)
     if MASKED:
         keep = tl.load(m + b) == 0
@@ -178,4 +193,4 @@ def rnn_bwd(DG, Ad, gout, dh, m, nr, H, HAS_AD: tl.constexpr, MASKED: tl.constex
     else:
         tl.store(DG + r, dhc, mask=ok)
     if RECORD:
-        tl.store(nr + b, tl.sqrt(tl.sum(wide(dhc) * wide(dhc), axis=0)))
+        tl.store(nr + b, tl.sqrt(sum_squares(dhc, 0)))
