@@ -1,7 +1,7 @@
 """Optional C++ extensions compiled with ``torch.utils.cpp_extension.load_inline``: built once, cached, never required.
 
-rnnlab has two (:mod:`rnnlab.nn.fused_ext`, the fused cells' per-step loops, and :mod:`rnnlab.data.text_ext`, the text
-vectorizer's split/count/lookup); each declares its source and gets the same life cycle from :class:`InlineExtension`:
+rnnlab has one, :mod:`rnnlab.nn.fused_ext` (the fused cells' per-step loops); an extension declares its source and gets
+this life cycle from :class:`InlineExtension`:
 
 * a build folder named by the hash of the source, the torch version and the flags, under ``$TORCH_EXTENSIONS_DIR``
   (default ``~/.cache/torch_extensions``), so a changed source never loads a stale library;
