@@ -13,7 +13,6 @@ install:  ## install rnnlab (editable) with test and sweep extras
 	$(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[dev,sweep]"
 	$(PYTHON) -m rnnlab.nn.backends.cpp  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
-	$(PYTHON) -m rnnlab.data.text_ext  # build the text vectorizer's C++ split/count/lookup once (cached; Python fallback)
 
 install-gpu:  ## also install triton for the GPU kernels
 	$(PYTHON) -m pip install -e ".[dev,sweep,gpu]"

@@ -1,8 +1,8 @@
 """Optional C++ extensions compiled with ``torch.utils.cpp_extension``: built once, cached, never required.
 
-rnnlab has two (:mod:`rnnlab.nn.backends.cpp`, the fused cells' per-step loops from
-``rnnlab/nn/backends/csrc/fused_loops.cpp``, and :mod:`rnnlab.data.text_ext`, the text vectorizer's split/count/lookup,
-whose source is still a string); each declares its source and gets the same life cycle from :class:`InlineExtension`:
+rnnlab has one, :mod:`rnnlab.nn.backends.cpp` (the fused cells' per-step loops, from
+``rnnlab/nn/backends/csrc/fused_loops.cpp``); an extension declares its sources and gets this life cycle from
+:class:`InlineExtension`:
 
 * a build folder named by the hash of the source, the torch version and the flags, under ``$TORCH_EXTENSIONS_DIR``
   (default ``~/.cache/torch_extensions``), so a changed source never loads a stale library;

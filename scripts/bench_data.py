@@ -7,13 +7,11 @@ extracted archive, in the same run:
   and punctuation, ``str.lower``, accents stripped for non-ASCII texts),
   ``str.split``, ``collections.Counter`` on train, Keras-ordered top 20,000,
   ``dict.get`` lookups truncated to 600;
-- rnnlab with each engine (``python``, ``tokenizers``, ``native``, the default: split,
-  count and lookup in C++, built before the timing starts):
-  ``imdb.read_split`` + ``TextVectorizer.adapt_and_encode(train, 600)`` (the datamodule's call: with
-  the native engine each training text is standardized once) + ``encode(test, 600)``; the "adapt"
-  column holds adapting and encoding the training split, "encode" the test split.
+- rnnlab: ``imdb.read_split`` + ``TextVectorizer.adapt_and_encode(train, 600)`` (the datamodule's call)
+  + ``encode(test, 600)``; the "adapt" column holds adapting and encoding the training split, "encode"
+  the test split.
 
-All must produce the same vocabulary and ids (checked). Prints seconds (and
+Both must produce the same vocabulary and ids (checked). Prints seconds (and
 where they go: reading the 50,000 files, building the vocabulary, encoding), peak
 RSS, and the speed ratio reference / rnnlab. With ``--padding`` (default on) it also
 reports the padding that length-bucketed batches save against padding every review
@@ -80,14 +78,14 @@ def reference(folder: Path):
     return ["", "[UNK]"] + [w for w, _ in ranked], flat, lengths, stages
 
 
-def rnnlab_pipeline(folder: Path, engine: str):
+def rnnlab_pipeline(folder: Path):
     from rnnlab.data import imdb
     from rnnlab.data.text import TextVectorizer
 
     stages = {"start": time.perf_counter()}
     train, test = imdb.read_split(folder, "train"), imdb.read_split(folder, "test")
     stages["read"] = time.perf_counter()
-    v = TextVectorizer(max_tokens=MAX_TOKENS, engine=engine)
+    v = TextVectorizer(max_tokens=MAX_TOKENS)
     flat_train, lengths_train = v.adapt_and_encode(train.texts, MAX_LENGTH)  # the datamodule's path
     stages["adapt"] = time.perf_counter()
     flat_test, lengths_test = v.encode(test.texts, MAX_LENGTH)
@@ -100,15 +98,9 @@ def worker(name: str, folder: Path) -> None:
     """Runs one pipeline in this (fresh) process and prints a JSON line."""
     if name != "reference":
         from rnnlab.data import imdb, text  # noqa: F401  (imports are not part of the timing)
-    if name == "rnnlab:native":  # build/load the extension before the clock starts; never time the fallback
-        from rnnlab.data import text_ext
-
-        os.environ.setdefault("RNNLAB_TEXT_EXT", "wait")
-        if text_ext.ops() is None:
-            raise RuntimeError("the native text extension is not available (see RNNLAB_TEXT_EXT, rnnlab.data.text_ext)")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    vocab, flat, lengths, stages = reference(folder) if name == "reference" else rnnlab_pipeline(folder, name.split(":")[1])
+    vocab, flat, lengths, stages = reference(folder) if name == "reference" else rnnlab_pipeline(folder)
     seconds = time.perf_counter() - t
     marks = list(stages.values())
     stages = {k: b - a for k, a, b in zip(list(stages)[1:], marks, marks[1:])}
@@ -158,7 +150,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archive", default=os.environ.get("RNNLAB_IMDB_ARCHIVE") or str(DEFAULT_ARCHIVE))
     p.add_argument("--root", default=os.environ.get("RNNLAB_DATA") or "/tmp/rnnlab-bench-data")
-    p.add_argument("--engines", default="python,tokenizers,native", help="rnnlab engines to time (comma-separated)")
     p.add_argument("--repeat", type=int, default=2, help="runs of each pipeline (best is reported)")
     p.add_argument("--no-padding", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
@@ -168,16 +159,14 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, Path(args.folder))
 
-    import tokenizers
-
     from rnnlab.data import imdb
 
     t = time.perf_counter()
     folder = imdb.prepare(args.root, args.archive).folder
     print(f"archive {args.archive}\nextracted to {folder} ({time.perf_counter() - t:.1f} s, once; not timed below)")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus; python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus; python {sys.version.split()[0]}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    names = ["reference"] + [f"rnnlab:{e}" for e in args.engines.split(",") if e]
+    names = ["reference", "rnnlab"]
     best: dict[str, dict] = {}
     for _ in range(args.repeat):  # interleaved, so load changes hit every pipeline alike
         for name in names:

@@ -72,3 +72,46 @@ def test_uneven_ranks_for_evaluation_use_every_batch_exactly_once():
     assert [len(b) for b in per_rank] == [len(s) for s in ranks] == [34, 33, 33]
     seen = sorted(i for batches in per_rank for b in batches for i in b)
     assert seen == list(range(1000))  # every review once: the test accuracy of DDP is the whole test set's
+
+
+def test_evaluation_order_is_one_seeded_shuffle_of_every_index_the_same_each_epoch():
+    lengths = lengths_like_imdb(1000)
+    s = BucketBatchSampler(lengths, batch_size=32, shuffle=False, seed=4)
+    e0, e1 = list(s), list(s)
+    s.set_epoch(7)
+    assert e0 == e1 == list(s)  # fixed: every evaluation pass scores the same batches in the same order
+    assert sorted(i for b in e0 for i in b) == list(range(1000))  # a permutation: full-set metrics unchanged
+    assert e0[0] != sorted(e0[0]) or min(e0[0]) > 0  # not the files' order
+    firsts = [min(b) for b in e0[:5]]
+    assert max(firsts) > 100  # the first batches come from all over the index range, not its start
+    assert list(BucketBatchSampler(lengths, batch_size=32, shuffle=False, seed=5)) != e0  # seeded
+
+
+def test_collate_rounds_the_batch_length_up_to_a_multiple_capped_at_the_max_length():
+    ds = RaggedDataset(np.arange(1, 11), np.array([3, 5, 2]), np.array([1, 0, 1]))
+    ids, lengths, _ = collate([ds[0], ds[2]], multiple=4)
+    assert ids.shape == (2, 4) and lengths.tolist() == [3, 2]
+    assert ids.tolist() == [[1, 2, 3, 0], [9, 10, 0, 0]]
+    ids, lengths, _ = collate([ds[0], ds[1]], multiple=4, cap=6)
+    assert ids.shape == (2, 6) and lengths.tolist() == [3, 5]  # 8 capped at 6 (reviews are cut at max_length)
+    assert collate([ds[0]], multiple=1)[0].shape == (1, 3)
+
+
+def test_rounded_batch_lengths_take_few_distinct_values():
+    lengths = np.minimum(lengths_like_imdb(5000), 600)
+    ds = RaggedDataset(np.zeros(int(lengths.sum()), dtype=np.int64), lengths, np.zeros(len(lengths)))
+    batches = BucketBatchSampler(lengths, batch_size=32, seed=0).batches(0)
+    exact = {collate([ds[i] for i in b])[0].shape[1] for b in batches}
+    rounded = {collate([ds[i] for i in b], multiple=32, cap=600)[0].shape[1] for b in batches}
+    assert len(exact) > 60 and len(rounded) <= 19 and rounded <= {*range(32, 600, 32), 600}
+
+
+def test_with_labels_every_evaluation_batch_holds_the_classes_in_proportion_at_little_padding():
+    lengths = lengths_like_imdb(2000)
+    labels = np.repeat([0, 1], 1000)  # files' order: one class, then the other
+    s = BucketBatchSampler(lengths, batch_size=32, shuffle=False, seed=0, labels=labels)
+    batches = s.batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(2000))
+    assert all(13 <= labels[b].sum() <= 19 for b in batches if len(b) == 32)  # 16 of 32, give or take the chunk's mix
+    plain = BucketBatchSampler(lengths, batch_size=32, shuffle=False, seed=0).batches(0)
+    assert padding_stats(lengths, batches)["padding_fraction"] < 2 * padding_stats(lengths, plain)["padding_fraction"] + 0.02

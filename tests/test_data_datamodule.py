@@ -235,3 +235,83 @@ def test_real_imdb_datamodule():
         assert ds.lengths.min() >= 1 and ds.lengths.max() == 600  # no empty review; truncation at max_length
     assert dm.vectorizer.vocab_size == 20_000
     assert dm.vectorizer.get_vocabulary()[:6] == ["", "[UNK]", "the", "and", "a", "of"]
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_the_first_evaluation_batch_holds_both_classes_and_a_full_pass_sees_every_review_once(tmp_path, archive, bucket):
+    # the files are read negatives first; a pass in that order made limit_val_batches=1 score negatives only
+    dm = make_dm(tmp_path, archive, bucket=bucket, val_fraction=0.5)
+    dm.setup("fit")
+    dm.setup("test")
+    for split, loader in (("val", dm.val_dataloader), ("test", dm.test_dataloader)):
+        batches = list(loader())
+        assert set(batches[0][2].tolist()) == {0.0, 1.0}, split
+        assert [b[2].tolist() for b in batches] == [b[2].tolist() for b in loader()]  # the same order every pass
+        order = [i for b in loader().batch_sampler for i in b]
+        assert sorted(order) == list(range(len(dm.datasets[split])))  # a permutation: full-set metrics unchanged
+
+
+def test_batch_lengths_are_rounded_up_to_pad_multiple_and_capped_at_max_length(tmp_path, archive):
+    dm = make_dm(tmp_path, archive, max_length=30, pad_multiple=8)
+    dm.setup("fit")
+    widths = {ids.shape[1] for ids, lengths, _ in dm.train_dataloader()}
+    assert widths <= {8, 16, 24, 30} and len(widths) > 1
+    exact = make_dm(tmp_path, archive, max_length=30, pad_multiple=1)
+    exact.setup("fit")
+    assert all(ids.shape[1] == int(lengths.max()) for ids, lengths, _ in exact.train_dataloader())
+    with pytest.raises(ValueError, match="pad_multiple must be an int >= 1: got 0"):
+        make_dm(tmp_path, archive, pad_multiple=0)
+
+
+def test_a_model_that_reads_lengths_gives_the_same_logits_for_any_padding():
+    from rnnlab.models.classifier import SequenceClassifier
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(50, 8, cell="lstm", hidden_size=6, bidirectional=True).eval()
+    ids = torch.randint(2, 50, (4, 13))
+    lengths = torch.tensor([13, 9, 1, 5])
+    ids[torch.arange(13) >= lengths[:, None]] = 0
+    padded = torch.cat([ids, torch.zeros(4, 19, dtype=torch.long)], 1)  # 13 -> 32: pad_multiple=32
+    with torch.no_grad():
+        assert torch.equal(model(ids, lengths), model(padded, lengths))
+
+
+def test_embedding_dim_is_the_vectors_width_before_and_after_setup(tmp_path, archive):
+    glove = tmp_path / "glove.txt"
+    glove.write_text("the 1 2 3\ngreat 4 5 6\n")
+    dm = make_dm(tmp_path, archive, embeddings=glove)
+    assert dm.embedding_dim == 3  # before setup: read from the first line, so train.py can check it first
+    dm.setup("fit")
+    assert dm.embedding_dim == dm.pretrained.shape[1] == 3
+    w2v = tmp_path / "w2v.txt"
+    w2v.write_text("2 5\nthe 1 2 3 4 5\ngreat 1 2 3 4 5\n")
+    assert make_dm(tmp_path, archive, embeddings=w2v).embedding_dim == 5
+    assert make_dm(tmp_path, archive).embedding_dim is None
+
+
+@pytest.mark.parametrize("texts, what", [
+    ({"neg": ["", ""], "pos": ["", "  \n"]}, "every class"),
+    ({"neg": ["bad film", "awful"], "pos": ["<br />", "!!!"]}, r"the classes \['pos'\]"),
+])
+def test_training_texts_without_words_are_an_error_naming_the_folder(tmp_path, texts, what):
+    train = make_text_folder(tmp_path / "train", texts)
+    dm = FolderDataModule(train, root=tmp_path / "cache", val_fraction=0.0, batch_size=2)
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=rf"the training texts of {what} in {train} must hold words"):
+        dm.setup("fit")
+    assert not list((tmp_path / "cache").rglob("train.npz"))  # nothing cached: a second run fails alike
+
+
+@pytest.mark.parametrize("test_classes, match", [
+    (("neg",), r"test_dir .* must hold every class folder of train_dir .*: expected \['neg', 'pos'\], got \['neg'\]; "
+               r"it lacks \['pos'\]"),
+    (("neg", "pos", "zzz"), r"test_dir .* must hold only class folders of train_dir .*training has no \['zzz'\]"),
+])
+def test_test_dir_classes_that_differ_from_training_are_an_error_before_training(tmp_path, test_classes, match, reads):
+    train = make_text_folder(tmp_path / "train", {"neg": ["bad film"] * 4, "pos": ["good film"] * 4})
+    test = make_text_folder(tmp_path / "test", {c: [f"{c} film"] * 2 for c in test_classes})
+    with pytest.raises(ValueError, match=match):
+        FolderDataModule(train, test, root=tmp_path / "cache").prepare_data()
+    with pytest.raises(ValueError, match=match):
+        FolderDataModule(train, test, root=tmp_path / "cache").setup("fit")  # what train.py runs before fit
+    assert not (tmp_path / "cache").exists()  # nothing read, nothing cached

@@ -163,3 +163,33 @@ def test_real_archive_counts_and_balance():
         assert len(r) == 25_000
         assert np.bincount(r.labels).tolist() == [12_500, 12_500]
         assert set(r.ratings[r.labels == 0]) <= {1, 2, 3, 4} and set(r.ratings[r.labels == 1]) <= {7, 8, 9, 10}
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("truncated", r"it ends before the archive does \([\d,]+ bytes\): truncated"),
+    ("text", r"it is not a gzip-compressed tar archive \(it starts with b'<html>"),
+    ("empty", r"it is empty \(0 bytes\)"),
+    ("gzip of no tar", r"it is corrupt"),
+])
+def test_an_unreadable_archive_is_named_with_what_is_wrong_and_the_cache_is_untouched(tmp_path, kind, problem):
+    import gzip
+
+    good = make_imdb_archive(tmp_path / "good.tar.gz", n_per_class=30)
+    root = tmp_path / "cache"
+    prep = imdb.prepare(root, good)  # an earlier, complete extraction
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    data = {"truncated": good.read_bytes()[: good.stat().st_size // 2], "text": b"<html>404 Not Found</html>\n",
+            "empty": b"", "gzip of no tar": gzip.compress(b"not a tar archive " * 100)}[kind]
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(data)
+    with pytest.raises(imdb.ArchiveError, match=rf"IMDB archive {bad} cannot be read: {problem}.*get a complete copy"):
+        imdb.prepare(root, bad)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing written, nothing corrupted
+    assert len(imdb.read_split(prep.folder, "train")) == 60
+
+
+def test_a_directory_given_as_the_archive_is_named_as_a_directory(tmp_path):
+    folder = tmp_path / "aclImdb"
+    folder.mkdir()
+    with pytest.raises(imdb.ArchiveError, match=rf"IMDB archive {folder} is a directory: expected the \.tar\.gz file"):
+        imdb.prepare(tmp_path / "cache", folder)

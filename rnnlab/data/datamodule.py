@@ -17,8 +17,11 @@ and a changed setting never reuses stale arrays.
 
 Batches are ``(ids (B, L) int64, lengths (B,) int64, labels (B,))``; labels are
 float32 for two classes (binary) and int64 otherwise. Sequences are truncated to
-``max_length`` tokens and padded per batch (``bucket=True``: length-bucketed, see
-`rnnlab.data.batching`), or to exactly ``max_length`` with ``fixed_length=True``.
+``max_length`` tokens and padded per batch to the longest one rounded up to a multiple of
+``pad_multiple`` (``bucket=True``: length-bucketed, see `rnnlab.data.batching`), or to
+exactly ``max_length`` with ``fixed_length=True``. Validation and test batches come in one
+fixed seeded order, each holding the classes in proportion, so any prefix of an evaluation
+pass is a fair sample.
 With DDP and ``bucket=True``, use ``Trainer(use_distributed_sampler=False)``: the
 bucketed sampler splits batches over ranks itself.
 """
@@ -40,8 +43,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from rnnlab.utils import is_int_at_least
 
 from . import imdb
-from .batching import BucketBatchSampler, FixedLengthCollate, RaggedDataset, collate
-from .folder import TextSamples, read_text_folder, stratified_split, stratified_subset
+from .batching import BucketBatchSampler, Collate, RaggedDataset, collate, stratified
+from .folder import TextSamples, has_txt, list_classes, read_text_folder, stratified_split, stratified_subset
 from .text import TextVectorizer, check_max_length
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class TextDataModule(L.LightningDataModule):
         strip_punctuation: bool = True,
         strip_html: bool = True,
         fixed_length: bool = False,
+        pad_multiple: int = 32,
         vectorizer: TextVectorizer | str | os.PathLike | None = None,
         cache: bool = True,
     ):
@@ -76,7 +80,8 @@ class TextDataModule(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1): expected e.g. 0.2, got {val_fraction}")
         check_max_length(max_length)
-        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("subset", subset, 1)):
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("subset", subset, 1),
+                                   ("pad_multiple", pad_multiple, 1)):
             if name == "subset" and value is None:
                 continue
             if not is_int_at_least(value, least):
@@ -94,6 +99,7 @@ class TextDataModule(L.LightningDataModule):
         self.embeddings = embeddings
         self.subset = subset
         self.fixed_length = fixed_length
+        self.pad_multiple = pad_multiple
         self.use_cache = cache
         self.vectorizer_options = dict(max_tokens=max_tokens, ngrams=ngrams, lowercase=lowercase, strip_accents=strip_accents,
                                        strip_punctuation=strip_punctuation, strip_html=strip_html)
@@ -117,6 +123,25 @@ class TextDataModule(L.LightningDataModule):
 
     def _has_test(self) -> bool:
         return True
+
+    def _source(self, split: str) -> str:
+        """Where the texts of `split` come from, for messages."""
+        raise NotImplementedError
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """D, the width of the pretrained vectors of ``embeddings`` (None without them).
+
+        Known before `setup` (read from the file's first line) so that the model's embedding width can be checked
+        against it before anything is loaded; after `setup` it is ``pretrained.shape[1]``.
+        """
+        if self.embeddings is None:
+            return None
+        if self.pretrained is not None:
+            return int(self.pretrained.shape[1])
+        from .embeddings import vectors_dim
+
+        return vectors_dim(self.embeddings)
 
     # ---------------------------------------------------------------- cache
     def cache_dir(self) -> Path:
@@ -203,33 +228,53 @@ class TextDataModule(L.LightningDataModule):
     def _vectorize(self, split: str, samples: TextSamples, cache: Path | None, encoded=None) -> None:
         """Dataset ``split`` from ``samples`` (``encoded``: their ``(flat, lengths)``, if already encoded), cached."""
         flat, lengths = encoded if encoded is not None else self.vectorizer.encode(samples.texts, self.max_length)
+        if split == "train":
+            self._check_words(samples, lengths)
         flat = flat.astype(np.int32 if self.vectorizer.vocab_size < 2**31 else np.int64)
         self._set_dataset(split, flat, lengths, samples.labels)
         if cache is not None:
             self._save(cache / f"{split}.npz", flat=flat, lengths=lengths, labels=samples.labels,
                        class_names=np.array(samples.class_names))
 
+    def _check_words(self, samples: TextSamples, lengths: np.ndarray) -> None:
+        """A class whose training texts hold no word (empty files, or only tags and punctuation) cannot be learned:
+        the model would see nothing but padding for it and the run would end at chance without a word of warning."""
+        words = np.bincount(samples.labels, weights=lengths, minlength=len(samples.class_names))
+        empty = [c for c, n in zip(samples.class_names, words) if n == 0]
+        if empty:
+            what = "every class" if len(empty) == len(samples.class_names) else f"the classes {empty}"
+            raise ValueError(f"the training texts of {what} in {self._source('train')} must hold words: expected "
+                             f"at least one word per class after standardization, got none (the files are empty, or "
+                             f"hold only HTML tags and punctuation); fill the files or point the data at other ones")
+
     # ----------------------------------------------------------- dataloaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() for the '{split}' split first (setup('fit') for train/val, setup('test') for test)")
         ds = self.datasets[split]
-        fn = FixedLengthCollate(self.max_length) if self.fixed_length else collate
+        fn = Collate(pad_to=self.max_length) if self.fixed_length else Collate(multiple=self.pad_multiple, cap=self.max_length)
         common = dict(collate_fn=fn, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # Under DDP (use_distributed_sampler=False) the ranks are split here: training gives every rank the same
         # number of batches, as DDP steps them together; evaluation counts every review exactly once.
+        # Evaluation runs in one fixed seeded order (not the files' order, one class after the other), every batch
+        # holding the classes in proportion, so that a partial pass (limit_val_batches, an interrupted one) scores a
+        # fair sample of every class; the full pass sees every review once, whatever the order.
+        labels = None if shuffle else ds.labels.numpy()  # evaluation: every batch holds the classes in proportion
         if self.bucket:
             sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed,
-                                         num_replicas=world, rank=rank, even=shuffle)
+                                         num_replicas=world, rank=rank, even=shuffle, labels=labels)
             return DataLoader(ds, batch_sampler=sampler, **common)
-        if world > 1:
-            order = (DistributedSampler(ds, world, rank, shuffle=True, seed=self.seed, drop_last=True) if shuffle
-                     else range(rank, len(ds), world))
+        if shuffle and world > 1:
+            order = DistributedSampler(ds, world, rank, shuffle=True, seed=self.seed, drop_last=True)
             return DataLoader(ds, batch_size=self.batch_size, sampler=order, **common)
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
+        if shuffle:
+            gen = torch.Generator().manual_seed(self.seed)
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen, **common)
+        order = np.random.default_rng(self.seed).permutation(len(ds))
+        order = stratified(order, np.arange(len(ds)), labels[order])[rank::world].tolist()  # random within each class
+        return DataLoader(ds, batch_size=self.batch_size, sampler=order, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -259,11 +304,15 @@ class IMDBDataModule(TextDataModule):
         subset: keep only N seeded, stratified reviews of each split (quick runs, tests).
         ngrams, lowercase, strip_accents, strip_punctuation, strip_html: `TextVectorizer` options.
         fixed_length: pad every batch to ``max_length`` (Keras-style) instead of per batch.
+        pad_multiple: round each batch's length up to a multiple of this (at most ``max_length``): few distinct
+            shapes, so oneDNN's kernel cache and the allocator reuse what they built. 1: pad to the longest sequence
+            exactly. Default: 32.
         vectorizer: a fitted `TextVectorizer` (or its JSON path) to use instead of adapting one.
         url, known_hash: where the official archive is downloaded from and its hash (tests point them elsewhere).
 
     Attributes after ``setup``: ``vectorizer``, ``num_classes`` (2), ``class_names`` (['neg', 'pos']),
     ``pretrained`` (FloatTensor (V, D) or None), ``datasets`` ({'train', 'val', 'test'}: `RaggedDataset`).
+    ``embedding_dim`` (D of ``embeddings``, or None) is known before ``setup``.
     """
 
     def __init__(self, root=None, archive=None, val_fraction: float = 0.2, max_tokens: int | None = 20000, max_length: int | None = 600,
@@ -291,12 +340,17 @@ class IMDBDataModule(TextDataModule):
     def _read(self, split: str) -> TextSamples:
         return imdb.read_split(self._prepare().folder, split)
 
+    def _source(self, split: str) -> str:
+        return str(self._prepare().folder / split)
+
 
 class FolderDataModule(TextDataModule):
     """Texts from ``train_dir/<class>/*.txt`` (and optionally ``test_dir``), Keras' folder semantics.
 
     Classes are the sorted sub-folder names (two classes: binary float labels; more:
     int64 labels). Same options as `IMDBDataModule` (``root`` holds only the cache).
+    ``test_dir`` must hold exactly the class folders of ``train_dir``, each with a ``.txt`` file:
+    ``prepare_data`` and ``setup`` check it, so a mismatch stops the run before training.
     """
 
     def __init__(self, train_dir, test_dir=None, root=None, **options):
@@ -305,8 +359,34 @@ class FolderDataModule(TextDataModule):
         self.test_dir = Path(test_dir).expanduser() if test_dir is not None else None
 
     def prepare_data(self) -> None:
-        if not self.train_dir.is_dir():
-            read_text_folder(self.train_dir)  # fails early with the error that says how to get data
+        self._check_folders()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._check_folders()  # every rank, before training: not after it, when the test split is read
+        super().setup(stage)
+
+    def _check_folders(self) -> None:
+        """The folders exist, and ``test_dir`` has exactly the class folders of ``train_dir`` (raises ValueError)."""
+        for d in filter(None, (self.train_dir, self.test_dir)):
+            if not d.is_dir():
+                read_text_folder(d)  # fails early with the error that says how to get data
+        if self.test_dir is None:
+            return
+        train, test = list_classes(self.train_dir), list_classes(self.test_dir)
+        missing, extra = [c for c in train if c not in test], [c for c in test if c not in train]
+        if missing:
+            raise ValueError(f"test_dir {self.test_dir} must hold every class folder of train_dir {self.train_dir}: "
+                             f"expected {train}, got {test}; it lacks {missing}. Add them (root/<class>/*.txt), "
+                             f"or set test_dir=null to train without a test split")
+        if extra:
+            raise ValueError(f"test_dir {self.test_dir} must hold only class folders of train_dir {self.train_dir}: "
+                             f"expected {train}, got {test}; training has no {extra}, so the model cannot predict "
+                             f"them and they would be left out of the test score. Remove them from test_dir, or add "
+                             f"training texts for them to train_dir")
+        empty = [c for c in test if not has_txt(self.test_dir / c)]
+        if empty:
+            raise ValueError(f"every class folder of test_dir {self.test_dir} must hold a .txt file: expected at least "
+                             f"1, got 0 in {empty}")
 
     def _has_test(self) -> bool:
         return self.test_dir is not None
@@ -327,6 +407,9 @@ class FolderDataModule(TextDataModule):
         if split == "train":
             return read_text_folder(self.train_dir)
         return read_text_folder(self.test_dir, class_names=self.class_names)
+
+    def _source(self, split: str) -> str:
+        return str(self.train_dir if split == "train" else self.test_dir)
 
 
 def texts_to_batch(vectorizer: TextVectorizer, texts, max_length: int | None = 600) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,30 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def vectors_dim(path) -> int:
+    """D, the number of values per word of a GloVe / word2vec text file, from its first line (a word2vec header
+    ``<count> <D>`` or a vector), without reading the rest.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is empty.
+    """
+    path = _existing(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        line = f.readline()
+    word, _, rest = line.rstrip("\n").rstrip().partition(" ")
+    if not line.strip():
+        raise ValueError(f"embeddings file {path} is empty: expected lines 'word v1 ... vD'")
+    return int(rest) if word.isdigit() and rest.strip().isdigit() else len(rest.split())
+
+
+def _existing(path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path} (a GloVe or word2vec text file: 'word v1 ... vD' per line)")
+    return path
+
+
 def load_embeddings(path, vocabulary: Sequence[str]) -> tuple[torch.Tensor, dict]:
     """Embedding matrix FloatTensor (V, D) for `vocabulary` and a coverage report.
 
@@ -36,9 +60,7 @@ def load_embeddings(path, vocabulary: Sequence[str]) -> tuple[torch.Tensor, dict
         FileNotFoundError: `path` does not exist.
         ValueError: a line has a different number of values than the first (expected D, got ...).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings file not found: {path} (a GloVe or word2vec text file: 'word v1 ... vD' per line)")
+    path = _existing(path)
     index = {w: i for i, w in enumerate(vocabulary)}
     rows: dict[int, np.ndarray] = {}
     dim = None

@@ -91,6 +91,14 @@ def _txt_files(folder: Path) -> list[str]:
     return files
 
 
+def has_txt(folder: Path) -> bool:
+    """Whether `folder` (sub-folders included) holds a ``.txt`` file; stops at the first one."""
+    for _, _, filenames in os.walk(folder, followlinks=True):
+        if any(f.endswith(".txt") for f in filenames):
+            return True
+    return False
+
+
 def read_text_folder(root, class_names: Sequence[str] | None = None) -> TextSamples:
     """Read every ``root/<class>/**/*.txt`` file; labels follow sorted class names.
 

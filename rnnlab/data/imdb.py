@@ -30,6 +30,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,10 @@ class ChecksumError(ValueError):
 
 class LayoutError(ValueError):
     """An archive or folder does not have the IMDB layout."""
+
+
+class ArchiveError(ValueError):
+    """A local archive cannot be read: a directory, an empty or truncated file, or not a tar.gz."""
 
 
 class DownloadError(ConnectionError):
@@ -125,6 +130,7 @@ def extract(archive: Path, dest: Path) -> Path:
     never trusted.
 
     Raises:
+        ArchiveError: the archive is empty, truncated or not a tar.gz (nothing is extracted).
         LayoutError: the archive lacks a split or a class, or a class folder is empty.
     """
     final = dest / TOP
@@ -135,21 +141,10 @@ def extract(archive: Path, dest: Path) -> Path:
     try:
         counts = {(s, c): 0 for s in SPLITS for c in CLASSES}
         seen = set()
-        made = set()
-        with tarfile.open(archive, "r|*") as tar:  # one streaming pass over the gzip
-            for m in tar:
-                seen.add(m.name.lstrip("./").split("/")[0])
-                match = _MEMBER.match(m.name)
-                if not (match and m.isfile()):
-                    continue
-                split, cls, name = match.groups()
-                folder = tmp / TOP / split / cls
-                if folder not in made:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    made.add(folder)
-                with open(folder / name, "wb") as out:
-                    shutil.copyfileobj(tar.extractfile(m), out)
-                counts[split, cls] += 1
+        try:
+            _extract_reviews(archive, tmp, counts, seen)
+        except (tarfile.TarError, EOFError, zlib.error) as e:  # not OSError: a full disk is not the archive's fault
+            raise ArchiveError(unreadable(archive, e)) from None
         problems = [f"{TOP}/{s}/{c}/ has no .txt file" for (s, c), n in counts.items() if n == 0]
         if problems:
             raise LayoutError(
@@ -168,6 +163,42 @@ def extract(archive: Path, dest: Path) -> Path:
     return final
 
 
+def _extract_reviews(archive: Path, tmp: Path, counts: dict, seen: set) -> None:
+    """Write the review files of `archive` under ``tmp/aclImdb``, counting them per (split, class)."""
+    made = set()
+    with tarfile.open(archive, "r|*") as tar:  # one streaming pass over the gzip
+        for m in tar:
+            seen.add(m.name.lstrip("./").split("/")[0])
+            match = _MEMBER.match(m.name)
+            if not (match and m.isfile()):
+                continue
+            split, cls, name = match.groups()
+            folder = tmp / TOP / split / cls
+            if folder not in made:
+                folder.mkdir(parents=True, exist_ok=True)
+                made.add(folder)
+            with open(folder / name, "wb") as out:
+                shutil.copyfileobj(tar.extractfile(m), out)
+            counts[split, cls] += 1
+
+
+def unreadable(archive: Path, error: Exception) -> str:
+    """What is wrong with an archive that tarfile could not read, and what to do."""
+    size = archive.stat().st_size
+    with open(archive, "rb") as f:
+        head = f.read(8)
+    if size == 0:
+        what = "it is empty (0 bytes)"
+    elif head[:2] != b"\x1f\x8b" and not isinstance(error, (EOFError, zlib.error)):
+        what = f"it is not a gzip-compressed tar archive (it starts with {head!r})"
+    elif "unexpected end" in str(error) or isinstance(error, EOFError):
+        what = f"it ends before the archive does ({size:,} bytes): truncated, e.g. an interrupted download or copy"
+    else:
+        what = f"it is corrupt ({size:,} bytes; {type(error).__name__}: {error})"
+    return (f"IMDB archive {archive} cannot be read: {what}. Expected the official {ARCHIVE_NAME} (about 84 MB) "
+            f"or a tar.gz in its layout; get a complete copy again. Nothing was extracted or cached from it.")
+
+
 @dataclass
 class Prepared:
     """Where the extracted data is and a fingerprint of its source (for cache keys)."""
@@ -181,12 +212,16 @@ def prepare(root=None, archive=None, url: str = IMDB_URL, known_hash: str = IMDB
 
     Raises:
         FileNotFoundError: the local archive does not exist (the message says how to get the data).
+        ArchiveError: the local archive is a directory, or a file that is not a complete tar.gz.
         ChecksumError: the download does not match `known_hash`.
         LayoutError: the archive does not have the IMDB layout.
     """
     root = data_root(root)
     local = local_archive(archive)
     if local is not None:
+        if local.is_dir():
+            raise ArchiveError(f"IMDB archive {local} is a directory: expected the .tar.gz file itself (the official "
+                               f"{ARCHIVE_NAME} or a copy in its layout). {how_to_get(root)}")
         if not local.is_file():
             raise FileNotFoundError(f"IMDB archive not found: {local}. {how_to_get(root)}")
         fingerprint = "sha256-" + file_hash(local)[:20]
