@@ -64,7 +64,7 @@ def quote_text_override(arg: str) -> str:
     return "text='" + value.replace("'", "\\'") + "'"
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     module = load_module(cfg.ckpt, map_location=cfg.device)  # a wrong path fails before stdin is read
     if cfg.text is None:
