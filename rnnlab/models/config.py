@@ -28,7 +28,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnlab.nn.registry import CELLS
 
-Cell = Enum("Cell", {c: c for c in CELLS}, type=str)
+# rnnlab's cells, then their variants, then torch's: the order Hydra's "expected one of [...]" lists them in
+Cell = Enum("Cell", {c: c for c in sorted(CELLS, key=lambda c: (CELLS[c].is_torch, bool(CELLS[c].kwargs)))}, type=str)
 Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max")}, type=str)
 Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
