@@ -37,21 +37,29 @@ def venv_python(tmp_path_factory) -> Path:
     return python
 
 
+SHOW = """
+import rnnlab, rnnlab.conf
+from hydra import compose, initialize_config_module
+print(rnnlab.__file__)
+print(rnnlab.conf.__file__)
+with initialize_config_module("rnnlab.conf", version_base="1.3"):
+    print(compose("evaluate", overrides=["ckpt=run.ckpt"]).trainer._target_)
+    print(compose("predict", overrides=["ckpt=run.ckpt"]).ckpt)
+"""
+
+
 def test_the_wheel_ships_every_config_inside_the_package(venv_python, tmp_path):
-    out = run(venv_python, "-c", "import rnnlab, rnnlab.conf; print(rnnlab.__file__); print(rnnlab.conf.__file__)",
-              cwd=tmp_path)
-    package, conf = (Path(line) for line in out.split())
+    package, conf, trainer, ckpt = run(venv_python, "-c", SHOW, cwd=tmp_path).split()
+    package, conf = Path(package), Path(conf)
     assert REPO not in package.parents and conf.parent == package.parent / "conf"
     shipped = sorted(p.relative_to(conf.parent).as_posix() for p in conf.parent.rglob("*.yaml"))
     assert shipped == sorted(p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml"))
+    assert (trainer, ckpt) == ("lightning.pytorch.Trainer", "run.ckpt")  # the evaluate and predict configs compose
 
 
-def test_an_installed_rnnlab_composes_its_configs_from_any_folder(venv_python, tmp_path):
-    env_out = run(venv_python, "-m", "rnnlab.train", "--cfg", "job", "+experiment=bilstm", "model.hidden_size=[8,4]",
-                  cwd=tmp_path)
-    assert "_target_: rnnlab.models.module.SequenceClassifierModule" in env_out and "bidirectional: true" in env_out
-    assert "_target_: lightning.pytorch.Trainer" in env_out and "KerasRMSprop" in env_out
-    assert "_target_: lightning.pytorch.Trainer" in run(venv_python, "-m", "rnnlab.evaluate", "--cfg", "job",
-                                                        "ckpt=run.ckpt", cwd=tmp_path)
-    assert "ckpt: run.ckpt" in run(venv_python, "-m", "rnnlab.predict", "--cfg", "job", "ckpt=run.ckpt", cwd=tmp_path)
+def test_an_installed_rnnlab_train_composes_its_config_from_any_folder(venv_python, tmp_path):
+    out = run(venv_python, "-m", "rnnlab.train", "--cfg", "job", "+experiment=bilstm", "model.hidden_size=[8,4]",
+              cwd=tmp_path)
+    assert "_target_: rnnlab.models.module.SequenceClassifierModule" in out and "bidirectional: true" in out
+    assert "_target_: lightning.pytorch.Trainer" in out and "KerasRMSprop" in out and "- 8" in out
     assert not list(tmp_path.iterdir())  # composing wrote nothing
