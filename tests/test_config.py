@@ -158,3 +158,13 @@ def test_the_command_line_reports_a_bad_number_without_touching_the_data(tmp_pat
                          text=True, timeout=300)
     assert run.returncode != 0 and message in run.stderr
     assert "IMDB archive" not in run.stderr and "AssertionError" not in run.stderr
+
+
+def test_the_model_docstring_examples_run():
+    import doctest
+
+    from rnnlab.models import classifier, config
+
+    for module in (config, classifier):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
@@ -76,7 +76,7 @@ class ModelConfig:
             uninterrupted one. The config sets it to ``${seed}``.
     """
 
-    _target_: str = "rnnlab.models.module.SequenceClassifierModule"
+    _target_: str = field(default="rnnlab.models.module.SequenceClassifierModule", repr=False)
     cell: Cell = Cell.lstm
     embedding_dim: int = 256
     hidden_size: Any = 32  # an int or a list of ints: checked in __post_init__ (see the module docstring)
