@@ -111,10 +111,9 @@ class ModelConfig:
             raise ValueError(f"model.hidden_size must be a positive int, or a list of them (one width per stacked "
                              f"layer, e.g. [32, 64]): got {self.hidden_size!r}")
         self.hidden_size = size
-        for name in ("embedding_dim", "num_layers"):  # else the cell would name its own argument
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"model.{name} must be >= 1 (embedding_dim: the width of each token's vector; "
-                                 f"num_layers: stacked layers): got {getattr(self, name)!r}")
+        for name, what in (("embedding_dim", "the width of each token's vector"), ("num_layers", "stacked layers")):
+            if not _positive_int(getattr(self, name)):  # else the cell would name its own argument
+                raise ValueError(f"model.{name} must be >= 1 ({what}): got {getattr(self, name)!r}")
         if self.fixed_length is not None and not _positive_int(self.fixed_length):
             raise ValueError(f"model.fixed_length must be null or a positive int (steps per padded batch): got "
                              f"{self.fixed_length!r}")
