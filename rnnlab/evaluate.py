@@ -49,7 +49,7 @@ def _evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -3,6 +3,8 @@
 Without ``text`` it reads one text per line from stdin, ``batch_size`` lines at a time, and prints as it goes, so a
 file of any length streams through in bounded memory. Prints one JSON line per text:
 ``{"label": "pos", "probability": 0.97, "text": "a great film"}`` where ``probability`` is that of the label.
+A line of stdin that is not valid in its encoding is still predicted, with U+FFFD in place of the bytes that do not
+decode, and a warning on stderr names the line.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import itertools
 import json
 import re
 import sys
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import hydra
 import torch
@@ -56,6 +58,34 @@ def _predict_batch(module: SequenceClassifierModule, vectorizer, texts: list[str
     return out
 
 
+def read_texts(stream: BinaryIO, encoding: str = "utf-8") -> Iterator[str]:
+    """The non-blank lines of a byte stream, decoded as they are read. A line that is not valid ``encoding`` is
+    decoded with U+FFFD (the replacement character) for each byte that does not decode, and a warning on stderr
+    names its line number (1-based, blank lines counted), so one bad line never stops the others."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            line = raw.decode(encoding, errors="replace")
+            print(f"warning: stdin line {number} is not valid {encoding} (byte 0x{raw[e.start]:02x} at position "
+                  f"{e.start}): predicted with U+FFFD (\N{REPLACEMENT CHARACTER}) in place of the bytes that do not "
+                  f"decode", file=sys.stderr, flush=True)
+        line = line.removesuffix("\n").removesuffix("\r")
+        if line.strip():
+            yield line
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a :class:`torch.device`, or an error naming the setting when it is not one this machine has."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as cpu, cuda or cuda:1: got {device!r}") from e
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device} needs a CUDA GPU, and torch sees none on this machine: use device=cpu")
+    return parsed
+
+
 def quote_text_override(arg: str) -> str:
     """``text=a, b`` as Hydra's quoted string ``text='a, b'``, so raw text (commas, brackets) needs no quoting."""
     if not arg.startswith("text=") or arg[5:6] in ("'", '"', "["):
@@ -64,11 +94,12 @@ def quote_text_override(arg: str) -> str:
     return "text='" + value.replace("'", "\\'") + "'"
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    module = load_module(cfg.ckpt, map_location=cfg.device)  # a wrong path fails before stdin is read
-    if cfg.text is None:
-        texts = (line.rstrip("\n") for line in sys.stdin if line.strip())
+    device = check_device(cfg.device)
+    module = load_module(cfg.ckpt, map_location=device)  # a wrong path fails before stdin is read
+    if cfg.text is None:  # bytes, decoded line by line: a line that does not decode is replaced, not fatal
+        texts = read_texts(sys.stdin.buffer, sys.stdin.encoding or "utf-8")
     else:
         texts = list(cfg.text) if isinstance(cfg.text, ListConfig) else [str(cfg.text)]
     with flush_denormals(cfg.flush_denormal):

@@ -1,6 +1,6 @@
 """Train a sequence classifier: ``python -m rnnlab.train +experiment=bilstm``.
 
-Everything is built from the Hydra config (``rnnlab/conf``) with ``hydra.utils.instantiate``. Every run writes in its
+Everything is built from the Hydra config (``conf/``) with ``hydra.utils.instantiate``. Every run writes in its
 output folder (``output_dir``, Hydra's run dir or a sweep job's subdir):
 
 - ``config.yaml``: the resolved config;
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
+from rnnlab.models.config import model_config
 from rnnlab.models.module import checkpoint_file
 from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import end_distributed, flush_denormals
@@ -94,6 +95,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
+    model_config(cfg.model)  # a bad model value (hidden_size=abc, which Hydra's types cannot catch) fails here
     if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry") and "://" not in cfg.ckpt_path:
         checkpoint_file(cfg.ckpt_path)  # a local path is checked before the data and model are built
     pl.seed_everything(cfg.seed, workers=True)
@@ -132,7 +134,7 @@ def _train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     return train(cfg).get("val/acc", math.nan)  # the value a Hydra sweeper optimises
 

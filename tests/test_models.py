@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 import rnnlab.conf
-from rnnlab.models.classifier import CELLS, SequenceClassifier
+from rnnlab.nn import CELLS
+from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.config import ModelConfig
 from rnnlab.models.module import SequenceClassifierModule
 from rnnlab.models.optim import KerasRMSprop
 
@@ -14,6 +16,10 @@ LENGTHS = [7, 5, 5, 2, 1, 1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def classifier(vocab_size, embedding_dim, cell="lstm", num_classes=2, **fields) -> SequenceClassifier:
+    return SequenceClassifier(ModelConfig(embedding_dim=embedding_dim, cell=cell, **fields), vocab_size, num_classes)
 
 
 def padded_batch(vocab=50, lengths=LENGTHS, seed=0):
@@ -29,7 +35,7 @@ def padded_batch(vocab=50, lengths=LENGTHS, seed=0):
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 def test_logit_of_a_padded_sequence_equals_its_logit_alone(cell, pooling):
     torch.manual_seed(0)
-    model = SequenceClassifier(50, 6, cell, hidden_size=5, num_layers=2, bidirectional=True, pooling=pooling).eval()
+    model = classifier(50, 6, cell, hidden_size=5, num_layers=2, bidirectional=True, pooling=pooling).eval()
     ids, lengths = padded_batch()
     batch = model(ids, lengths)
     alone = torch.stack([model(ids[b:b + 1, :n], lengths[b:b + 1]) for b, n in enumerate(LENGTHS)]).squeeze(1)
@@ -38,7 +44,7 @@ def test_logit_of_a_padded_sequence_equals_its_logit_alone(cell, pooling):
 
 def test_last_pooling_reads_forward_at_each_end_and_reverse_at_step_zero():
     torch.manual_seed(0)
-    model = SequenceClassifier(50, 6, "torch_lstm", hidden_size=3, bidirectional=True).eval()
+    model = classifier(50, 6, "torch_lstm", hidden_size=3, bidirectional=True).eval()
     ids, lengths = padded_batch()
     features = {}
     model.head.register_forward_hook(lambda m, args, out: features.setdefault("x", args[0]))
@@ -50,7 +56,7 @@ def test_last_pooling_reads_forward_at_each_end_and_reverse_at_step_zero():
 
 def test_without_lengths_the_model_reads_the_padding_as_keras_without_masking_does():
     torch.manual_seed(0)
-    model = SequenceClassifier(50, 6, "torch_gru", hidden_size=4, use_lengths=False, fixed_length=12).eval()
+    model = classifier(50, 6, "torch_gru", hidden_size=4, use_lengths=False, fixed_length=12).eval()
     ids, lengths = padded_batch()
     assert model.embedding.padding_idx is None and model.embedding.weight[0].abs().sum() > 0  # pad is a token
     z = model(ids, lengths)
@@ -62,7 +68,7 @@ def test_without_lengths_the_model_reads_the_padding_as_keras_without_masking_do
 
 def test_keras_init_matches_keras_layers():
     torch.manual_seed(0)
-    model = SequenceClassifier(1000, 64, "torch_lstm", hidden_size=16, init="keras")
+    model = classifier(1000, 64, "torch_lstm", hidden_size=16, init="keras")
     emb = model.embedding.weight
     assert emb[0].abs().sum() == 0 and emb[1:].abs().max() <= 0.05 and emb[1:].std() > 0.025  # U(-0.05, 0.05)
     assert model.head.bias.abs().sum() == 0
@@ -76,18 +82,18 @@ def test_keras_init_matches_keras_layers():
 
 def test_torch_init_keeps_torch_defaults():
     torch.manual_seed(0)
-    model = SequenceClassifier(1000, 64, "torch_gru", hidden_size=16, init="torch")
+    model = classifier(1000, 64, "torch_gru", hidden_size=16, init="torch")
     assert model.embedding.weight[1:].std() > 0.9  # N(0, 1)
     assert model.encoder.bias_ih_l0.abs().sum() > 0
 
 
 def test_keras_init_of_a_torch_gru_zeroes_both_biases():
-    model = SequenceClassifier(100, 4, "torch_gru", hidden_size=3, init="keras")
+    model = classifier(100, 4, "torch_gru", hidden_size=3, init="keras")
     assert model.encoder.bias_ih_l0.abs().sum() == 0 and model.encoder.bias_hh_l0.abs().sum() == 0
 
 
 def test_stacked_widths_build_one_layer_per_width():
-    model = SequenceClassifier(50, 6, "torch_gru", hidden_size=[3, 5, 4], bidirectional=True).eval()
+    model = classifier(50, 6, "torch_gru", hidden_size=[3, 5, 4], bidirectional=True).eval()
     assert [layer.hidden_size for layer in model.encoder.layers] == [3, 5, 4]
     assert model.head.in_features == 8
     ids, lengths = padded_batch()
@@ -96,11 +102,11 @@ def test_stacked_widths_build_one_layer_per_width():
 
 def test_a_zero_embedding_dim_is_named_as_the_setting_the_user_wrote():
     with pytest.raises(ValueError, match="embedding_dim must be >= 1 .*: got 0"):
-        SequenceClassifier(50, embedding_dim=0)
+        classifier(50, embedding_dim=0)
 
 
 def test_pretrained_vectors_of_the_wrong_shape_name_the_fix():
-    model = SequenceClassifier(10, 4, "torch_gru", hidden_size=3)
+    model = classifier(10, 4, "torch_gru", hidden_size=3)
     with pytest.raises(ValueError, match=r"expected \(10, 4\), got \(10, 8\).*embedding_dim=8"):
         model.load_pretrained(torch.zeros(10, 8))
     model.load_pretrained(torch.ones(10, 4), freeze=True)
@@ -153,7 +159,7 @@ def test_every_optimizer_config_builds_an_optimizer(name):
 
 
 def test_a_stack_of_widths_reports_grad_norms_per_layer_as_one_module_would():
-    model = SequenceClassifier(50, 6, "gru", hidden_size=[3, 5], bidirectional=True)
+    model = classifier(50, 6, "gru", hidden_size=[3, 5], bidirectional=True)
     model.encoder.record_grad_norms(True)
     ids, lengths = padded_batch()
     model(ids, lengths).sum().backward()
@@ -161,7 +167,7 @@ def test_a_stack_of_widths_reports_grad_norms_per_layer_as_one_module_would():
     assert sorted(norms) == ["l0", "l0_reverse", "l1", "l1_reverse"]
     assert all(n.shape == ids.shape for n in norms.values())
     assert torch.all(norms["l1"][lengths.view(-1, 1) <= torch.arange(ids.size(1))] == 0)  # zero at padding
-    torch_stack = SequenceClassifier(50, 6, "torch_gru", hidden_size=[3, 5])
+    torch_stack = classifier(50, 6, "torch_gru", hidden_size=[3, 5])
     torch_stack.encoder.record_grad_norms(True)  # nothing to record, and no error
     torch_stack(ids, lengths).sum().backward()
     assert torch_stack.encoder.grad_norms == {}

@@ -21,35 +21,27 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab import nn as rnn
+from rnnlab.models.config import ModelConfig
 from rnnlab.nn.init import keras_init_
-
-CELLS = ("lstm", "cifg", "gru", "rnn", "lstm_noforget", "torch_lstm", "torch_gru")
-POOLINGS = ("last", "mean", "max")
+from rnnlab.nn.registry import build_cell, cell_spec
 
 
-def build_encoder(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
-                  dropout: float, init: str, forget_bias: float, nonlinearity: str, backend: str) -> nn.Module:
-    """The recurrent encoder named by ``cell`` (batch_first=True)."""
-    common = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=True)
-    if cell in ("torch_lstm", "torch_gru"):
-        module = (nn.LSTM if cell == "torch_lstm" else nn.GRU)(input_size, hidden_size, **common)
-        if init == "keras":  # the same law as rnnlab's cells: glorot / orthogonal (whole matrices), forget bias
-            keras_init_(module, forget_bias)
+def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int,
+                  dropout: float) -> nn.Module:
+    """The recurrent encoder of ``config.cell`` (batch_first=True), from the cell registry :data:`rnnlab.nn.CELLS`."""
+    spec = cell_spec(config.cell)
+    kwargs = dict(num_layers=num_layers, bidirectional=config.bidirectional, dropout=dropout, batch_first=True)
+    if spec.is_torch:
+        module = build_cell(config.cell, input_size, hidden_size, **kwargs)
+        if config.init == "keras":  # the same law as rnnlab's cells: glorot / orthogonal (whole matrices), forget bias
+            keras_init_(module, config.forget_bias)
         return module
-
-    extra = dict(init=init, backend=backend)
-    if cell == "lstm":
-        return rnn.LSTM(input_size, hidden_size, forget_bias=forget_bias, **common, **extra)
-    if cell == "lstm_noforget":  # Hochreiter & Schmidhuber (1997): no forget gate, c_t = c_{t-1} + i_t ⊙ g_t
-        return rnn.LSTM(input_size, hidden_size, forget_gate=False, **common, **extra)
-    if cell == "cifg":
-        return rnn.CIFGLSTM(input_size, hidden_size, forget_bias=forget_bias, **common, **extra)
-    if cell == "gru":
-        return rnn.GRU(input_size, hidden_size, **common, **extra)
-    if cell == "rnn":
-        return rnn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common, **extra)
-    raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
+    kwargs.update(init=config.init, backend=config.backend)
+    if spec.gated_lstm:
+        kwargs["forget_bias"] = config.forget_bias
+    if spec.nonlinearity:
+        kwargs["nonlinearity"] = config.nonlinearity
+    return build_cell(config.cell, input_size, hidden_size, **kwargs)
 
 
 def run_encoder(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -103,26 +95,9 @@ class SequenceClassifier(nn.Module):
     """Embedding (padding index 0) -> recurrent encoder -> pooling -> dropout -> linear head.
 
     Args:
+        config: the :class:`ModelConfig` (cell, widths, pooling, init, ...; its fields are documented there).
         vocab_size: rows of the embedding table (id 0 is padding, 1 usually OOV).
-        embedding_dim: D, the width of each token vector. Default 256.
-        cell: ``lstm``, ``cifg``, ``gru``, ``rnn``, ``lstm_noforget`` (rnnlab.nn) or ``torch_lstm``, ``torch_gru``.
-        hidden_size: H per direction, or a list of widths (one layer each) for a stack of different widths.
-        num_layers: stacked layers (ignored when ``hidden_size`` is a list). Default 1.
-        bidirectional: run a reverse direction too; the head sees 2H features. Default False.
-        dropout: dropout before the head. Default 0.5.
-        rnn_dropout: dropout between stacked layers. Default 0.
-        pooling: ``last``, ``mean`` or ``max`` (see module docstring). Default ``last``.
-        num_classes: 2 -> one logit; K > 2 -> K logits.
-        init: ``keras`` (embedding U(-0.05, 0.05), glorot-uniform head with zero bias, Keras' cell init) or ``torch``
-            (N(0, 1) embedding, torch's Linear and cell init). Default ``keras``: it learns like the Keras reference.
-        forget_bias: initial forget-gate bias of LSTM/CIFG cells. Default 1.
-        nonlinearity: for ``rnn``: ``tanh``, ``relu`` or ``identity``.
-        use_lengths: pass each sequence's length to the encoder and pool over real tokens. False reproduces a
-            Keras model without masking: every sequence is read to T, padding included, and the padding id 0 has a
-            trained embedding like any token. Default True.
-        fixed_length: right-pad (or cut) every batch to this many steps, as Keras' ``pad_sequences(padding='post')``.
-        freeze_embeddings: do not train the embedding table (with pretrained vectors).
-        backend: rnnlab.nn backend (``auto``, ``loop``, ``fused``, ``triton``).
+        num_classes: 2 -> one logit; K > 2 -> K logits. Default 2.
 
     Inputs: ``ids`` (B, T) int64, ``lengths`` (B,) int64 or None (all T).
     Outputs: logits (B,) for binary, (B, K) otherwise.
@@ -132,52 +107,39 @@ class SequenceClassifier(nn.Module):
         encoder: the recurrent module.
         head: ``nn.Linear`` (H * directions, 1 or K).
 
-    >>> m = SequenceClassifier(100, 8, cell="torch_gru", hidden_size=4)
+    >>> m = SequenceClassifier(ModelConfig(cell="torch_gru", embedding_dim=8, hidden_size=4), vocab_size=100)
     >>> m(torch.randint(1, 100, (3, 5)), torch.tensor([5, 2, 1])).shape
     torch.Size([3])
     """
 
-    def __init__(self, vocab_size: int, embedding_dim: int = 256, cell: str = "lstm", hidden_size: int | list = 32,
-                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5, rnn_dropout: float = 0.0,
-                 pooling: str = "last", num_classes: int = 2, init: str = "keras", forget_bias: float = 1.0,
-                 nonlinearity: str = "tanh", use_lengths: bool = True, fixed_length: int | None = None,
-                 freeze_embeddings: bool = False, backend: str = "auto"):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int = 2):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}: got {cell!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}: got {pooling!r}")
-        if init not in ("keras", "torch"):
-            raise ValueError(f"init must be 'keras' or 'torch': got {init!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2: got {num_classes}")
-        if embedding_dim < 1:  # else the cell would name its own input_size
-            raise ValueError(f"embedding_dim must be >= 1 (the width of each token's vector): got {embedding_dim}")
-        self.cell, self.pooling, self.use_lengths, self.fixed_length = cell, pooling, use_lengths, fixed_length
-        self.bidirectional = bidirectional
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0 if use_lengths else None)
-        enc = dict(bidirectional=bidirectional, init=init, forget_bias=forget_bias, nonlinearity=nonlinearity,
-                   backend=backend)
-        if isinstance(hidden_size, int):
-            self.encoder = build_encoder(cell, embedding_dim, hidden_size, num_layers, dropout=rnn_dropout, **enc)
-            out_size = hidden_size
-        else:
-            sizes, layers = list(hidden_size), []
-            for k, h in enumerate(sizes):
-                in_size = embedding_dim if k == 0 else sizes[k - 1] * (2 if bidirectional else 1)
-                layers.append(build_encoder(cell, in_size, h, 1, dropout=0.0, **enc))
-            self.encoder = StackedEncoder(layers, rnn_dropout)
+        self.config = config
+        self.cell, self.pooling, self.use_lengths = config.cell, config.pooling, config.use_lengths
+        self.fixed_length, self.bidirectional = config.fixed_length, config.bidirectional
+        D = config.embedding_dim
+        self.embedding = nn.Embedding(vocab_size, D, padding_idx=0 if config.use_lengths else None)
+        if isinstance(config.hidden_size, int):
+            self.encoder = build_encoder(config, D, config.hidden_size, config.num_layers, config.rnn_dropout)
+            out_size = config.hidden_size
+        else:  # one layer per width, each reading the previous layer's outputs
+            sizes = config.hidden_size
+            inputs = [D] + [h * config.num_directions for h in sizes[:-1]]
+            self.encoder = StackedEncoder([build_encoder(config, i, h, 1, 0.0) for i, h in zip(inputs, sizes)],
+                                          config.rnn_dropout)
             out_size = sizes[-1]
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(out_size * (2 if bidirectional else 1), 1 if num_classes == 2 else num_classes)
-        if init == "keras":
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(out_size * config.num_directions, 1 if num_classes == 2 else num_classes)
+        if config.init == "keras":
             nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras' Embedding default
             nn.init.xavier_uniform_(self.head.weight)  # Keras' Dense default: glorot uniform, zero bias
             nn.init.zeros_(self.head.bias)
-        if use_lengths:
+        if config.use_lengths:
             with torch.no_grad():
                 self.embedding.weight[0].zero_()
-        self.embedding.weight.requires_grad_(not freeze_embeddings)
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
 
     def load_pretrained(self, vectors: torch.Tensor, freeze: bool = False) -> None:
         """Copy pretrained vectors (V, D) into the embedding table (row 0, padding, zero unless use_lengths=False)."""

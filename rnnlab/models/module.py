@@ -1,7 +1,8 @@
 """LightningModule around :class:`SequenceClassifier`: loss, accuracy, optimizer, vocabulary in the checkpoint.
 
-The module takes plain hyperparameters (numbers, strings, dicts), builds its network from them and saves them,
-so ``SequenceClassifierModule.load_from_checkpoint(path)`` needs nothing else. The optimizer and scheduler are
+The module takes one :class:`ModelConfig` (or its fields as keywords: Hydra's ``instantiate`` of the ``model``
+group passes them so), builds its network from it and saves its fields as plain hyperparameters, so
+``SequenceClassifierModule.load_from_checkpoint(path)`` needs nothing else. The optimizer and scheduler are
 Hydra ``_partial_: true`` configs kept as plain dicts and instantiated in ``configure_optimizers``.
 
 Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`, K classes
@@ -9,6 +10,7 @@ Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from pathlib import Path
@@ -17,20 +19,10 @@ import hydra.utils
 import lightning.pytorch as pl
 import torch
 import torchmetrics
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rnnlab.models.classifier import SequenceClassifier
-
-# Keras' RMSprop: its update (epsilon inside the square root) and defaults (learning_rate=0.001, rho=0.9, epsilon=1e-7).
-RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
-
-
-def _plain(cfg):
-    """A DictConfig (or None/dict) as a plain dict, so it pickles into hparams without omegaconf objects."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return None if cfg is None else dict(cfg)
+from rnnlab.models.config import ModelConfig
 
 
 class SequenceClassifierModule(pl.LightningModule):
@@ -38,38 +30,28 @@ class SequenceClassifierModule(pl.LightningModule):
 
     Args:
         vocab_size, num_classes: from the datamodule (train.py passes them).
-        embedding_dim ... backend: passed to :class:`SequenceClassifier` unchanged.
-        optimizer: Hydra config of a partial optimizer, e.g. ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-3}``.
-            Default: :class:`rnnlab.models.optim.KerasRMSprop` (Keras' update and defaults).
-        scheduler: optional Hydra config of a partial LR scheduler (``torch.optim.lr_scheduler.*``).
-        scheduler_interval: ``epoch`` or ``step``.
-        step_seed: when set, reseed torch's RNG from (step_seed, global_step) before each training step, so dropout
-            masks depend only on the step and a run resumed mid-epoch matches an uninterrupted one.
+        config: the :class:`ModelConfig`: the network, the optimizer (default
+            :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
+            (when set, torch's RNG is reseeded from (step_seed, global_step) before each training step, so dropout
+            masks depend only on the step and a run resumed mid-epoch matches an uninterrupted one).
+        **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
+            checkpoint's hyperparameters).
 
     Attributes:
+        config: the :class:`ModelConfig`; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
         model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
         vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), saved in and restored from checkpoints.
         class_names: label names, saved likewise.
         data_config: the resolved data config of the run (``rnnlab.evaluate`` rebuilds the test split from it).
     """
 
-    def __init__(self, vocab_size: int, num_classes: int = 2, embedding_dim: int = 256, cell: str = "lstm",
-                 hidden_size: int | list = 32, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.5,
-                 rnn_dropout: float = 0.0, pooling: str = "last", init: str = "keras", forget_bias: float = 1.0,
-                 nonlinearity: str = "tanh", use_lengths: bool = True, fixed_length: int | None = None,
-                 freeze_embeddings: bool = False, backend: str = "auto", optimizer: dict | None = None,
-                 scheduler: dict | None = None, scheduler_interval: str = "epoch", step_seed: int | None = None):
+    def __init__(self, vocab_size: int, num_classes: int = 2, config: ModelConfig | None = None, **fields):
         super().__init__()
-        # Hydra's schema hands choices over as str-valued Enum members: keep plain strings in the hparams
-        cell, pooling, init, nonlinearity, scheduler_interval = (
-            str(getattr(v, "value", v)) for v in (cell, pooling, init, nonlinearity, scheduler_interval))
-        optimizer, scheduler = _plain(optimizer) or dict(RMSPROP_KERAS), _plain(scheduler)
-        if isinstance(hidden_size, (list, tuple)) or OmegaConf.is_list(hidden_size):
-            hidden_size = list(hidden_size)
-        self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
-        self.model = SequenceClassifier(
-            vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout, rnn_dropout, pooling,
-            num_classes, init, forget_bias, nonlinearity, use_lengths, fixed_length, freeze_embeddings, backend)
+        self.config = dataclasses.replace(config or ModelConfig(), **fields)  # replace() checks the new values
+        # logged once, with the metric keys, by diagnostics.LogHParams
+        self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
+                                  logger=False)
+        self.model = SequenceClassifier(self.config, vocab_size, num_classes)
         self.binary = num_classes == 2
         self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
         task = dict(task="binary") if self.binary else dict(task="multiclass", num_classes=num_classes)

@@ -1,0 +1,147 @@
+"""The model description: one typed dataclass that is the Hydra schema of the ``model`` config group.
+
+Its defaults are the model's defaults; ``conf/model/<cell>.yaml`` sets only what differs (``cell``) and picks the
+optimizer. :class:`SequenceClassifier` reads the network fields, :class:`SequenceClassifierModule` the training
+fields, and the module saves all of them as its hyperparameters, so a checkpoint rebuilds its own model.
+
+Choices are Enums, so Hydra rejects ``model.cell=lsmt`` or ``model.num_layers=two`` while it composes the config;
+the built object holds plain strings. ``hidden_size`` is an int *or* a list of ints, which Hydra's types cannot say:
+:func:`model_config` builds the dataclass from the composed config (its ``__post_init__`` checks every value), and
+``rnnlab.train`` calls it before it loads any data.
+
+>>> ModelConfig(cell="gru", hidden_size=[32, 64]).num_directions
+1
+>>> ModelConfig(hidden_size="abc")
+Traceback (most recent call last):
+...
+ValueError: model.hidden_size must be a positive int, or a list of them (one width per stacked layer, e.g. [32, 64]): got 'abc'
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rnnlab.nn.registry import CELLS
+
+# rnnlab's cells, then their variants, then torch's: the order Hydra's "expected one of [...]" lists them in
+Cell = Enum("Cell", {c: c for c in sorted(CELLS, key=lambda c: (CELLS[c].is_torch, bool(CELLS[c].kwargs)))}, type=str)
+Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max")}, type=str)
+Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
+Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
+Interval = Enum("Interval", {i: i for i in ("epoch", "step")}, type=str)
+
+# RMSprop as Keras updates (epsilon inside the square root) with Keras' defaults: the optimizer when none is given.
+# conf/model/optimizer/rmsprop_keras.yaml is the same choice for the config group.
+RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass
+class ModelConfig:
+    """What a model is: the network and how it is trained. Every default of the model is written here, once.
+
+    Network (read by :class:`rnnlab.models.classifier.SequenceClassifier`):
+        cell: a name of :data:`rnnlab.nn.CELLS`: ``lstm``, ``cifg``, ``gru``, ``rnn``, ``lstm_noforget``
+            (rnnlab.nn) or ``torch_lstm``, ``torch_gru`` (torch.nn, packed sequences). Default ``lstm``.
+        embedding_dim: D, the width of each token vector. Default 256.
+        hidden_size: H per direction, or a list of widths (one layer each, e.g. ``[32, 64, 64]``). Default 32.
+        num_layers: stacked layers of width ``hidden_size`` (ignored when it is a list). Default 1.
+        bidirectional: run a reverse direction too; the head sees 2H features. Default False.
+        dropout: dropout before the head. Default 0.5.
+        rnn_dropout: dropout between stacked layers. Default 0.
+        pooling: ``last``, ``mean`` or ``max`` over each sequence's real tokens. Default ``last``.
+        init: ``keras`` (embedding U(-0.05, 0.05), glorot head with zero bias, Keras' cell init) or ``torch``
+            (torch's defaults). Default ``keras``: it learns like the Keras reference.
+        forget_bias: initial forget-gate bias of the LSTM-like cells. Default 1.
+        nonlinearity: of the ``rnn`` cell: ``tanh``, ``relu`` or ``identity``. Default ``tanh``.
+        use_lengths: read each sequence to its own length and pool over real tokens; False reads the padding too,
+            as a Keras model without masking. Default True.
+        fixed_length: right-pad (or cut) every batch to this many steps (Keras' ``pad_sequences``). Default None.
+        freeze_embeddings: do not train the embedding table. Default False.
+        backend: rnnlab.nn backend (``auto``, ``loop``, ``fused``, ``triton``). Default ``auto``.
+
+    Training (read by :class:`rnnlab.models.module.SequenceClassifierModule`):
+        optimizer: Hydra config of a partial optimizer; None means :data:`RMSPROP_KERAS`.
+        scheduler: Hydra config of a partial LR scheduler, or None.
+        scheduler_interval: ``epoch`` or ``step``. Default ``epoch``.
+        step_seed: when set, dropout masks depend on (step_seed, step) only, so a resumed run equals an
+            uninterrupted one. The config sets it to ``${seed}``.
+    """
+
+    _target_: str = field(default="rnnlab.models.module.SequenceClassifierModule", repr=False)
+    cell: Cell = Cell.lstm
+    embedding_dim: int = 256
+    hidden_size: Any = 32  # an int or a list of ints: checked in __post_init__ (see the module docstring)
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.5
+    rnn_dropout: float = 0.0
+    pooling: Pooling = Pooling.last
+    init: Init = Init.keras
+    forget_bias: float = 1.0
+    nonlinearity: Nonlinearity = Nonlinearity.tanh
+    use_lengths: bool = True
+    fixed_length: Optional[int] = None
+    freeze_embeddings: bool = False
+    backend: str = "auto"
+    optimizer: Any = None
+    scheduler: Any = None
+    scheduler_interval: Interval = Interval.epoch
+    step_seed: Optional[int] = None
+
+    def __post_init__(self):
+        for name, choices in (("cell", Cell), ("pooling", Pooling), ("init", Init), ("nonlinearity", Nonlinearity),
+                              ("scheduler_interval", Interval)):
+            value = str(getattr(getattr(self, name), "value", getattr(self, name)))  # an Enum member from Hydra
+            if value not in choices.__members__:
+                raise ValueError(f"model.{name} must be one of {list(choices.__members__)}: got {value!r}")
+            setattr(self, name, value)
+        size = self.hidden_size
+        if isinstance(size, (list, tuple, ListConfig)):
+            size = list(size)
+        if not (_positive_int(size) or isinstance(size, list) and size and all(_positive_int(h) for h in size)):
+            raise ValueError(f"model.hidden_size must be a positive int, or a list of them (one width per stacked "
+                             f"layer, e.g. [32, 64]): got {self.hidden_size!r}")
+        self.hidden_size = size
+        for name, what in (("embedding_dim", "the width of each token's vector"), ("num_layers", "stacked layers")):
+            if not _positive_int(getattr(self, name)):  # else the cell would name its own argument
+                raise ValueError(f"model.{name} must be >= 1 ({what}): got {getattr(self, name)!r}")
+        if self.fixed_length is not None and not _positive_int(self.fixed_length):
+            raise ValueError(f"model.fixed_length must be null or a positive int (steps per padded batch): got "
+                             f"{self.fixed_length!r}")
+        for name in ("dropout", "rnn_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"model.{name} must be a probability in [0, 1]: got {getattr(self, name)!r}")
+        self.optimizer = _plain(self.optimizer) or dict(RMSPROP_KERAS)
+        self.scheduler = _plain(self.scheduler)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def hparams(self) -> dict:
+        """The fields as plain Python values (no ``_target_``): what the LightningModule saves in its checkpoints."""
+        out = dataclasses.asdict(self)
+        del out["_target_"]
+        return out
+
+
+def _plain(cfg):
+    """A DictConfig (or None/dict) as a plain dict, so it pickles into hparams without omegaconf objects."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return None if cfg is None else dict(cfg)
+
+
+def model_config(node: DictConfig) -> ModelConfig:
+    """The :class:`ModelConfig` of a composed ``model`` config node (interpolations resolved), its values checked."""
+    return OmegaConf.to_object(node) if OmegaConf.get_type(node) is ModelConfig else ModelConfig(
+        **{k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"})

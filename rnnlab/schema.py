@@ -1,0 +1,55 @@
+"""Typed schemas of the Hydra config groups, so a wrong key or value is Hydra's error while it composes the config.
+
+* ``model``: :class:`rnnlab.models.config.ModelConfig`, the model description (its defaults are the model's).
+  ``model.num_layers=two`` fails with "Value 'two' of type 'str' could not be converted to Integer" and
+  ``model.cell=lsmt`` with "Invalid value 'lsmt', expected one of [lstm, cifg, ...]".
+* ``trainer``: :class:`TrainerConfig`, the types of the ``lightning.pytorch.Trainer`` arguments that the
+  ``conf/trainer/*.yaml`` files set (``trainer.max_epochs=abc`` fails likewise). Any other Trainer argument may
+  still be added (``+trainer.accumulate_grad_batches=2``); Lightning checks it.
+
+``conf/model/base.yaml`` and ``conf/trainer/default.yaml`` start from them (``defaults: [/schema/<group>@_here_]``);
+:func:`register` stores them under the group ``schema``, and importing ``rnnlab.conf`` calls it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+from hydra.core.config_store import ConfigStore
+
+from rnnlab.models.config import ModelConfig
+
+
+@dataclass
+class TrainerConfig(Dict[str, Any]):  # a Dict subclass: other Trainer arguments may be added
+    """Types of the Trainer arguments the trainer configs set; the values are in ``conf/trainer/default.yaml``.
+
+    None is Lightning's own default for each of them.
+    """
+
+    _target_: str = "lightning.pytorch.Trainer"
+    default_root_dir: Optional[str] = None
+    accelerator: str = "auto"
+    devices: Any = "auto"  # an int, a list of device indices, or "auto"
+    max_epochs: Optional[int] = None
+    max_steps: int = -1
+    limit_train_batches: Optional[Union[int, float]] = None  # a number of batches, or a fraction of them
+    limit_val_batches: Optional[Union[int, float]] = None
+    limit_test_batches: Optional[Union[int, float]] = None
+    gradient_clip_val: Optional[Union[int, float]] = None
+    gradient_clip_algorithm: Optional[str] = None
+    log_every_n_steps: Optional[int] = None
+    num_sanity_val_steps: Optional[int] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    deterministic: Any = None  # a bool or "warn"
+    precision: Any = None  # e.g. 32-true, bf16-mixed, 16
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    store.store(group="schema", name="model", node=ModelConfig)
+    with warnings.catch_warnings():  # OmegaConf < 2.4 (what hydra-core 1.3 allows) supports it, with a warning
+        warnings.filterwarnings("ignore", message=".*subclasses `Dict`", category=UserWarning)
+        store.store(group="schema", name="trainer", node=TrainerConfig)
