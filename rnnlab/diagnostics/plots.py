@@ -84,10 +84,15 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
     axes = np.atleast_1d(fig.subplots(max(len(names), 1), 1, squeeze=False)[:, 0])
     for ax, name in zip(axes, names):
         steps = [s for s, _ in history[name]]
+        rows = [c for _, c in history[name]]
+        longest = max((int(np.isfinite(_np(r)).nonzero()[0].max()) + 1 if np.isfinite(_np(r)).any() else 0
+                       for r in rows), default=1)
+        width = max(1, longest if max_width is None else min(max_width, longest))  # the x axis ends with the data
         with np.errstate(divide="ignore", invalid="ignore"):
-            grid = np.log10(pad_rows([c for _, c in history[name]], max_width))  # (N, W)
+            grid = np.log10(pad_rows(rows, width))  # (N, W)
         finite = grid[np.isfinite(grid)]
-        vmin, vmax = (np.percentile(finite, 1), np.percentile(finite, 99)) if finite.size else (0, 1)
+        # robust limits over the non-zero values: a few huge or underflowed entries do not flatten the decay
+        vmin, vmax = (np.percentile(finite, 2), np.percentile(finite, 99.5)) if finite.size else (0, 1)
         grid[np.isneginf(grid)] = vmin  # an exactly zero gradient (underflow) shows as vanished, not as missing
         grid[~np.isfinite(grid)] = np.nan  # no sample that long: blank
         image = ax.imshow(
