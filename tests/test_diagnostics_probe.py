@@ -18,21 +18,21 @@ class DropoutTask(TaskModule):
         return self.model(torch.nn.functional.dropout(x, 0.3, self.training))
 
 
-def _fit(probe: int):
+def _fit(probe: int, root):
     pl.seed_everything(0)
     dm = AddingDataModule(length=12, train_size=60, val_size=20, test_size=10, batch_size=10)
     module = DropoutTask(2, 1, cell="lstm", hidden_size=8)
     callback = TimestepGradNorms(every_n_steps=2, probe=probe, decay_steps=(1, 5))
-    trainer = pl.Trainer(max_steps=9, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = pl.Trainer(max_steps=9, logger=False, default_root_dir=root, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[callback])
     trainer.fit(module, datamodule=dm)
     trainer.rng_after = torch.get_rng_state()
     return module, trainer, callback
 
 
-def test_the_probe_leaves_weights_metrics_and_random_numbers_unchanged(one_thread):
-    off_module, off_trainer, _ = _fit(0)
-    on_module, on_trainer, callback = _fit(4)
+def test_the_probe_leaves_weights_metrics_and_random_numbers_unchanged(one_thread, tmp_path):
+    off_module, off_trainer, _ = _fit(0, tmp_path / "off")
+    on_module, on_trainer, callback = _fit(4, tmp_path / "on")
     for (name, a), (_, b) in zip(off_module.state_dict().items(), on_module.state_dict().items()):
         assert torch.equal(a, b), name
     assert torch.equal(off_trainer.callback_metrics["train/loss"], on_trainer.callback_metrics["train/loss"])
@@ -42,8 +42,9 @@ def test_the_probe_leaves_weights_metrics_and_random_numbers_unchanged(one_threa
     assert set(callback.probe_records[0]["jacobian"]) == {"l0"} and callback.probe_records[0]["w_hh_norm"]["l0"] > 0
 
 
-def test_the_probe_is_the_same_sequences_every_time_and_the_training_batches_still_recorded(one_thread):
-    _, _, callback = _fit(3)
+def test_the_probe_is_the_same_sequences_every_time_and_the_training_batches_still_recorded(one_thread, tmp_path):
+    _, _, callback = _fit(3, tmp_path)
+    assert (tmp_path / "grad_t_probe.pt").exists()
     assert len(callback.records) == 5  # the training batches' curves as before
     # identical inputs: the first probe's curve is what the untrained weights give, and later ones change by training
     first, last = callback.probe_records[0]["curves"]["dx"]["end"], callback.probe_records[-1]["curves"]["dx"]["end"]
