@@ -61,3 +61,27 @@ def test_the_spectral_norm_of_a_scaled_orthogonal_recurrent_matrix_is_its_scale(
     module = build_cell("rnn", 2, 8)
     recurrent_init_(module, "orthogonal", 1.5)
     assert recurrent_weight_norms(module)["l0"] == pytest.approx(1.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_init_puts_every_gate_block_at_the_requested_radius(cell):
+    from rnnlab.nn.init import recurrent_init_
+    torch.manual_seed(0)
+    module = build_cell(cell, 2, 64)
+    for kind, scale, tol in (("identity", 1.2, 1e-6), ("orthogonal", 0.8, 1e-5), ("uniform", 1.5, 0.15)):
+        recurrent_init_(module, kind, scale)
+        for block in module.weight_hh_l0.detach().split(64):
+            radius = torch.linalg.eigvals(block).abs().max().item()
+            assert radius == pytest.approx(scale, rel=tol), (kind, radius)
+
+
+def test_recurrent_init_leaves_input_weights_and_biases_alone_and_names_a_bad_scale():
+    from rnnlab.nn.init import recurrent_init_
+    module = build_cell("lstm", 2, 4)
+    before = {k: v.clone() for k, v in module.state_dict().items() if "hh" not in k or "bias" in k}
+    recurrent_init_(module, "orthogonal", 2.0)
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(ValueError, match=r"`recurrent_scale` must be >= 0 \(the spectral radius of W_hh\): got -1"):
+        recurrent_init_(module, "identity", -1)
+    with pytest.raises(ValueError, match=r"`recurrent_init` must be one of"):
+        recurrent_init_(module, "eye")
