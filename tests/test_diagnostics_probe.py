@@ -77,3 +77,11 @@ def test_the_heatmap_x_axis_ends_with_the_longest_sequence_not_at_max_width():
     image = fig.axes[0].images[0]
     low, high = image.get_clim()
     assert high - low > 5  # the colour range spans the six decades of the decay, not one colour
+
+
+def test_the_profile_of_an_exploded_step_whose_norms_are_all_inf_or_nan_still_draws():
+    from rnnlab.diagnostics.plots import figure_to_array, profile_figure
+
+    bad = torch.tensor([float("inf"), float("nan"), 0.0])
+    image = figure_to_array(profile_figure({"dh/l0": {"start": bad, "end": bad}, "dx": {"start": bad, "end": bad}}))
+    assert image.ndim == 3 and image.shape[-1] == 3
