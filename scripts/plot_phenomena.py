@@ -11,7 +11,8 @@ recorded step). "Solved": the validation loss below ``--solved`` (0.1) times the
 first validation step where that holds. s/step: the mean epoch time over the steps per epoch.
 
 ``clip`` draws the training loss of two runs (the first without clipping, the second with), the global gradient
-norm before clipping, and the per-timestep gradient of the first at its last recorded step.
+norm before clipping, and the per-timestep gradient at the first two recorded steps of each (of ``--early``, a
+rerun of the unclipped run recording every step, when given) and the last of the clipped run.
 
 ``jacobian`` loads each run's last checkpoint and, on the first 16 validation sequences, draws the measured
 ||dJ/dh_t|| (geometric mean over sequences) against k = T - 1 - t beside its upper bound
@@ -66,8 +67,8 @@ def _figure(n: int, width=4.0, height=3.2):
 def sweep(root: Path, name: str, solved: float) -> None:
     rows = jobs(root)
     lengths = sorted({r["T"] for r in rows})
-    table = ["| cell | T | test loss | baseline | loss / baseline | steps to solve | s/step |",
-             "|---|---|---|---|---|---|---|"]
+    table = ["| cell | T | steps run | test loss | baseline | loss / baseline | steps to solve | s/step |",
+             "|---|---|---|---|---|---|---|---|"]
     loss_fig, loss_axes = _figure(len(lengths))
     grad_fig, grad_axes = _figure(len(lengths))
     colours = {c: f"C{i}" for i, c in enumerate(CELL_ORDER)}
@@ -79,7 +80,7 @@ def sweep(root: Path, name: str, solved: float) -> None:
         solved_at = next((s for s, v in val if v < solved * vbase), None)
         per_epoch = r["cfg"]["data"]["train_size"] // r["cfg"]["data"]["batch_size"]
         s_step = float(np.mean(m["epoch_times_s"])) / per_epoch if m.get("epoch_times_s") else math.nan
-        table.append(f"| {r['cell']} | {r['T']} | {m.get('test/loss', math.nan):.4f} | {base:.4f} | "
+        table.append(f"| {r['cell']} | {r['T']} | {m.get('steps')} | {m.get('test/loss', math.nan):.4f} | {base:.4f} | "
                      f"{m.get('test/loss', math.nan) / base:.3f} | {solved_at if solved_at is not None else '-'} | "
                      f"{s_step:.3f} |")
         i = lengths.index(r["T"])
@@ -115,7 +116,7 @@ def sweep(root: Path, name: str, solved: float) -> None:
     print("\n".join(table))
 
 
-def clip(without: Path, with_: Path, name: str) -> None:
+def clip(without: Path, with_: Path, name: str, early: Path | None = None) -> None:
     fig, axes = _figure(3, 4.4, 3.4)
     for job, label in ((without, "no clipping"), (with_, "clipped")):
         ev = scalars(job)
@@ -127,15 +128,16 @@ def clip(without: Path, with_: Path, name: str) -> None:
         print(f"{label}: {job}: clipped fraction of the last epoch {frac}, "
               f"diverged at {ev.get('train/diverged_step')}, final test loss "
               f"{json.loads((job / 'metrics.json').read_text()).get('test/loss')}")
-        records = torch.load(job / "tensorboard" / "grad_t.pt", weights_only=False)
-        for rec in records[-3:]:
+        source = early if (early is not None and label == "no clipping") else job
+        records = torch.load(source / "tensorboard" / "grad_t.pt", weights_only=False)
+        for rec in (records[:2] if label == "no clipping" else [records[0], records[1], records[-1]]):
             y = rec["curves"]["dh/l0"]["end"].double().numpy()
             axes[2].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls="-" if label == "clipped" else "--",
                          label=f"{label}, step {rec['step']}")
     axes[0].set(xlabel="training step", ylabel="train loss", yscale="log", title="loss")
     axes[1].set(xlabel="training step", ylabel="||g|| before clipping", yscale="log", title="global gradient norm")
     axes[2].set(xlabel="k = steps before the loss", ylabel="||dJ/dh_t||", yscale="log",
-                title="per-timestep gradient, last records")
+                title="per-timestep gradient")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -210,6 +212,7 @@ def main() -> None:
     c.add_argument("without", type=Path)
     c.add_argument("with_", type=Path)
     c.add_argument("--name", default="adding_clip")
+    c.add_argument("--early", type=Path, help="a rerun of the unclipped run recording every step (its first steps)")
     j = sub.add_parser("jacobian")
     j.add_argument("runs", type=Path, nargs="+")
     j.add_argument("--name", default="adding_jacobian")
@@ -218,7 +221,7 @@ def main() -> None:
     if args.what == "sweep":
         sweep(args.root, args.name, args.solved)
     elif args.what == "clip":
-        clip(args.without, args.with_, args.name)
+        clip(args.without, args.with_, args.name, args.early)
     else:
         jacobian(args.runs, args.name)
 
