@@ -85,3 +85,29 @@ def test_the_profile_of_an_exploded_step_whose_norms_are_all_inf_or_nan_still_dr
     bad = torch.tensor([float("inf"), float("nan"), 0.0])
     image = figure_to_array(profile_figure({"dh/l0": {"start": bad, "end": bad}, "dx": {"start": bad, "end": bad}}))
     assert image.ndim == 3 and image.shape[-1] == 3
+
+
+def test_every_recorded_step_logs_the_spectral_norm_of_w_hh_even_without_a_probe(one_thread, tmp_path):
+    from lightning.pytorch.loggers.logger import Logger
+
+    class Capture(Logger):
+        name, version = "capture", 0
+        logged: list = []
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+        def log_metrics(self, metrics, step=None):
+            self.logged.append((step, dict(metrics)))
+
+    pl.seed_everything(0)
+    dm = AddingDataModule(length=6, train_size=40, val_size=10, test_size=10, batch_size=10)
+    module = TaskModule(2, 1, cell="gru", hidden_size=4, recurrent_init="orthogonal", recurrent_scale=0.5)
+    logger = Capture()
+    trainer = pl.Trainer(max_steps=3, logger=logger, default_root_dir=tmp_path, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[TimestepGradNorms(every_n_steps=2, save_curves=False)])
+    trainer.fit(module, datamodule=dm)
+    norms = [(step, m["jacobian/l0/w_hh_norm"]) for step, m in logger.logged if "jacobian/l0/w_hh_norm" in m]
+    assert [step for step, _ in norms] == [0, 2]
+    assert norms[0][1] == pytest.approx(0.5 * 3 ** 0.5, rel=1e-5)  # 3 orthogonal gate blocks of radius 0.5 stacked

@@ -19,9 +19,9 @@ With ``probe=N`` the same curves are also recorded, on every recorded step, on N
 module in eval mode (no dropout), the RNG state restored and every ``.grad`` put back: training sees exactly
 the weights, gradients and random numbers it would see without the probe. Those curves go to
 ``grad_t/probe/...`` and a heatmap ``grad_t/probe_heatmap`` whose rows differ only by training, not by which
-batch was drawn. On the probe batch the callback also logs, per layer and direction of every ``rnnlab.nn``
-module, ``jacobian/<series>/w_hh_norm`` (:math:`\\lVert W_{hh} \\rVert_2`) and
-``jacobian/<series>/sigma_mean``, the mean over steps and sequences of the largest singular value of the
+batch was drawn. On every recorded step the callback logs, per layer and direction of every ``rnnlab.nn``
+module, ``jacobian/<series>/w_hh_norm`` (:math:`\\lVert W_{hh} \\rVert_2`, the whole ``weight_hh``), and
+with a probe ``jacobian/<series>/sigma_mean``, the mean over steps and sequences of the largest singular value of the
 actual per-step Jacobian :math:`\\partial s_{t+1}/\\partial s_t` (:mod:`rnnlab.diagnostics.jacobian`).
 
 Recording, the curves and the scalars cost little (one small device-to-host copy); drawing a
@@ -311,8 +311,7 @@ class TimestepGradNorms(pl.Callback):
                     record["jacobian"][prefix + key] = sigma.cpu()
                     scalars[f"jacobian/{prefix}{key}/sigma_mean"] = float(sigma.nanmean())
                 for key, norm in recurrent_weight_norms(module).items():
-                    record["w_hh_norm"][prefix + key] = norm
-                    scalars[f"jacobian/{prefix}{key}/w_hh_norm"] = norm
+                    record["w_hh_norm"][prefix + key] = norm  # logged by _log on the same step
         self.probe_records.append(record)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
@@ -326,6 +325,12 @@ class TimestepGradNorms(pl.Callback):
                 scalars[f"grad_t/{name}/decay_{k}"] = ratio
         for k, ratio in decay.get("dx", {}).items():
             scalars[f"grad_t/decay_{k}"] = ratio
+        cells = [(n, m) for prefix, rec in self._recorders for n, m in rec.named_modules(prefix=prefix)
+                 if hasattr(m, "_layer_weights")]
+        for name, module in cells:  # ||W_hh||_2 per layer and direction, as the probe's Jacobian keys
+            prefix = "" if len(cells) == 1 else name.removeprefix("model.") + "."
+            for key, norm in recurrent_weight_norms(module).items():
+                scalars[f"jacobian/{prefix}{key}/w_hh_norm"] = norm
         self.records.append({"step": step, "curves": curves, "decay": decay})
         if scalars:
             for logger in trainer.loggers:
