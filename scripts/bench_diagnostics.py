@@ -23,7 +23,9 @@ step) / (run time without them)``, the run being the whole ``trainer.fit``. ``--
     flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py             # ~15 s on 2 CPU cores
     flock /tmp/rnnlab-heavy.lock python scripts/bench_diagnostics.py --steps 400 --direct
 
-Target: ``TimestepGradNorms(every_n_steps=50)`` adds < 10% to training time.
+Target: ``TimestepGradNorms(every_n_steps=50)`` adds < 10% to training time. ``--probe N`` measures the same with
+``diagnostics.probe=N`` (the N longest sequences recorded on every recorded step, with the per-step Jacobian):
+its forward, backward and Jacobian run inside the callback's hooks, so they are in the hook time.
 """
 
 from __future__ import annotations
@@ -101,6 +103,24 @@ def make_module(cell: str) -> SequenceClassifierModule:
                                     bidirectional=True, dropout=0.5)
 
 
+class Batches(pl.LightningDataModule):
+    """The batches as a datamodule whose ``probe_batch(n)`` is the ``n`` longest sequences (as IMDB's probe)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self):
+        return DataLoader(self.batches, batch_size=None)
+
+    def probe_batch(self, n: int):
+        width = max(b[0].size(1) for b in self.batches)
+        ids = torch.cat([torch.nn.functional.pad(b[0], (0, width - b[0].size(1))) for b in self.batches])
+        lengths, labels = torch.cat([b[1] for b in self.batches]), torch.cat([b[2] for b in self.batches])
+        keep = lengths.argsort(descending=True)[:n]
+        return ids[keep, : int(lengths[keep].max())], lengths[keep], labels[keep]
+
+
 def fit(callbacks, batches, cell: str, clip: float) -> Times:
     """Times of the whole ``trainer.fit``, so every hook of every callback (``on_fit_start`` to ``on_fit_end``, the
     final figure included) lies inside the clock that the overhead is taken from."""
@@ -110,9 +130,9 @@ def fit(callbacks, batches, cell: str, clip: float) -> Times:
             gradient_clip_val=clip, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=callbacks,
         )
-        module, data = make_module(cell), DataLoader(batches, batch_size=None)
+        module, data = make_module(cell), Batches(batches)
         t0, c0 = time.perf_counter(), time.process_time()
-        trainer.fit(module, train_dataloaders=data)
+        trainer.fit(module, datamodule=data)
         return Times(time.perf_counter() - t0, time.process_time() - c0)
 
 
@@ -154,6 +174,7 @@ def main() -> None:
     parser.add_argument("--cell", default="lstm", help="model.cell: lstm (rnnlab.nn) or torch_lstm (dJ/dx_t only)")
     parser.add_argument("--clip", type=float, default=1.0, help="trainer.gradient_clip_val")
     parser.add_argument("--compute-batches", type=int, default=16, help="batches of the recording on/off comparison")
+    parser.add_argument("--probe", type=int, default=0, help="diagnostics.probe: fixed sequences recorded too")
     parser.add_argument("--direct", action="store_true", help="also time whole runs one after the other")
     parser.add_argument("--repeats", type=int, default=2, help="(--direct) runs per configuration")
     args = parser.parse_args()
@@ -166,7 +187,8 @@ def main() -> None:
           f"(max {args.max_length}), torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
 
     fit([TimestepGradNorms(every_n_steps=1), GradClipStats()], batches[:2], args.cell, args.clip)  # warm-up
-    grad_t, clip = timed(TimestepGradNorms(every_n_steps=args.every_n_steps)), timed(GradClipStats())
+    grad_t = timed(TimestepGradNorms(every_n_steps=args.every_n_steps, probe=args.probe))
+    clip = timed(GradClipStats())
     loop = fit([grad_t, clip], batches, args.cell, args.clip)
     n_recorded = len(grad_t.records)
     ratio, step = recording_compute_ratio(batches[: args.compute_batches], args.cell)
@@ -184,7 +206,7 @@ def main() -> None:
                   f"a {total:.2f} s run; use more --steps (default 200)")
             continue
         overhead = (hooks + compute) / base
-        print(f"{kind:4s} TimestepGradNorms(every_n_steps={args.every_n_steps}) overhead: {100 * overhead:.1f}% "
+        print(f"{kind:4s} TimestepGradNorms(every_n_steps={args.every_n_steps}) overhead (probe={args.probe}): {100 * overhead:.1f}% "
               f"(ratio {1 + overhead:.3f}; target < 10%); GradClipStats: {100 * clip_hooks / base:.1f}%")
 
     if args.direct:

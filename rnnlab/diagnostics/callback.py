@@ -14,6 +14,16 @@ for every encoder including ``torch.nn`` baselines). After that step's backward 
   ``k`` no sequence in the batch reaches is not logged. These keys are in :attr:`hparam_metrics`, so
   :class:`rnnlab.diagnostics.hparams.LogHParams` puts them in the HParams tab.
 
+With ``probe=N`` the same curves are also recorded, on every recorded step, on N fixed validation sequences
+(:func:`probe_batch`: the datamodule's ``probe_batch(n)``, else the N longest validation sequences), with the
+module in eval mode (no dropout), the RNG state restored and every ``.grad`` put back: training sees exactly
+the weights, gradients and random numbers it would see without the probe. Those curves go to
+``grad_t/probe/...`` and a heatmap ``grad_t/probe_heatmap`` whose rows differ only by training, not by which
+batch was drawn. On every recorded step the callback logs, per layer and direction of every ``rnnlab.nn``
+module, ``jacobian/<series>/w_hh_norm`` (:math:`\\lVert W_{hh} \\rVert_2`, the whole ``weight_hh``), and
+with a probe ``jacobian/<series>/sigma_mean``, the mean over steps and sequences of the largest singular value of the
+actual per-step Jacobian :math:`\\partial s_{t+1}/\\partial s_t` (:mod:`rnnlab.diagnostics.jacobian`).
+
 Recording, the curves and the scalars cost little (one small device-to-host copy); drawing a
 figure costs ~0.1-0.2 s on a CPU, so the two images are drawn on every ``figures_every``-th recorded
 step and at the end of training (the heatmap still has a row for every recorded step). The curves
@@ -32,9 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.diagnostics.gradients import EmbeddingGradNorm, decay_ratios, mean_over_samples
+from rnnlab.diagnostics.jacobian import jacobian_norms, recurrent_weight_norms
 from rnnlab.diagnostics.plots import figure_to_array, heatmap_figure, natural_align, profile_figure
 
-__all__ = ["TimestepGradNorms", "find_recorders", "find_embedding", "batch_lengths"]
+__all__ = ["TimestepGradNorms", "find_recorders", "find_embedding", "batch_lengths", "probe_batch", "batch_loss"]
 
 
 def find_recorders(root: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -69,6 +80,32 @@ def batch_lengths(batch) -> Tensor | None:
     return None
 
 
+def probe_batch(datamodule, n: int):
+    """``n`` fixed validation sequences: ``datamodule.probe_batch(n)`` when it has one, else the ``n`` longest
+    sequences of the validation loader's ``(ids (B, L), lengths (B,), labels)`` batches, padded to the longest."""
+    if callable(getattr(datamodule, "probe_batch", None)):
+        return datamodule.probe_batch(n)
+    kept: list[tuple[int, Tensor, Tensor]] = []  # (length, ids (L,), label)
+    for batch in datamodule.val_dataloader():
+        lengths = batch_lengths(batch)
+        if lengths is None:
+            raise ValueError("`diagnostics.probe` needs a datamodule with probe_batch(n) or validation batches "
+                             "(ids, lengths, labels): expected lengths as the second item, got none")
+        for i in range(len(lengths)):
+            kept.append((int(lengths[i]), batch[0][i, : int(lengths[i])], batch[2][i]))
+        kept = sorted(kept, key=lambda item: -item[0])[:n]
+    width = kept[0][0]
+    ids = torch.stack([nn.functional.pad(seq, (0, width - len(seq))) for _, seq, _ in kept])  # (n, L)
+    return ids, torch.tensor([length for length, _, _ in kept]), torch.stack([y for _, _, y in kept])
+
+
+def batch_loss(pl_module: pl.LightningModule, batch) -> Tensor:
+    """The module's loss on a batch: its ``batch_loss(batch)``, else the first item of its ``_step(batch)``."""
+    if callable(getattr(pl_module, "batch_loss", None)):
+        return pl_module.batch_loss(batch)
+    return pl_module._step(batch)[0]
+
+
 class TimestepGradNorms(pl.Callback):
     """Logs per-timestep gradient norms every ``every_n_steps`` training steps.
 
@@ -79,10 +116,15 @@ class TimestepGradNorms(pl.Callback):
         max_history: rows kept for the heatmap and ``grad_t.pt`` (oldest dropped). Default: 200
         max_width: longest ``k`` drawn in the heatmap. Default: 1000
         save_curves: write ``grad_t.pt`` (every recorded step's curves) at the end of fit. Default: ``True``
+        probe: record on this many fixed validation sequences too (module docstring); 0: off. Default: 0
+        jacobian: with a probe, log ``jacobian/*`` (W_hh spectral norm, mean per-step Jacobian norm). Default: True
+        jacobian_iters: power iterations for the Jacobian norm. Default: 10
 
     Attributes:
         records: ``deque`` of ``{"step", "curves": {series: {"start": (T,), "end": (T,)}}, "decay": {...}}``
             (CPU tensors), one per recorded step.
+        probe_records: the same for the probe batch, with ``"jacobian": {series: (B, T)}`` (sigma per step) and
+            ``"w_hh_norm": {series: float}`` when the Jacobian is on.
     """
 
     def __init__(
@@ -93,6 +135,9 @@ class TimestepGradNorms(pl.Callback):
         max_history: int = 200,
         max_width: int = 1000,
         save_curves: bool = True,
+        probe: int = 0,
+        jacobian: bool = True,
+        jacobian_iters: int = 10,
     ):
         super().__init__()
         if every_n_steps < 0:
@@ -105,6 +150,11 @@ class TimestepGradNorms(pl.Callback):
         self.max_width = int(max_width)
         self.save_curves = save_curves
         self.records: deque = deque(maxlen=max_history)
+        if probe < 0:
+            raise ValueError(f"`diagnostics.probe` must be >= 0 (fixed validation sequences; 0 turns it off): got {probe}")
+        self.probe, self.jacobian, self.jacobian_iters = int(probe), bool(jacobian), int(jacobian_iters)
+        self.probe_records: deque = deque(maxlen=max_history)
+        self._probe_batch = None
         self._recorders: list[tuple[str, nn.Module]] = []
         self._embedding: EmbeddingGradNorm | None = None
         self._lengths: Tensor | None = None
@@ -125,6 +175,12 @@ class TimestepGradNorms(pl.Callback):
         self._recorders = find_recorders(pl_module)
         embedding = find_embedding(pl_module)
         self._embedding = EmbeddingGradNorm(embedding) if embedding is not None else None
+        if self.probe and self.every_n_steps and trainer.is_global_zero and self._probe_batch is None:
+            datamodule = trainer.datamodule
+            if datamodule is None:
+                raise ValueError("`diagnostics.probe` needs the trainer's datamodule (trainer.fit(module, "
+                                 "datamodule=...)): expected a datamodule, got None")
+            self._probe_batch = probe_batch(datamodule, self.probe)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -132,7 +188,10 @@ class TimestepGradNorms(pl.Callback):
             return
         if not trainer.is_global_zero:
             return
-        self._last_step = self._recording_step = step
+        self._last_step = step
+        if self._probe_batch is not None:
+            self._run_probe(trainer, pl_module, step)
+        self._recording_step = step
         self._lengths = batch_lengths(batch)
         for _, module in self._recorders:
             module.record_grad_norms(True)
@@ -164,6 +223,8 @@ class TimestepGradNorms(pl.Callback):
             if log_dir is not None:
                 os.makedirs(log_dir, exist_ok=True)
                 torch.save(list(self.records), os.path.join(log_dir, "grad_t.pt"))
+                if self.probe_records:
+                    torch.save(list(self.probe_records), os.path.join(log_dir, "grad_t_probe.pt"))
 
     # -- internals ---------------------------------------------------------------------------
     def _stop(self) -> None:
@@ -205,6 +266,56 @@ class TimestepGradNorms(pl.Callback):
             curves.setdefault(name, {})[align] = row[: c.numel()]
         return curves
 
+    def _run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """Forward and backward on the probe batch, leaving no trace on training: eval mode (no dropout), the RNG
+        state forked, every parameter's ``.grad`` put back as it was, no optimizer step."""
+        batch = pl_module.transfer_batch_to_device(self._probe_batch, pl_module.device, 0)
+        modes = [(m, m.training) for m in pl_module.modules()]
+        grads = [(p, p.grad) for p in pl_module.parameters()]
+        inputs: dict[str, tuple[nn.Module, Tensor, Tensor | None]] = {}
+        handles = [m.register_forward_hook(_input_catcher(inputs, name, m), with_kwargs=True)
+                   for name, m in pl_module.named_modules() if self.jacobian and hasattr(m, "_layer_weights")]
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        try:
+            pl_module.eval()
+            for p, _ in grads:
+                p.grad = None
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                for _, module in self._recorders:
+                    module.record_grad_norms(True)
+                if self._embedding is not None:
+                    self._embedding.attach()
+                loss = batch_loss(pl_module, batch)
+                if torch.isfinite(loss):
+                    loss.backward()
+                curves = self._collect() if torch.isfinite(loss) else {}
+        finally:
+            for h in handles:
+                h.remove()
+            for _, module in self._recorders:
+                module.record_grad_norms(False)
+            if self._embedding is not None:
+                self._embedding.detach()
+            for p, g in grads:
+                p.grad = g
+            for m, mode in modes:
+                m.training = mode
+        record = {"step": step, "curves": curves,
+                  "decay": {n: decay_ratios(v[natural_align(n)], self.decay_steps) for n, v in curves.items()}}
+        scalars = {f"grad_t/probe/{n}/decay_{k}": r for n, d in record["decay"].items() for k, r in d.items()}
+        if inputs:
+            record["jacobian"], record["w_hh_norm"] = {}, {}
+            for name, (module, x, lengths) in inputs.items():
+                prefix = "" if len(inputs) == 1 else name.removeprefix("model.") + "."
+                for key, sigma in jacobian_norms(module, x, lengths, self.jacobian_iters).items():
+                    record["jacobian"][prefix + key] = sigma.cpu()
+                    scalars[f"jacobian/{prefix}{key}/sigma_mean"] = float(sigma.nanmean())
+                for key, norm in recurrent_weight_norms(module).items():
+                    record["w_hh_norm"][prefix + key] = norm  # logged by _log on the same step
+        self.probe_records.append(record)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+
     def _log(self, trainer: pl.Trainer, step: int, curves: dict[str, dict[str, Tensor]]) -> None:
         scalars = {}
         decay = {}
@@ -214,6 +325,12 @@ class TimestepGradNorms(pl.Callback):
                 scalars[f"grad_t/{name}/decay_{k}"] = ratio
         for k, ratio in decay.get("dx", {}).items():
             scalars[f"grad_t/decay_{k}"] = ratio
+        cells = [(n, m) for prefix, rec in self._recorders for n, m in rec.named_modules(prefix=prefix)
+                 if hasattr(m, "_layer_weights")]
+        for name, module in cells:  # ||W_hh||_2 per layer and direction, as the probe's Jacobian keys
+            prefix = "" if len(cells) == 1 else name.removeprefix("model.") + "."
+            for key, norm in recurrent_weight_norms(module).items():
+                scalars[f"jacobian/{prefix}{key}/w_hh_norm"] = norm
         self.records.append({"step": step, "curves": curves, "decay": decay})
         if scalars:
             for logger in trainer.loggers:
@@ -234,10 +351,30 @@ class TimestepGradNorms(pl.Callback):
         history = {n: [(r["step"], r["curves"][n][natural_align(n)]) for r in self.records if n in r["curves"]]
                    for n in names}
         heatmap = figure_to_array(heatmap_figure(history, self.max_width))  # (H, W, 3) uint8
+        probe = None
+        if self.probe_records:
+            probe_names = list(dict.fromkeys(n for r in self.probe_records for n in r["curves"]))
+            probe = figure_to_array(heatmap_figure(
+                {n: [(r["step"], r["curves"][n][natural_align(n)]) for r in self.probe_records if n in r["curves"]]
+                 for n in probe_names}, self.max_width))
         for writer in writers:
             writer.add_figure("grad_t/profile", profile_figure(curves, step), global_step=step)
             writer.add_image("grad_t/heatmap", heatmap, global_step=step, dataformats="HWC")
+            if probe is not None:
+                writer.add_image("grad_t/probe_heatmap", probe, global_step=step, dataformats="HWC")
         self._drawn_step = step
+
+
+def _input_catcher(store: dict, name: str, module: nn.Module):
+    """A forward hook keeping an ``rnnlab.nn`` module's input and ``lengths`` (for the Jacobian on the probe)."""
+
+    def hook(mod, args, kwargs, output):
+        x = args[0] if args else kwargs.get("input")
+        lengths = kwargs.get("lengths", args[2] if len(args) > 2 else None)
+        if isinstance(x, Tensor):
+            store[name] = (module, x.detach(), None if lengths is None else torch.as_tensor(lengths))
+
+    return hook
 
 
 def _log_dir(trainer: pl.Trainer) -> str | None:

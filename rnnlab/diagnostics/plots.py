@@ -40,18 +40,21 @@ def profile_figure(profiles: dict[str, dict[str, torch.Tensor]], step: int | Non
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
     width = max((len(v[a]) for v in profiles.values() for a in ("start", "end")), default=1)
+    drawn = False
     for name, views in profiles.items():
         style = dict(lw=1.2, ls="--" if name == "dx" else "-", label=name)
         for ax, align in zip(axes, ("start", "end")):
             y = _np(views[align])
-            y = np.where(y > 0, y, np.nan)  # log axis: zeros and NaN (no sample covers t) are gaps
+            y = np.where((y > 0) & np.isfinite(y), y, np.nan)  # log axis: zeros, inf and NaN (overflow, no sample
+            drawn |= bool(np.isfinite(y).any())                  # covers t) are gaps
             ax.plot(np.arange(len(y)), y, **style)
     axes[0].set_xlabel("t (input position)")
     axes[1].set_xlabel("k (tokens before each sequence's last token)")
     axes[0].set_ylabel("mean ||dJ/dh_t||, ||dJ/dx_t||")
     for ax in axes:
         ax.set_xlim(0, max(width - 1, 1))  # the whole sequence, also where the gradient is exactly zero
-        ax.set_yscale("log")
+        if drawn:  # a log axis needs one positive finite value (an exploded step may have none)
+            ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle("per-timestep gradient norm" + ("" if step is None else f" (training step {step})"))
@@ -84,10 +87,15 @@ def heatmap_figure(history: dict[str, list[tuple[int, torch.Tensor]]], max_width
     axes = np.atleast_1d(fig.subplots(max(len(names), 1), 1, squeeze=False)[:, 0])
     for ax, name in zip(axes, names):
         steps = [s for s, _ in history[name]]
+        rows = [c for _, c in history[name]]
+        longest = max((int(np.isfinite(_np(r)).nonzero()[0].max()) + 1 if np.isfinite(_np(r)).any() else 0
+                       for r in rows), default=1)
+        width = max(1, longest if max_width is None else min(max_width, longest))  # the x axis ends with the data
         with np.errstate(divide="ignore", invalid="ignore"):
-            grid = np.log10(pad_rows([c for _, c in history[name]], max_width))  # (N, W)
+            grid = np.log10(pad_rows(rows, width))  # (N, W)
         finite = grid[np.isfinite(grid)]
-        vmin, vmax = (np.percentile(finite, 1), np.percentile(finite, 99)) if finite.size else (0, 1)
+        # robust limits over the non-zero values: a few huge or underflowed entries do not flatten the decay
+        vmin, vmax = (np.percentile(finite, 2), np.percentile(finite, 99.5)) if finite.size else (0, 1)
         grid[np.isneginf(grid)] = vmin  # an exactly zero gradient (underflow) shows as vanished, not as missing
         grid[~np.isfinite(grid)] = np.nan  # no sample that long: blank
         image = ax.imshow(

@@ -88,3 +88,48 @@ def reset_parameters_(module: nn.Module, init: str, forget_bias: float) -> None:
     else:
         raise ValueError(f"`init` must be one of {INITS}: got {init!r}")
     add_forget_bias_(module, forget_bias)
+
+
+RECURRENT_INITS = ("orthogonal", "identity", "uniform")
+
+
+@torch.no_grad()
+def recurrent_init_(module: nn.Module, kind: str, scale: float = 1.0) -> None:
+    """Redraw every ``weight_hh`` gate block ``(H, H)`` of ``module`` so its spectral radius is about ``scale``.
+
+    ``kind``:
+
+    * ``'orthogonal'``: :math:`W = s\\,Q`, :math:`Q` a random orthogonal matrix (all singular values :math:`s`);
+    * ``'identity'``: :math:`W = s\\,I` (the IRNN of Le, Jaitly & Hinton 2015 with ``s = 1`` and ReLU);
+    * ``'uniform'``: i.i.d. :math:`\\mathcal{U}(-a, a)` with :math:`a = s \\sqrt{3 / H}`, whose spectral radius
+      tends to :math:`s` for large ``H`` (circular law: entries of variance :math:`s^2 / H`).
+
+    Each of the ``G`` gate blocks of ``weight_hh`` ``(G*H, H)`` gets its own draw, so every gate sees the same
+    radius. The linearised recurrence :math:`h_t \\approx W h_{t-1}` then grows or shrinks like :math:`s^t`: with
+    ``s > 1`` the backpropagated gradient can explode, with ``s < 1`` it vanishes (Pascanu, Mikolov & Bengio 2013).
+    Biases and input weights are left as they are. Works on rnnlab modules and ``torch.nn.LSTM``/``GRU``/``RNN``.
+
+    >>> m = torch.nn.RNN(3, 4)
+    >>> recurrent_init_(m, "identity", 0.5)
+    >>> m.weight_hh_l0
+    Parameter containing:
+    tensor([[0.5000, 0.0000, 0.0000, 0.0000],
+            [0.0000, 0.5000, 0.0000, 0.0000],
+            [0.0000, 0.0000, 0.5000, 0.0000],
+            [0.0000, 0.0000, 0.0000, 0.5000]], requires_grad=True)
+    """
+    if kind not in RECURRENT_INITS:
+        raise ValueError(f"`recurrent_init` must be one of {RECURRENT_INITS}: got {kind!r}")
+    if not scale >= 0:
+        raise ValueError(f"`recurrent_scale` must be >= 0 (the spectral radius of W_hh): got {scale!r}")
+    H = module.hidden_size
+    for name, weight in module.named_parameters():
+        if not name.startswith("weight_hh"):
+            continue
+        for block in weight.split(H, dim=0):  # G views (H, H), one per gate
+            if kind == "orthogonal":
+                block.copy_(scale * nn.init.orthogonal_(torch.empty(H, H, device=weight.device)))
+            elif kind == "identity":
+                block.copy_(scale * torch.eye(H, device=weight.device))
+            else:
+                nn.init.uniform_(block, -scale * math.sqrt(3.0 / H), scale * math.sqrt(3.0 / H))

@@ -1,0 +1,230 @@
+"""Table and figures of a synthetic-task sweep, the clipping pair and the Jacobian bound (docs/phenomena.md).
+
+    python scripts/plot_phenomena.py sweep MULTIRUN_DIR --name adding        # table + loss and gradient figures
+    python scripts/plot_phenomena.py clip RUN_WITHOUT RUN_WITH --name adding_clip
+    python scripts/plot_phenomena.py jacobian RUN [RUN ...] --name adding_jacobian
+
+``sweep`` prints a Markdown table (cell, T, final test loss, baseline, loss/baseline, steps to solve, s/step) and
+writes ``docs/img/<name>_loss.png`` (validation loss over the baseline against the step, one panel per T, one line
+per cell) and ``docs/img/<name>_grad.png`` (||dJ/dh_t|| against the distance from the loss, first and last
+recorded step). "Solved": the validation loss below ``--solved`` (0.1) times the baseline; steps to solve is the
+first validation step where that holds. s/step: the mean epoch time over the steps per epoch.
+
+``clip`` draws the training loss of two runs (the first without clipping, the second with), the global gradient
+norm before clipping, and the per-timestep gradient at the first two recorded steps of each (of ``--early``, a
+rerun of the unclipped run recording every step, when given) and the last of the clipped run.
+
+``jacobian`` loads each run's last checkpoint and, on the first 16 validation sequences, draws the measured
+||dJ/dh_t|| (geometric mean over sequences) against k = T - 1 - t beside its upper bound
+||dJ/ds_T|| * prod sigma_max(ds_j/ds_{j-1}) (rnnlab.diagnostics.jacobian), at initialisation and after training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+CELL_ORDER = ["rnn", "lstm", "lstm_noforget", "cifg", "gru"]
+
+
+def scalars(job: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a run's TensorBoard folder: ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list] = {}
+    for events in sorted((job / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def jobs(root: Path) -> list[dict]:
+    rows = []
+    for metrics_file in sorted(root.rglob("metrics.json")):
+        job = metrics_file.parent
+        cfg = yaml.safe_load((job / "config.yaml").read_text())
+        rows.append({"job": job, "cfg": cfg, "metrics": json.loads(metrics_file.read_text()),
+                     "cell": cfg["model"]["cell"], "T": cfg["data"]["length"]})
+    return sorted(rows, key=lambda r: (CELL_ORDER.index(r["cell"]) if r["cell"] in CELL_ORDER else 99, r["T"]))
+
+
+def _figure(n: int, width=4.0, height=3.2):
+    fig = Figure(figsize=(width * n, height), dpi=90)
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
+
+
+def sweep(root: Path, name: str, solved: float) -> None:
+    rows = jobs(root)
+    lengths = sorted({r["T"] for r in rows})
+    table = ["| cell | T | steps run | test loss | baseline | loss / baseline | steps to solve | s/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    loss_fig, loss_axes = _figure(len(lengths))
+    grad_fig, grad_axes = _figure(len(lengths))
+    colours = {c: f"C{i}" for i, c in enumerate(CELL_ORDER)}
+    for r in rows:
+        m, ev = r["metrics"], scalars(r["job"])
+        base = m.get("test/baseline_loss", math.nan)
+        val = ev.get("val/loss", [])
+        vbase = m.get("val/baseline_loss", base)
+        solved_at = next((s for s, v in val if v < solved * vbase), None)
+        per_epoch = r["cfg"]["data"]["train_size"] // r["cfg"]["data"]["batch_size"]
+        s_step = float(np.mean(m["epoch_times_s"])) / per_epoch if m.get("epoch_times_s") else math.nan
+        table.append(f"| {r['cell']} | {r['T']} | {m.get('steps')} | {m.get('test/loss', math.nan):.4f} | {base:.4f} | "
+                     f"{m.get('test/loss', math.nan) / base:.3f} | {solved_at if solved_at is not None else '-'} | "
+                     f"{s_step:.3f} |")
+        i = lengths.index(r["T"])
+        if val:
+            loss_axes[i].plot([s for s, _ in val], [v / vbase for _, v in val], color=colours.get(r["cell"]),
+                              label=r["cell"], marker=".")
+        grad_file = r["job"] / "tensorboard" / "grad_t.pt"
+        if grad_file.exists():
+            records = torch.load(grad_file, weights_only=False)
+            for rec, style in ((records[0], ":"), (records[-1], "-")):
+                curve = rec["curves"].get("dh/l0", {}).get("end")
+                if curve is not None:
+                    y = curve.double().numpy()
+                    grad_axes[i].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls=style,
+                                      color=colours.get(r["cell"]),
+                                      label=f"{r['cell']}" if style == "-" else None)
+    for i, T in enumerate(lengths):
+        ax = loss_axes[i]
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.axhline(solved, color="grey", lw=0.8, ls=":")
+        ax.set(title=f"T = {T}", xlabel="training step", yscale="log")
+        ax = grad_axes[i]
+        ax.set(title=f"T = {T}", xlabel="k = steps before the loss", yscale="log")
+    loss_axes[0].set_ylabel("val loss / baseline")
+    grad_axes[0].set_ylabel("||dJ/dh_t|| (dotted: step 0, solid: last)")
+    loss_axes[-1].legend(fontsize=8)
+    grad_axes[-1].legend(fontsize=8)
+    for fig in (loss_fig, grad_fig):
+        fig.tight_layout()
+    out = ROOT / "docs" / "img"
+    loss_fig.savefig(out / f"{name}_loss.png")
+    grad_fig.savefig(out / f"{name}_grad.png")
+    print("\n".join(table))
+
+
+def clip(without: Path, with_: Path, name: str, early: Path | None = None) -> None:
+    fig, axes = _figure(3, 4.4, 3.4)
+    for job, label in ((without, "no clipping"), (with_, "clipped")):
+        ev = scalars(job)
+        loss = ev.get("train/loss", [])
+        axes[0].plot([s for s, _ in loss], [v for _, v in loss], label=label)
+        norm = ev.get("grad/norm_before_clip", [])
+        axes[1].plot([s for s, _ in norm], [v for _, v in norm], label=label)
+        frac = json.loads((job / "metrics.json").read_text()).get("grad/clipped_fraction")
+        print(f"{label}: {job}: clipped fraction of the last epoch {frac}, "
+              f"diverged at {ev.get('train/diverged_step')}, final test loss "
+              f"{json.loads((job / 'metrics.json').read_text()).get('test/loss')}")
+        source = early if (early is not None and label == "no clipping") else job
+        records = torch.load(source / "tensorboard" / "grad_t.pt", weights_only=False)
+        for rec in (records[:2] if label == "no clipping" else [records[0], records[1], records[-1]]):
+            y = rec["curves"]["dh/l0"]["end"].double().numpy()
+            axes[2].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls="-" if label == "clipped" else "--",
+                         label=f"{label}, step {rec['step']}")
+    axes[0].set(xlabel="training step", ylabel="train loss", yscale="log", title="loss")
+    axes[1].set(xlabel="training step", ylabel="||g|| before clipping", yscale="log", title="global gradient norm")
+    axes[2].set(xlabel="k = steps before the loss", ylabel="||dJ/dh_t||", yscale="log",
+                title="per-timestep gradient")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "img" / f"{name}.png")
+
+
+def _measured_and_bound(module, x, y):
+    """Per-sample ||dJ/dh_t|| (B, T) and the bound ||dJ/ds_T|| prod sigma (B, T), t in input order."""
+    from rnnlab.diagnostics.jacobian import jacobian_norms
+    from rnnlab.nn.loop import run_layer
+
+    enc = module.model.encoder
+    enc.record_grad_norms(True)
+    module.zero_grad()
+    module.batch_loss((x, y)).backward()
+    measured = enc.grad_norms["l0"].double()  # (B, T)
+    enc.record_grad_norms(False)
+    # ||dJ/ds_T||: the gradient of the loss at the last state (h_T, c_T), through the head
+    e = module.model.embedding(x)
+    _, h, c = run_layer(enc.cell, e.transpose(0, 1), e.new_zeros(len(x), enc.hidden_size),
+                        e.new_zeros(len(x), enc.hidden_size) if enc.cell in ("lstm", "cifg") else None,
+                        *enc._layer_weights(0, 0), None, False, nonlinearity=enc.nonlinearity,
+                        forget_gate=enc.forget_gate)
+    loss = torch.nn.functional.mse_loss(module.model.head(h).squeeze(-1), y)
+    grads = torch.autograd.grad(loss, [h] + ([c] if c is not None else []))
+    end = torch.sqrt(sum(g.double().pow(2).sum(-1) for g in grads))  # (B,)
+    sigma = jacobian_norms(enc, e.detach(), None, iters=30)["l0"].double()  # (B, T): ds_t/ds_{t-1}
+    T = sigma.size(1)
+    bound = torch.empty_like(sigma)
+    bound[:, T - 1] = end
+    for t in range(T - 2, -1, -1):
+        bound[:, t] = bound[:, t + 1] * sigma[:, t + 1]
+    return measured, bound
+
+
+def jacobian(runs: list[Path], name: str) -> None:
+    import lightning.pytorch as pl
+
+    from rnnlab.data.synthetic import AddingDataModule
+    from rnnlab.models.tasks import TaskModule
+
+    fig, axes = _figure(len(runs), 4.2, 3.4)
+    for ax, run in zip(axes, runs):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        dm = AddingDataModule(length=cfg["data"]["length"], seed=cfg["seed"])
+        x, y = dm.probe_batch(16)
+        trained = TaskModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+        pl.seed_everything(cfg["seed"])  # the run's initial weights: seeded, then built as rnnlab.train does
+        initial = TaskModule(**{k: v for k, v in trained.hparams.items()})
+        for module, colour, label in ((initial, "C0", "init"), (trained, "C3", "trained")):
+            measured, bound = _measured_and_bound(module, x, y)
+            geo = lambda a: torch.exp(torch.log(a.clamp_min(1e-300)).mean(0)).flip(0).numpy()  # k = T-1-t
+            k = np.arange(measured.size(1))
+            ax.plot(k, geo(measured), color=colour, label=f"{label}: measured ||dJ/dh_t||")
+            ax.plot(k, geo(bound), color=colour, ls="--", label=f"{label}: ||dJ/ds_T|| prod sigma_max")
+        ax.set(title=f"{cfg['model']['cell']}, T = {cfg['data']['length']}", xlabel="k = steps before the loss",
+               yscale="log")
+    axes[0].set_ylabel("geometric mean over 16 sequences")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "img" / f"{name}.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("sweep")
+    s.add_argument("root", type=Path)
+    s.add_argument("--name", default="adding")
+    s.add_argument("--solved", type=float, default=0.1)
+    c = sub.add_parser("clip")
+    c.add_argument("without", type=Path)
+    c.add_argument("with_", type=Path)
+    c.add_argument("--name", default="adding_clip")
+    c.add_argument("--early", type=Path, help="a rerun of the unclipped run recording every step (its first steps)")
+    j = sub.add_parser("jacobian")
+    j.add_argument("runs", type=Path, nargs="+")
+    j.add_argument("--name", default="adding_jacobian")
+    args = parser.parse_args()
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    if args.what == "sweep":
+        sweep(args.root, args.name, args.solved)
+    elif args.what == "clip":
+        clip(args.without, args.with_, args.name, args.early)
+    else:
+        jacobian(args.runs, args.name)
+
+
+if __name__ == "__main__":
+    main()
