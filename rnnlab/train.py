@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
-from rnnlab.models.config import model_config
+from rnnlab.models.config import ModelConfig, model_config
 from rnnlab.models.module import checkpoint_file
 from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import end_distributed, flush_denormals
@@ -95,7 +95,8 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
-    model_config(cfg.model)  # a bad model value (hidden_size=abc, which Hydra's types cannot catch) fails here
+    if OmegaConf.get_type(cfg.model) is ModelConfig:  # the classifier's description (model=task has its own)
+        model_config(cfg.model)  # a bad model value (hidden_size=abc, which Hydra's types cannot catch) fails here
     if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry") and "://" not in cfg.ckpt_path:
         checkpoint_file(cfg.ckpt_path)  # a local path is checked before the data and model are built
     pl.seed_everything(cfg.seed, workers=True)

@@ -147,7 +147,7 @@ def clip(without: Path, with_: Path, name: str, early: Path | None = None) -> No
 def _measured_and_bound(module, x, y):
     """Per-sample ||dJ/dh_t|| (B, T) and the bound ||dJ/ds_T|| prod sigma (B, T), t in input order."""
     from rnnlab.diagnostics.jacobian import jacobian_norms
-    from rnnlab.nn.loop import run_layer
+    from rnnlab.nn.backends.loop import run_layer
 
     enc = module.model.encoder
     enc.record_grad_norms(True)

@@ -4,7 +4,7 @@ import torch
 
 from rnnlab.diagnostics.jacobian import jacobian_norms, layer_states, recurrent_weight_norms, step_jacobian_norms
 from rnnlab.nn.registry import build_cell
-from rnnlab.nn.loop import run_layer
+from rnnlab.nn.backends.loop import run_layer
 
 
 def _exact_sigmas(module, x):

@@ -15,7 +15,7 @@ the actual inputs and states of the sequence. :func:`step_jacobian_norms` gives 
 every sequence at once: the step map is independent per sample, so the ``T * B`` Jacobians are one batched map, and
 its largest singular value comes from power iteration on :math:`J^\\top J` with one Jacobian-vector product and
 one vector-Jacobian product per iteration (``torch.func.jvp`` / ``torch.func.vjp``). The cell equations are
-:func:`rnnlab.nn.loop.run_layer` on one step, the reference every backend matches.
+:func:`rnnlab.nn.backends.loop.run_layer` on one step, the reference every backend matches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnlab.nn.loop import run_layer
+from rnnlab.nn.backends.loop import run_layer
 
 __all__ = ["layer_states", "step_jacobian_norms", "recurrent_weight_norms", "jacobian_norms"]
 

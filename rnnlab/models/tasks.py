@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rnnlab.models.classifier import build_encoder, run_encoder
+from rnnlab.models.config import ModelConfig
 from rnnlab.nn.init import RECURRENT_INITS, recurrent_init_
 from rnnlab.nn.registry import CELLS
 
@@ -73,9 +74,9 @@ class TaskNet(nn.Module):
             raise ValueError(f"`model.recurrent_init` must be null or one of {RECURRENT_INITS}: got {recurrent_init!r}")
         self.head_kind = head
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
-        self.encoder = build_encoder(cell, embedding_dim or vocab_size, hidden_size, num_layers, bidirectional=False,
-                                     dropout=0.0, init=init, forget_bias=forget_bias, nonlinearity=nonlinearity,
-                                     backend=backend)
+        encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
+                              forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend)
+        self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
         if recurrent_init is not None:
             recurrent_init_(self.encoder, recurrent_init, recurrent_scale)
         self.head = nn.Linear(hidden_size, num_outputs)
