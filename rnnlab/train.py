@@ -23,7 +23,6 @@ import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra comp
 from rnnlab.diagnostics import LogHParams
 from rnnlab.models.callbacks import EpochTimer
 from rnnlab.models.module import checkpoint_file
-from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import end_distributed, flush_denormals
 
 log = logging.getLogger(__name__)
@@ -64,12 +63,6 @@ def build(cfg: DictConfig):
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    # Lightning must see a plain DataLoader when it shards one itself; trainer=ddp leaves that to the datamodule
-    if trainer.world_size == 1 or not cfg.trainer.get("use_distributed_sampler", True):
-        make_loader = datamodule.train_dataloader
-        datamodule.train_dataloader = lambda: ResumableLoader(
-            make_loader(), lambda: trainer.global_step, lambda: trainer.current_epoch, trainer.accumulate_grad_batches,
-            trainer.limit_train_batches)
     return datamodule, module, trainer
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import is_int_at_least
 
 from . import imdb
@@ -232,7 +233,9 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
+        return loader if trainer is None else ResumableLoader.of_trainer(loader, trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

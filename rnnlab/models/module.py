@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.resumable import restart_interrupted_validation
 
 # Keras' RMSprop: its update (epsilon inside the square root) and defaults (learning_rate=0.001, rho=0.9, epsilon=1e-7).
 RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
@@ -138,6 +139,7 @@ class SequenceClassifierModule(pl.LightningModule):
                                 "data": self.data_config}
 
     def on_load_checkpoint(self, checkpoint):
+        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
         extra = checkpoint.get("rnnlab", {})
         self.vocabulary, self.class_names = extra.get("vocabulary"), extra.get("class_names")
         self.data_config = extra.get("data")
