@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -39,3 +41,35 @@ def is_int_at_least(value, least: int) -> bool:
     """``value`` is an integer (Python or numpy, not a bool) of at least ``least``: the test behind the data
     settings' argument checks, which each word their own message."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+# What a user's mistake raises (a wrong path or value, data missing or corrupt, a bad checkpoint, a full disk, a run
+# that diverged): the entry points print its message alone. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """``error``, or the user error that a Hydra instantiation error wraps, if it is one of :data:`USER_ERRORS`."""
+    from hydra.errors import InstantiationException
+
+    while error is not None and not isinstance(error, USER_ERRORS):
+        if not isinstance(error, InstantiationException):  # Hydra wraps the error of a _target_'s constructor
+            return None
+        error = error.__cause__
+    return error
+
+
+@contextmanager
+def user_errors():
+    """Inside the block, a user's mistake ends the process with ``error: <message>`` on stderr and exit status 2,
+    instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it with the full trace. Used by the entry points
+    (``train``, ``evaluate``, ``predict``) around their work, also as a decorator: ``@user_errors()``.
+    """
+    try:
+        yield
+    except Exception as e:
+        error = _user_error(e)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -232,6 +232,13 @@ class TextDataModule(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen, **common)
 
+    def state_dict(self) -> dict:
+        """What checkpoints keep of the data (Lightning stores it under the class name): the vocabulary and the class
+        names, which ``rnnlab.predict`` / ``rnnlab.evaluate`` and a resumed run read back."""
+        if self.vectorizer is None:
+            return {}
+        return {"vocabulary": self.vectorizer.to_json(), "class_names": list(self.class_names or [])}
+
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
         trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
