@@ -9,9 +9,9 @@ output folder (``output_dir``, Hydra's run dir or a sweep job's subdir), once th
 - ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count.
 
 Resume: every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run
-given ``ckpt_path`` takes the checkpoint's config, except the settings of :data:`RESUME_MAY_CHANGE`, which come from
-the command line; a setting outside them that the command line gives another value is refused, naming each key
-with both values. The data module's vocabulary must equal the checkpoint's.
+given ``ckpt_path`` takes the checkpoint's config, except the settings of :data:`RESUME_MAY_CHANGE` (the command
+line's) and :data:`RESUME_MAY_MOVE` (the command line's if it gives them); any other setting the command line gives
+another value is refused, naming each key with both values. The data's vocabulary must equal the checkpoint's.
 """
 from __future__ import annotations
 
@@ -32,12 +32,14 @@ from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("val/loss", "val/acc", "test/acc")
-# Settings a resumed run may change (a key or a whole group): how long it runs, what it reports and where it reads its
-# data from. Everything else (model, data, seed, optimizer, trainer numerics) is the checkpoint's.
+# Settings a resumed run may change. These are the command line's (or their defaults): how long the run goes on, what
+# it reports, where it writes (callbacks and loggers write under output_dir).
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
                      "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.limit_test_batches", "test",
-                     "ckpt_path", "output_dir", "data.root", "data.archive", "data.num_workers", "data.progressbar",
-                     "callbacks", "logger", "diagnostics")
+                     "ckpt_path", "output_dir", "callbacks", "logger", "diagnostics")
+# Where the data is read from: the command line's when it gives them, the checkpoint's otherwise. The vocabulary
+# built from the data must still equal the checkpoint's.
+RESUME_MAY_MOVE = ("data.root", "data.archive", "data.num_workers", "data.progressbar")
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -131,13 +133,15 @@ def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[
         return cfg
     old_flat, new_flat = _flat(saved), _flat(new)
     differ = {k: (old_flat.get(k, "<unset>"), new_flat.get(k, "<unset>")) for k in old_flat.keys() | new_flat.keys()
-              if old_flat.get(k) != new_flat.get(k) and not _under(k, RESUME_MAY_CHANGE)}
+              if old_flat.get(k) != new_flat.get(k) and not _under(k, RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}
     given = _given_keys(overrides, new)
     _refuse({k: v for k, v in differ.items() if given is None or _under(k, given)}, ckpt_path)
     if differ:
         log.info("resume: restored from the checkpoint: %s", ", ".join(f"{k}={v[0]}" for k, v in sorted(differ.items())))
     merged = dict(saved)
-    for key in RESUME_MAY_CHANGE:
+    for key in RESUME_MAY_CHANGE + RESUME_MAY_MOVE:
+        if key in RESUME_MAY_MOVE and given is not None and not _under(key, given):
+            continue
         group, _, name = key.partition(".")
         if name and group in new and name in new[group]:
             merged[group] = {**merged.get(group, {}), name: new[group][name]}
@@ -152,7 +156,7 @@ def _refuse(differ: dict, ckpt_path) -> None:
         raise ValueError(
             f"a resumed run must keep the settings of its checkpoint {ckpt_path}: {keys}. Drop these overrides to "
             f"resume the run as it was, or start a new run without ckpt_path. A resume may change only: "
-            f"{', '.join(RESUME_MAY_CHANGE)}")
+            f"{', '.join(RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}")
 
 
 def _command_line_overrides() -> list[str] | None:
@@ -180,10 +184,10 @@ def _train(cfg: DictConfig) -> dict:
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
         cfg = resume_config(cfg, checkpoint, cfg.ckpt_path, _command_line_overrides())
     _check_settings(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     if cfg.ckpt_path is None:
         _refuse_to_overwrite(out)
+    pl.seed_everything(cfg.seed, workers=True)
 
     datamodule, module, trainer = build(cfg, overrides)
     if checkpoint is not None:
