@@ -4,7 +4,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import ContextDecorator, contextmanager
 
 import torch
 
@@ -59,17 +59,21 @@ def _user_error(error: BaseException) -> BaseException | None:
     return error
 
 
-@contextmanager
-def user_errors():
+class user_errors(ContextDecorator):
     """Inside the block, a user's mistake ends the process with ``error: <message>`` on stderr and exit status 2,
     instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it with the full trace. Used by the entry points
-    (``train``, ``evaluate``, ``predict``) around their work, also as a decorator: ``@user_errors()``.
+    (``train``, ``evaluate``, ``predict``) around their work, as a decorator under ``@hydra.main``:
+    ``@user_errors()``. (A class, not a generator: Hydra's joblib launcher pickles the decorated function.)
     """
-    try:
-        yield
-    except Exception as e:
-        error = _user_error(e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if not isinstance(error, Exception):
+            return False
+        error = _user_error(error)
         if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+            return False
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
