@@ -242,7 +242,7 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
         trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
-        return loader if trainer is None else ResumableLoader.of_trainer(loader, trainer)
+        return ResumableLoader.of_trainer(loader, trainer) if isinstance(trainer, L.Trainer) else loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
