@@ -121,14 +121,16 @@ def _given_keys(overrides: list[str] | None, config_keys) -> list[str] | None:
 
 def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[str] | None) -> DictConfig:
     """The config a resumed run runs with: the checkpoint's, with the settings of :data:`RESUME_MAY_CHANGE` taken from
-    ``cfg``. A key outside them whose value in ``cfg`` differs from the checkpoint's is refused when the command line
-    set it (every differing key when ``overrides`` is None, a config composed in-process) and restored otherwise."""
+    ``cfg``, and those of :data:`RESUME_MAY_MOVE` when the command line sets them. Any other key whose value in ``cfg``
+    differs from the checkpoint's is refused when the command line set it (every differing key when ``overrides`` is
+    None, a config composed in-process) and restored otherwise. A checkpoint without a run config (an earlier rnnlab)
+    is checked against ``cfg.model`` only."""
     saved = (checkpoint.get("rnnlab") or {}).get("config")
     new = _plain(cfg)
     if saved is None:  # a checkpoint of an earlier rnnlab: check at least that the model is the same
         hparams = checkpoint.get("hyper_parameters") or {}
-        differ = {f"model.{k}": (hparams[k], v) for k, v in new["model"].items()
-                  if k in hparams and not k.startswith("_") and str(hparams[k]) != str(v)}
+        differ = {f"model.{k}": (hparams[k], v) for k, v in new["model"].items()  # the cell and sizes; not the
+                  if k in hparams and not isinstance(v, dict) and hparams[k] != v}  # optimizer's dict of defaults
         _refuse(differ, ckpt_path)
         return cfg
     old_flat, new_flat = _flat(saved), _flat(new)
