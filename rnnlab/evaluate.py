@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.models.module import load_module
-from rnnlab.utils import end_distributed, flush_denormals
+from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def _evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="evaluate")
+@user_errors()
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig
 
 from rnnlab.data.datamodule import texts_to_batch
 from rnnlab.models.module import SequenceClassifierModule, load_module
-from rnnlab.utils import flush_denormals
+from rnnlab.utils import flush_denormals, user_errors
 
 
 def predict(module: SequenceClassifierModule, texts: Iterable[str], batch_size: int = 256) -> list[dict]:
@@ -95,6 +95,7 @@ def quote_text_override(arg: str) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="predict")
+@user_errors()
 def main(cfg: DictConfig) -> None:
     device = check_device(cfg.device)
     module = load_module(cfg.ckpt, map_location=device)  # a wrong path fails before stdin is read

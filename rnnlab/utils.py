@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import numbers
-from contextlib import contextmanager
+import os
+import sys
+from contextlib import ContextDecorator, contextmanager
 
 import torch
 
@@ -39,3 +41,39 @@ def is_int_at_least(value, least: int) -> bool:
     """``value`` is an integer (Python or numpy, not a bool) of at least ``least``: the test behind the data
     settings' argument checks, which each word their own message."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+# What a user's mistake raises (a wrong path or value, data missing or corrupt, a bad checkpoint, a full disk, a run
+# that diverged): the entry points print its message alone. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """``error``, or the user error that a Hydra instantiation error wraps, if it is one of :data:`USER_ERRORS`."""
+    from hydra.errors import InstantiationException
+
+    while error is not None and not isinstance(error, USER_ERRORS):
+        if not isinstance(error, InstantiationException):  # Hydra wraps the error of a _target_'s constructor
+            return None
+        error = error.__cause__
+    return error
+
+
+class user_errors(ContextDecorator):
+    """Inside the block, a user's mistake ends the process with ``error: <message>`` on stderr and exit status 2,
+    instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it with the full trace. Used by the entry points
+    (``train``, ``evaluate``, ``predict``) around their work, as a decorator under ``@hydra.main``:
+    ``@user_errors()``. (A class, not a generator: Hydra's joblib launcher pickles the decorated function.)
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if not isinstance(error, Exception):
+            return False
+        error = _user_error(error)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return False
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,7 +1,8 @@
 """Summarise a Hydra multirun: ``python scripts/summarize.py multirun/2026-11-27/17-00-00-123456``.
 
-Reads every job's ``metrics.json``, resolved ``config.yaml`` and ``+experiment=`` choice (from Hydra's
-``.hydra/overrides.yaml``) under MULTIRUN_DIR and writes, next to them (or in
+Reads every job's ``metrics.json``, resolved ``config.yaml`` and ``+experiment=`` choice (from the run's own
+``overrides.yaml``, written by rnnlab.train once the run is accepted; Hydra's ``.hydra/overrides.yaml`` for older runs,
+which a refused later run in the same folder rewrites) under MULTIRUN_DIR and writes, next to them (or in
 ``--out``): ``summary.md`` (Markdown table), ``summary.csv`` (one row per run) and ``summary.png`` (test accuracy
 against the swept axis with the most values, one line per combination of the other swept settings).
 """
@@ -44,7 +45,8 @@ def _get(d: dict, dotted: str):
 
 def _overrides(job: Path) -> dict:
     """The job's command-line overrides as ``{key: value}``, ``+``/``++`` prefixes dropped (``{"experiment": "gru"}``)."""
-    path = job / ".hydra" / "overrides.yaml"
+    path = job / "overrides.yaml"
+    path = path if path.exists() else job / ".hydra" / "overrides.yaml"
     items = yaml.safe_load(path.read_text()) if path.exists() else None
     return dict(o.lstrip("+").split("=", 1) for o in items or [] if "=" in o)
 

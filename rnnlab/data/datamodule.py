@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import is_int_at_least
 
 from . import imdb
@@ -276,8 +277,17 @@ class TextDataModule(L.LightningDataModule):
         order = stratified(order, np.arange(len(ds)), labels[order])[rank::world].tolist()  # random within each class
         return DataLoader(ds, batch_size=self.batch_size, sampler=order, **common)
 
+    def state_dict(self) -> dict:
+        """What checkpoints keep of the data (Lightning stores it under the class name): the vocabulary and the class
+        names, which ``rnnlab.predict`` / ``rnnlab.evaluate`` and a resumed run read back."""
+        if self.vectorizer is None:
+            return {}
+        return {"vocabulary": self.vectorizer.to_json(), "class_names": list(self.class_names or [])}
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
+        return ResumableLoader.of_trainer(loader, trainer) if isinstance(trainer, L.Trainer) else loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

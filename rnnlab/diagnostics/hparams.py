@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-__all__ = ["hparam_metric_keys", "run_hparams", "flatten_hparams", "LogHParams"]
+__all__ = ["hparam_metric_keys", "run_hparams", "flatten_hparams", "flat_settings", "LogHParams"]
 
 
 def hparam_metric_keys(trainer: pl.Trainer, metrics=()) -> list[str]:
@@ -56,23 +57,43 @@ def flatten_hparams(params, prefix: str = "") -> dict:
     return flat
 
 
+def flat_settings(settings) -> dict:
+    """Run settings ``{"seed": 42, "data": {"max_length": 600, ...}, ...}`` as flat scalars ``{"seed": 42,
+    "data.max_length": 600, ...}`` for the HParams tab: keys starting with ``_`` and nested groups are left out, lists
+    and None become strings."""
+    if OmegaConf.is_config(settings):
+        settings = OmegaConf.to_container(settings, resolve=True)
+    out = {}
+    for key, value in dict(settings or {}).items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            if (sub or key).startswith("_") or isinstance(v, dict):
+                continue
+            out[key if sub is None else f"{key}.{sub}"] = str(v) if isinstance(v, list) or v is None else v
+    return out
+
+
 class LogHParams(pl.Callback):
     """At train start, logs the run's hyperparameters to every logger with the metric keys declared.
 
     Args:
         metrics: metric keys logged by the module, e.g. ``("val/acc", "val/loss", "test/acc")``; the
             ``hparam_metrics`` of the other callbacks are added.
-        extra: additional hyperparameters (e.g. a flattened Hydra config), merged last.
+        extra: additional hyperparameters, merged last.
+        settings: run settings the saved hyperparameters lack, as a mapping of scalars and groups of scalars
+            (the train config passes ``{seed: ${seed}, data: ${data}, trainer: ${trainer}}`` with
+            ``_recursive_: false``), logged flat by :func:`flat_settings` (``data.max_length``).
         saved_hparams: include the module's and datamodule's ``hparams`` (``save_hyperparameters()``); turn
             off when ``extra`` already holds the same settings under other names. Default: ``True``
 
     Use with ``TensorBoardLogger(default_hp_metric=False)`` so no ``hp_metric`` placeholder appears.
     """
 
-    def __init__(self, metrics=("val/acc", "val/loss"), extra: dict | None = None, saved_hparams: bool = True):
+    def __init__(self, metrics=("val/acc", "val/loss"), extra: dict | None = None, settings=None,
+                 saved_hparams: bool = True):
         super().__init__()
         self.metrics = tuple(metrics)
-        self.extra = dict(extra or {})
+        self.extra = {**flat_settings(settings), **dict(extra or {})}
         self.saved_hparams = saved_hparams
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -4,7 +4,9 @@
 * :mod:`rnnlab.models.classifier`: ``SequenceClassifier`` (Embedding -> any recurrent cell -> pooling -> dropout -> linear).
 * :mod:`rnnlab.models.module`: ``SequenceClassifierModule``, its LightningModule (loss, accuracy, optimizer, vocabulary).
 * :mod:`rnnlab.models.optim`: ``KerasRMSprop``, RMSprop as Keras updates.
-* :mod:`rnnlab.models.callbacks`: ``EpochTimer``; :mod:`rnnlab.models.resumable`: ``ResumableLoader`` (mid-epoch resume).
+* :mod:`rnnlab.models.callbacks`: ``EpochTimer``, ``RunConfig`` (the run config in every checkpoint), ``DivergenceStop``.
+* :mod:`rnnlab.models.resumable`: ``ResumableLoader`` (mid-epoch resume), ``restart_interrupted_validation``.
+* :mod:`rnnlab.models.checkpointing`: ``AtomicCheckpointIO`` (atomic writes), ``RunCheckpoint`` (a NaN stop keeps last.ckpt).
 """
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.config import ModelConfig

@@ -23,6 +23,7 @@ from torch import nn
 
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.config import ModelConfig
+from rnnlab.models.resumable import restart_interrupted_validation
 
 
 class SequenceClassifierModule(pl.LightningModule):
@@ -40,9 +41,12 @@ class SequenceClassifierModule(pl.LightningModule):
     Attributes:
         config: the :class:`ModelConfig`; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
         model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
-        vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), saved in and restored from checkpoints.
-        class_names: label names, saved likewise.
-        data_config: the resolved data config of the run (``rnnlab.evaluate`` rebuilds the test split from it).
+        vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), read from the checkpoint (the datamodule
+            saves it there); None in a module not loaded from a checkpoint.
+        class_names: label names, read likewise.
+        data_config: the resolved data config of the run, read from the run config that
+            :class:`~rnnlab.models.callbacks.RunConfig` saves in the checkpoint (``rnnlab.evaluate`` rebuilds the
+            test split from it).
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 2, config: ModelConfig | None = None, **fields):
@@ -115,14 +119,9 @@ class SequenceClassifierModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
                                                         "interval": self.hparams.scheduler_interval}}
 
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["rnnlab"] = {"vocabulary": self.vocabulary, "class_names": self.class_names,
-                                "data": self.data_config}
-
     def on_load_checkpoint(self, checkpoint):
-        extra = checkpoint.get("rnnlab", {})
-        self.vocabulary, self.class_names = extra.get("vocabulary"), extra.get("class_names")
-        self.data_config = extra.get("data")
+        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
+        self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)
 
     def vectorizer(self):
         """The :class:`rnnlab.data.text.TextVectorizer` the model was trained with (from the checkpoint)."""
@@ -150,15 +149,42 @@ def checkpoint_file(path) -> Path:
     raise FileNotFoundError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}: {hint}")
 
 
+_UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, KeyError, TypeError)
+
+
+def _not_a_checkpoint(path, error: Exception) -> ValueError:
+    return ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(error).__name__}: "
+                      f"{error}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
+
+
+def read_checkpoint(path) -> dict:
+    """The dict of a checkpoint file written by ``rnnlab.train``; a missing file or a file of another kind is an error
+    naming it."""
+    path = checkpoint_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except _UNREADABLE as e:
+        raise _not_a_checkpoint(path, e) from e
+
+
+def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | None]:
+    """``(vocabulary JSON, class names, data config)`` of a checkpoint: the vocabulary and class names from the
+    datamodule's state (Lightning stores it under the datamodule's class name), the data config from the run config
+    (``checkpoint["rnnlab"]["config"]["data"]``); checkpoints of earlier versions kept all three in ``"rnnlab"``."""
+    record = checkpoint.get("rnnlab") or {}
+    data = next((v for v in checkpoint.values() if isinstance(v, dict) and "vocabulary" in v), record)
+    config = (record.get("config") or {}).get("data", record.get("data"))
+    return data.get("vocabulary"), data.get("class_names"), config
+
+
 def load_module(path, map_location="cpu") -> SequenceClassifierModule:
     """The :class:`SequenceClassifierModule` of a checkpoint written by ``rnnlab.train``, with its vocabulary, class
     names and data config; a missing file or a file of another kind is an error naming it."""
     path = checkpoint_file(path)
     try:
         module = SequenceClassifierModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(e).__name__}: {e}); "
-                         f"expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt") from e
+    except _UNREADABLE as e:
+        raise _not_a_checkpoint(path, e) from e
     if module.vocabulary is None:
         raise ValueError(f"{path} has no rnnlab vocabulary: it was not written by rnnlab.train, so its texts "
                          f"cannot be vectorized; train with python -m rnnlab.train")

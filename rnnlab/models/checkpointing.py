@@ -1,0 +1,86 @@
+"""Checkpoint writing that never damages what is already on disk.
+
+- :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin, ``trainer.plugins``): every checkpoint is written
+  to a temporary file in its own folder, flushed to disk (``fsync``), then renamed over the target, so a crash, a
+  Ctrl+C or a full disk leaves the previous file whole. Lightning's own writer stages the file in the system's
+  temporary folder, and a full disk there left a best checkpoint at 21.7 of 41.5 MB.
+- :class:`RunCheckpoint` (a ``ModelCheckpoint``): when the run stops on a non-finite or diverged loss, the state is
+  saved beside the checkpoints as ``<filename>-diverged.ckpt`` for debugging; ``last.ckpt`` stays the last good one,
+  which a resume (with a lower learning rate, or clipping) can start from.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+
+MB = 1 << 20
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints atomically in their own folder (temporary file, ``fsync``, rename); remote paths
+    (``s3://...``) go to Lightning's writer. A full disk is an ``OSError(ENOSPC)`` saying how much space the
+    checkpoint needed and where, with the previous file intact."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # the size is known before anything is written
+        data = buffer.getbuffer()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                free = shutil.disk_usage(path.parent).free
+                raise OSError(errno.ENOSPC, (
+                    f"no space left on device to write checkpoint {path}: it needs {len(data) / MB:.1f} MB, "
+                    f"{path.parent} has {free / MB:.1f} MB free; the files already there are intact. Free space and "
+                    f"resume from the run's last.ckpt (ckpt_path=...)")) from e
+            raise
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """:class:`~lightning.pytorch.callbacks.ModelCheckpoint` that keeps its checkpoint when the run stops on a
+    non-finite or diverged loss (a ``FloatingPointError``): with ``save_on_exception``, that state goes to
+    ``<filename>-diverged.ckpt`` beside it instead. Other exceptions (Ctrl+C) save as ``ModelCheckpoint`` does."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, FloatingPointError):
+            return super().on_exception(trainer, pl_module, exception)
+        if not self._should_save_on_exception(trainer) or self.dirpath is None:
+            return
+        path = os.path.join(self.dirpath, f"{self.filename or 'checkpoint'}-diverged{self.FILE_EXTENSION}")
+        trainer.save_checkpoint(path, self.save_weights_only)
+        rank_zero_info(f"the diverged state was saved to {path}; {self.filename or 'the last'} checkpoint "
+                       f"is left as it was")

@@ -1,0 +1,327 @@
+"""Resume restores the run or refuses it: interrupted anywhere and resumed, a run ends like an uninterrupted one."""
+import re
+import shutil
+import signal
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+from helpers import make_imdb_archive
+from hydra import compose, initialize_config_module
+
+from rnnlab.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
+
+
+def make_cfg(archive, tmp_path, *overrides, name="run"):
+    """A run of a few seconds: 48 training reviews, half held out -> 3 training and 3 validation batches of 8."""
+    tiny = [f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_tokens=200",
+            "data.max_length=40", "data.val_fraction=0.5", "+experiment=bilstm", "model.embedding_dim=8",
+            "model.hidden_size=4", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", f"output_dir={tmp_path / name}"]
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        return compose("train", overrides=tiny + list(overrides))
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["state_dict"]
+
+
+def assert_same_run(resumed, full, tmp_path, a="full", b="cut"):
+    assert resumed["steps"] == full["steps"] and resumed["epochs"] == full["epochs"]
+    for key in KEYS:
+        assert resumed[key] == full[key], key
+    assert resumed["best_ckpt"].split("/")[-1] == full["best_ckpt"].split("/")[-1]
+    wa, wb = (weights(tmp_path / n / "checkpoints" / "last.ckpt") for n in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class CopyCheckpointsAtEpochStart(pl.Callback):
+    """Copies the checkpoints folder when epoch `epoch` starts: what a SIGKILL during that epoch leaves behind."""
+
+    def __init__(self, epoch: int, to: str):
+        self.epoch, self.to = epoch, to
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            shutil.copytree(trainer.checkpoint_callback.dirpath, self.to)
+
+
+class InterruptValidation(pl.Callback):
+    """Ctrl+C inside the forward pass of validation batch `batch` of epoch `epoch` (where the time goes)."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch, self.armed = epoch, batch, False
+
+    def setup(self, trainer, pl_module, stage):
+        pl_module.register_forward_pre_hook(self._interrupt)
+
+    def _interrupt(self, module, args):
+        if self.armed:
+            raise KeyboardInterrupt
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.armed = trainer.current_epoch == self.epoch and batch_idx == self.batch
+
+
+# the highest val/loss is the best: epoch 0, the one whose validation the tests interrupt, is then the best checkpoint
+EPOCH0_BEST = ["callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=max"]
+
+
+@pytest.fixture(scope="module")
+def full(archive, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    metrics = train(make_cfg(archive, tmp, *EPOCH0_BEST, name="full"))
+    assert "epoch00" in metrics["best_ckpt"]
+    return tmp, metrics
+
+
+def test_resumed_from_an_end_of_epoch_checkpoint_a_run_ends_like_an_uninterrupted_one(archive, full, tmp_path):
+    tmp, uninterrupted = full
+    at_kill = tmp_path / "at-kill"
+    train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"+callbacks.copy._target_={__name__}.CopyCheckpointsAtEpochStart",
+                   "+callbacks.copy.epoch=1", f"+callbacks.copy.to={at_kill}", name="cut"))
+    shutil.rmtree(tmp_path / "cut")  # the run folder as the SIGKILL left it
+    shutil.copytree(at_kill, tmp_path / "cut" / "checkpoints")
+    saved = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert torch.load(saved, weights_only=False)["global_step"] == 3  # end of epoch 0
+    shutil.copytree(tmp / "full", tmp_path / "full")
+    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={saved}", name="cut"))
+    assert_same_run(resumed, uninterrupted, tmp_path)
+
+
+@pytest.mark.parametrize("batch", [0, 2])
+def test_ctrl_c_during_validation_reruns_that_validation_in_full_on_resume(archive, full, tmp_path, batch):
+    tmp, uninterrupted = full
+    try:
+        with pytest.raises(SystemExit):
+            train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"+callbacks.stop._target_={__name__}.InterruptValidation",
+                           "+callbacks.stop.epoch=0", f"+callbacks.stop.batch={batch}", name="cut"))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl+C
+    shutil.copytree(tmp / "full", tmp_path / "full")
+    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}",
+                             name="cut"))
+    assert_same_run(resumed, uninterrupted, tmp_path)
+
+
+def files(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def gru_run(archive, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gru")
+    train(make_cfg(archive, tmp, "model.cell=gru", "trainer.max_epochs=1", "test=false", name="run"))
+    return tmp / "run"
+
+
+def test_a_checkpoint_carries_the_run_config_and_the_datamodules_vocabulary(gru_run):
+    ckpt = torch.load(gru_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["rnnlab"]["config"]["model"]["cell"] == "gru" and ckpt["rnnlab"]["config"]["data"]["max_length"] == 40
+    assert ckpt["IMDBDataModule"]["class_names"] == ["neg", "pos"] and "vocabulary" in ckpt["IMDBDataModule"]
+
+
+def test_resuming_with_another_cell_is_refused_naming_both_before_anything_is_written(archive, gru_run):
+    before = files(gru_run)
+    cfg = make_cfg(archive, gru_run.parent, "model.cell=cifg", "trainer.max_epochs=2",
+                   f"ckpt_path={gru_run / 'checkpoints' / 'last.ckpt'}", name="run")
+    with pytest.raises(ValueError, match=r"must keep the settings of its checkpoint .*last\.ckpt: "
+                                         r"model\.cell: expected 'gru' \(the checkpoint's\), got 'cifg'"):
+        train(cfg)
+    assert files(gru_run) == before
+
+
+@pytest.mark.parametrize("override, key", [("data.max_length=30", "data.max_length"), ("seed=3", "seed"),
+                                           ("model.optimizer.lr=0.5", "model.optimizer.lr")])
+def test_resuming_with_other_data_seed_or_optimizer_is_refused_naming_the_key(archive, gru_run, tmp_path, override, key):
+    cfg = make_cfg(archive, tmp_path, "model.cell=gru", override, f"ckpt_path={gru_run / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}: expected .* \(the checkpoint's\), got "):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_without_a_run_config_is_still_refused_for_another_model_size(archive, gru_run, tmp_path):
+    old = torch.load(gru_run / "checkpoints" / "last.ckpt", weights_only=False)
+    del old["rnnlab"]  # as written before checkpoints carried the run config
+    torch.save(old, tmp_path / "old.ckpt")
+    cfg = make_cfg(archive, tmp_path, "model.cell=gru", "model.hidden_size=5", f"ckpt_path={tmp_path / 'old.ckpt'}")
+    with pytest.raises(ValueError, match=r"model\.hidden_size: expected 4 \(the checkpoint's\), got 5"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_gradient_clip_val_is_an_error_naming_the_setting(archive, tmp_path):
+    with pytest.raises(ValueError, match=r"trainer\.gradient_clip_val must be a number >= 0 .*: expected e\.g\. 1\.0, "
+                                         r"got -1"):
+        train(make_cfg(archive, tmp_path, "trainer.gradient_clip_val=-1"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_loss_that_stays_far_above_its_start_stops_the_run_naming_the_learning_rate_and_clipping(archive, tmp_path):
+    cfg = make_cfg(archive, tmp_path, "model.optimizer.lr=1000", "callbacks.divergence.patience=2")
+    with pytest.raises(FloatingPointError, match=r"training diverged: the loss was above 10 x its first value .* for 2 "
+                                                 r"steps in a row.*model\.optimizer\.lr=.*trainer\.gradient_clip_val"):
+        train(cfg)
+
+
+def test_the_embedding_dim_must_match_the_vectors_file(archive, tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} " + " ".join(["0.1"] * 6) + "\n" for w in ("great", "awful", "the", "film")))
+    with pytest.raises(ValueError, match=r"model\.embedding_dim must equal the dimension of the vectors of "
+                                         r"data\.embeddings .*vectors\.txt\): expected 6, got 8; set model\.embedding_dim=6"):
+        train(make_cfg(archive, tmp_path, f"+data.embeddings={vectors}"))
+    assert not (tmp_path / "run").exists()
+    metrics = train(make_cfg(archive, tmp_path, f"+data.embeddings={vectors}", "model.embedding_dim=6",
+                             "trainer.max_epochs=1", "test=false"))
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["embedding_dim"] == 6 and metrics["num_parameters"] > 0  # the config says what was trained
+
+
+class PoisonAfterStep(pl.Callback):
+    """Fills the weights with NaN after optimizer step `step`: the next training step's loss is NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))
+
+
+def test_a_nan_stop_keeps_the_last_good_last_ckpt_and_saves_the_bad_state_beside_it(archive, tmp_path):
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 4"):
+        train(make_cfg(archive, tmp_path, f"+callbacks.poison._target_={__name__}.PoisonAfterStep",
+                       "+callbacks.poison.step=4"))
+    folder = tmp_path / "run" / "checkpoints"
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 3 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    bad = torch.load(folder / "last-diverged.ckpt", weights_only=False)
+    assert bad["global_step"] == 4 and not all(torch.isfinite(v).all() for v in bad["state_dict"].values())
+
+
+def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_file_whole_and_says_what_was_needed(
+        tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from rnnlab.models import checkpointing
+    from rnnlab.models.checkpointing import AtomicCheckpointIO
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}}, path)
+    before = path.read_bytes()
+
+    class HalfThenFull:  # the disk fills up halfway through the write
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(checkpointing.os, "fdopen", lambda fd, mode: HalfThenFull(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match=rf"no space left on device to write checkpoint {re.escape(str(path))}: it needs "
+                                      rf"[0-9.]+ MB, {re.escape(str(path.parent))} has [0-9.]+ MB free") as error:
+        io.save_checkpoint({"state_dict": {"w": torch.ones(100_000)}}, path)
+    assert error.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temp file left
+    assert torch.equal(torch.load(path, weights_only=False)["state_dict"]["w"], torch.zeros(1000))
+
+
+def test_the_trainer_writes_its_checkpoints_through_the_atomic_writer(gru_run, monkeypatch):
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from rnnlab.models.checkpointing import AtomicCheckpointIO
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"output_dir={gru_run}"])
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def cli(tmp_path, module, *args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env.pop("HYDRA_FULL_ERROR", None) if "HYDRA_FULL_ERROR" not in (env or {}) else None
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_from_the_command_line_a_resume_restores_the_run_config_and_a_refused_run_changes_nothing(archive, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    tiny = [f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_tokens=200",
+            "data.max_length=40", "data.val_fraction=0.5", "model.embedding_dim=8", "model.hidden_size=4",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"]
+    first = cli(tmp_path, "rnnlab.train", "+experiment=gru", *tiny, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    own = (run / "overrides.yaml").read_text()
+    assert "+experiment=gru" in own and "trainer.max_epochs=1" in own
+
+    # a new run in the same folder: one line, exit 2; Hydra rewrites .hydra/, the run's own files stay
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+    again = cli(tmp_path, "rnnlab.train", "+experiment=lstm", *tiny)
+    assert again.returncode == 2 and again.stderr.startswith(f"error: {run} already holds a run (checkpoints/)")
+    assert "Traceback" not in again.stderr and "+experiment=lstm" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert {p: p.read_bytes() for p in before} == before
+    spec = importlib.util.spec_from_file_location("summarize", Path(__file__).parents[1] / "scripts" / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert [r["experiment"] for r in summarize.collect(run)] == ["gru"]  # from the run's own overrides.yaml
+
+    # another cell on resume: refused, naming the key and both values
+    cifg = cli(tmp_path, "rnnlab.train", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}",
+               "model=cifg")
+    assert cifg.returncode == 2 and "model.cell: expected 'gru' (the checkpoint's), got 'cifg'" in cifg.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+    # the README's resume command, without the original overrides: the checkpoint's config is restored
+    resumed = cli(tmp_path, "rnnlab.train", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}",
+                  "trainer.max_epochs=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["cell"] == "gru" and config["data"]["max_length"] == 40 and config["trainer"]["max_epochs"] == 2
+    assert (run / "overrides.yaml").read_text() == own  # still the run's own overrides
+    metrics = yaml.safe_load((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["steps"] == 6
+
+
+def test_user_errors_print_one_line_and_exit_2_unless_hydra_full_error(tmp_path, gru_run):
+    missing = cli(tmp_path, "rnnlab.train", f"data.archive={tmp_path / 'nope.tar.gz'}", f"data.root={tmp_path / 'c'}",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    last = missing.stderr.strip().splitlines()[-1]  # after Lightning's "Seed set to 42"
+    assert missing.returncode == 2 and last.startswith("error: IMDB archive not found: ") and "nope.tar.gz" in last
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) <= 2
+    full = cli(tmp_path, "rnnlab.train", f"data.archive={tmp_path / 'nope.tar.gz'}", f"data.root={tmp_path / 'c'}",
+               f"hydra.run.dir={tmp_path / 'run'}", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr
+    wrong = cli(tmp_path, "rnnlab.evaluate", f"ckpt={tmp_path / 'nope.ckpt'}")
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: checkpoint ") and "does not exist" in wrong.stderr
