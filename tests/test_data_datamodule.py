@@ -264,10 +264,10 @@ def test_batch_lengths_are_rounded_up_to_pad_multiple_and_capped_at_max_length(t
 
 
 def test_a_model_that_reads_lengths_gives_the_same_logits_for_any_padding():
-    from rnnlab.models.classifier import SequenceClassifier
+    from rnnlab.models import ModelConfig, SequenceClassifier
 
     torch.manual_seed(0)
-    model = SequenceClassifier(50, 8, cell="lstm", hidden_size=6, bidirectional=True).eval()
+    model = SequenceClassifier(ModelConfig(embedding_dim=8, cell="lstm", hidden_size=6, bidirectional=True), 50).eval()
     ids = torch.randint(2, 50, (4, 13))
     lengths = torch.tensor([13, 9, 1, 5])
     ids[torch.arange(13) >= lengths[:, None]] = 0

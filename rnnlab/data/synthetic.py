@@ -151,6 +151,10 @@ class _SyntheticDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
+    def state_dict(self) -> dict:
+        """What checkpoints keep of the data, as the text datamodules keep their vocabulary: the input alphabet."""
+        return {"vocabulary": self.vectorizer.to_json(), "class_names": []}
+
     def probe_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` validation samples: the same inputs every time (every sample has length ``T``)."""
         self.setup()

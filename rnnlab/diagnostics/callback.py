@@ -100,10 +100,11 @@ def probe_batch(datamodule, n: int):
 
 
 def batch_loss(pl_module: pl.LightningModule, batch) -> Tensor:
-    """The module's loss on a batch: its ``batch_loss(batch)``, else the first item of its ``_step(batch)``."""
-    if callable(getattr(pl_module, "batch_loss", None)):
-        return pl_module.batch_loss(batch)
-    return pl_module._step(batch)[0]
+    """The module's loss on a batch: its ``batch_loss(batch)`` (rnnlab's modules have one)."""
+    if not callable(getattr(pl_module, "batch_loss", None)):
+        raise TypeError(f"diagnostics.probe needs the module's loss on a batch: {type(pl_module).__name__} must "
+                        f"define batch_loss(batch) -> Tensor, as rnnlab's modules do; or set diagnostics.probe=0")
+    return pl_module.batch_loss(batch)
 
 
 class TimestepGradNorms(pl.Callback):

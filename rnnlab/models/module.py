@@ -74,6 +74,10 @@ class SequenceClassifierModule(pl.LightningModule):
         z = self(ids, lengths)
         return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
 
+    def batch_loss(self, batch) -> torch.Tensor:
+        """The training loss of a batch (the diagnostics' probe uses it)."""
+        return self._step(batch)[0]
+
     def _step(self, batch):
         ids, lengths, y = batch
         z = self(ids, lengths)

@@ -28,6 +28,8 @@ from torch import nn
 
 from rnnlab.models.classifier import build_encoder, run_encoder
 from rnnlab.models.config import ModelConfig
+from rnnlab.models.module import data_record
+from rnnlab.models.resumable import restart_interrupted_validation
 from rnnlab.nn.init import RECURRENT_INITS, recurrent_init_
 from rnnlab.nn.registry import CELLS
 
@@ -167,11 +169,6 @@ class TaskModule(pl.LightningModule):
     def configure_optimizers(self):
         return hydra.utils.instantiate(self.hparams.optimizer)(self.parameters())
 
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["rnnlab"] = {"vocabulary": self.vocabulary, "class_names": self.class_names,
-                                "data": self.data_config}
-
     def on_load_checkpoint(self, checkpoint):
-        saved = checkpoint.get("rnnlab", {})
-        self.vocabulary, self.class_names, self.data_config = (saved.get(k) for k in ("vocabulary", "class_names",
-                                                                                       "data"))
+        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
+        self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)
