@@ -189,3 +189,21 @@ def test_every_model_config_builds_a_module_that_runs(name):
     ids, lengths = torch.randint(1, 20, (2, 5)), torch.tensor([5, 2])
     module(ids, lengths).sum().backward()
     assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "torch_lstm"])
+def test_recurrent_init_puts_every_gate_block_of_w_hh_at_the_chosen_spectral_radius(cell):
+    net = SequenceClassifier(ModelConfig(cell=cell, embedding_dim=4, hidden_size=[6, 5], recurrent_init="orthogonal",
+                                         recurrent_scale=1.5), 20)
+    blocks = [b for name, w in net.encoder.named_parameters() if "weight_hh" in name
+              for b in w.split(w.size(1), dim=0)]
+    assert len(blocks) >= 2
+    for block in blocks:  # orthogonal times 1.5: every singular value is 1.5
+        assert torch.allclose(torch.linalg.svdvals(block), torch.full((block.size(0),), 1.5), atol=1e-5)
+
+
+def test_a_recurrent_init_that_is_not_known_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match="model.recurrent_init must be null or one of"):
+        ModelConfig(recurrent_init="eye")
+    with pytest.raises(ValueError, match="model.recurrent_scale must be >= 0"):
+        ModelConfig(recurrent_scale=-1.0)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.models.config import ModelConfig
-from rnnlab.nn.init import keras_init_
+from rnnlab.nn.init import keras_init_, recurrent_init_
 from rnnlab.nn.registry import build_cell, cell_spec
 
 
@@ -35,13 +35,16 @@ def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_la
         module = build_cell(config.cell, input_size, hidden_size, **kwargs)
         if config.init == "keras":  # the same law as rnnlab's cells: glorot / orthogonal (whole matrices), forget bias
             keras_init_(module, config.forget_bias)
-        return module
-    kwargs.update(init=config.init, backend=config.backend)
-    if spec.gated_lstm:
-        kwargs["forget_bias"] = config.forget_bias
-    if spec.nonlinearity:
-        kwargs["nonlinearity"] = config.nonlinearity
-    return build_cell(config.cell, input_size, hidden_size, **kwargs)
+    else:
+        kwargs.update(init=config.init, backend=config.backend)
+        if spec.gated_lstm:
+            kwargs["forget_bias"] = config.forget_bias
+        if spec.nonlinearity:
+            kwargs["nonlinearity"] = config.nonlinearity
+        module = build_cell(config.cell, input_size, hidden_size, **kwargs)
+    if config.recurrent_init is not None:  # W_hh's spectral radius where the user puts it
+        recurrent_init_(module, config.recurrent_init, config.recurrent_scale)
+    return module
 
 
 def run_encoder(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

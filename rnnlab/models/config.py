@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rnnlab.nn.init import RECURRENT_INITS
 from rnnlab.nn.registry import CELLS
 
 # rnnlab's cells, then their variants, then torch's: the order Hydra's "expected one of [...]" lists them in
@@ -34,6 +35,7 @@ Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max")}, type=str)
 Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 Interval = Enum("Interval", {i: i for i in ("epoch", "step")}, type=str)
+RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
 
 # RMSprop as Keras updates (epsilon inside the square root) with Keras' defaults: the optimizer when none is given.
 # conf/model/optimizer/rmsprop_keras.yaml is the same choice for the config group.
@@ -67,6 +69,9 @@ class ModelConfig:
         fixed_length: right-pad (or cut) every batch to this many steps (Keras' ``pad_sequences``). Default None.
         freeze_embeddings: do not train the embedding table. Default False.
         backend: rnnlab.nn backend (``auto``, ``loop``, ``fused``, ``triton``). Default ``auto``.
+        recurrent_init: None (keep ``init``'s draw) or ``orthogonal``, ``identity``, ``uniform``: every gate block of
+            ``W_hh`` redrawn with spectral radius ``recurrent_scale`` (:func:`rnnlab.nn.init.recurrent_init_`).
+        recurrent_scale: that radius: above 1 the gradient can explode, below 1 it vanishes. Default 1.
 
     Training (read by :class:`rnnlab.models.module.SequenceClassifierModule`):
         optimizer: Hydra config of a partial optimizer; None means :data:`RMSPROP_KERAS`.
@@ -92,6 +97,8 @@ class ModelConfig:
     fixed_length: Optional[int] = None
     freeze_embeddings: bool = False
     backend: str = "auto"
+    recurrent_init: Optional[RecurrentInit] = None
+    recurrent_scale: float = 1.0
     optimizer: Any = None
     scheduler: Any = None
     scheduler_interval: Interval = Interval.epoch
@@ -104,6 +111,14 @@ class ModelConfig:
             if value not in choices.__members__:
                 raise ValueError(f"model.{name} must be one of {list(choices.__members__)}: got {value!r}")
             setattr(self, name, value)
+        if self.recurrent_init is not None:
+            self.recurrent_init = str(getattr(self.recurrent_init, "value", self.recurrent_init))
+            if self.recurrent_init not in RECURRENT_INITS:
+                raise ValueError(f"model.recurrent_init must be null or one of {list(RECURRENT_INITS)}: got "
+                                 f"{self.recurrent_init!r}")
+        if not self.recurrent_scale >= 0:
+            raise ValueError(f"model.recurrent_scale must be >= 0 (the spectral radius of W_hh): got "
+                             f"{self.recurrent_scale!r}")
         size = self.hidden_size
         if isinstance(size, (list, tuple, ListConfig)):
             size = list(size)

@@ -30,7 +30,7 @@ from rnnlab.models.classifier import build_encoder, run_encoder
 from rnnlab.models.config import ModelConfig
 from rnnlab.models.module import data_record
 from rnnlab.models.resumable import restart_interrupted_validation
-from rnnlab.nn.init import RECURRENT_INITS, recurrent_init_
+from rnnlab.nn.init import RECURRENT_INITS
 from rnnlab.nn.registry import CELLS
 
 HEADS = ("last", "per_step")
@@ -77,10 +77,9 @@ class TaskNet(nn.Module):
         self.head_kind = head
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
         encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
-                              forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend)
+                              forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend,
+                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale)
         self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
-        if recurrent_init is not None:
-            recurrent_init_(self.encoder, recurrent_init, recurrent_scale)
         self.head = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
