@@ -8,8 +8,13 @@
 #      hidden 512 and the Python `loop` on two short rows; other persistent-kernel configs.
 #   3. the column-split kernels (CONFIG split_units, off by default): their tests, with the first compiled run of
 #      the in-kernel barrier between programs, and their timings beside the default persistent kernels.
+#   4. end to end: one epoch of `+experiment=bilstm trainer=gpu`, then of `+experiment=torch_lstm trainer=gpu`
+#      (cuDNN), back to back, each run's metrics.json (epoch seconds, test accuracy) in $OUT/e2e_*;
+#   5. a sweep on the one GPU: 4 one-epoch jobs at once with the joblib launcher, then scripts/summarize.py.
 # Usage: OUT=/some/dir bash scripts/gpu_check.sh   (logs and JSON land in $OUT; default /tmp/rnnlab-gpu-check)
-#        ONLY=split bash scripts/gpu_check.sh      (only the stages tagged split; tags: tests, cpp, bench, split)
+#        ONLY=split bash scripts/gpu_check.sh      (only the stages tagged split; tags: tests, cpp, bench, split, e2e,
+#                                                  sweep; all of them take more than one 10-minute command)
+# Stages 4-5 read the labeled IMDB archive from RNNLAB_IMDB_ARCHIVE (default: ../shared/data/aclImdb-labeled.tar.gz).
 # Every stage runs under a time limit and a failure never stops the later stages; the exit status says if any failed.
 set -u
 export PYTHONUNBUFFERED=1
@@ -19,7 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, installed 
 OUT=${OUT:-/tmp/rnnlab-gpu-check}
 mkdir -p "$OUT"
 fail=0
-ONLY=${ONLY:-tests,cpp,bench,split}
+ONLY=${ONLY:-tests,cpp,bench,split,e2e,sweep}
 stage() {  # stage TAG SECONDS LOG CMD...: run CMD with a time limit if TAG is in $ONLY, output tee'd to $OUT/LOG
     local tag=$1 limit=$2 log=$3
     shift 3
@@ -64,5 +69,16 @@ stage split 120 split.log $B --backends triton \
     --triton-configs "split_units=16;split_units=16,fp32_precision=tf32;split_units=16,fp32_precision=ieee" \
     --cells lstm,gru,cifg --hidden 32,128,256 --batch 32,128 --steps 100,600 --dirs bi --lens pad \
     --json "$OUT/bench_cuda_split.json"
+# 4. the main job end to end, rnnlab's cells then cuDNN's; the first run also vectorizes the data (cached for the rest)
+export RNNLAB_IMDB_ARCHIVE=${RNNLAB_IMDB_ARCHIVE:-$PWD/../shared/data/aclImdb-labeled.tar.gz}
+export RNNLAB_DATA=${RNNLAB_DATA:-$OUT/data}
+RUN="python3 -m rnnlab.train trainer=gpu trainer.max_epochs=1 trainer.enable_progress_bar=false"
+stage e2e 180 e2e.log env RNNLAB_FUSED_EXT=auto $RUN +experiment=bilstm hydra.run.dir="$OUT/e2e_bilstm"
+stage e2e 150 e2e.log $RUN +experiment=torch_lstm hydra.run.dir="$OUT/e2e_torch_lstm"
+
+# 5. a sweep: depth x direction, 4 jobs at once on the one GPU (joblib), one epoch each, summarized
+stage sweep 300 sweep.log $RUN -m +experiment=bilstm model.num_layers=1,2 model.bidirectional=false,true \
+    hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir="$OUT/sweep"
+stage sweep 30 sweep.log python3 scripts/summarize.py "$OUT/sweep"
 echo "=== $(date +%T) done, failures: $fail (logs in $OUT)"
 exit $fail
