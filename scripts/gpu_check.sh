@@ -72,12 +72,12 @@ stage split 120 split.log $B --backends triton \
 # 4. the main job end to end, rnnlab's cells then cuDNN's; the first run also vectorizes the data (cached for the rest)
 export RNNLAB_IMDB_ARCHIVE=${RNNLAB_IMDB_ARCHIVE:-$PWD/../shared/data/aclImdb-labeled.tar.gz}
 export RNNLAB_DATA=${RNNLAB_DATA:-$OUT/data}
-RUN="python3 -m rnnlab.train trainer=gpu trainer.max_epochs=1 trainer.enable_progress_bar=false"
-stage e2e 180 e2e.log env RNNLAB_FUSED_EXT=auto $RUN +experiment=bilstm hydra.run.dir="$OUT/e2e_bilstm"
-stage e2e 150 e2e.log $RUN +experiment=torch_lstm hydra.run.dir="$OUT/e2e_torch_lstm"
+GPU1="trainer=gpu trainer.max_epochs=1 trainer.enable_progress_bar=false"  # one epoch on the GPU
+stage e2e 180 e2e.log env RNNLAB_FUSED_EXT=auto python3 -m rnnlab.train $GPU1 +experiment=bilstm hydra.run.dir="$OUT/e2e_bilstm"
+stage e2e 150 e2e.log python3 -m rnnlab.train $GPU1 +experiment=torch_lstm hydra.run.dir="$OUT/e2e_torch_lstm"
 
 # 5. a sweep: depth x direction, 4 jobs at once on the one GPU (joblib), one epoch each, summarized
-stage sweep 300 sweep.log $RUN -m +experiment=bilstm model.num_layers=1,2 model.bidirectional=false,true \
+stage sweep 300 sweep.log python3 -m rnnlab.train -m $GPU1 +experiment=bilstm model.num_layers=1,2 model.bidirectional=false,true \
     hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir="$OUT/sweep"
 stage sweep 30 sweep.log python3 scripts/summarize.py "$OUT/sweep"
 echo "=== $(date +%T) done, failures: $fail (logs in $OUT)"
