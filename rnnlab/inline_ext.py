@@ -6,8 +6,8 @@ rnnlab has one, :mod:`rnnlab.nn.backends.cpp` (the fused cells' per-step loops, 
 
 * a build folder named by the hash of the source, the torch version and the flags, under ``$TORCH_EXTENSIONS_DIR``
   (default ``~/.cache/torch_extensions``), so a changed source never loads a stale library;
-* the ``TORCH_LIBRARY`` namespace is that folder's name too: source files get it as ``-DRNNLAB_OPS_NAMESPACE=<name>``
-  (compiler messages then name the real file and line), a source string has the word ``NAMESPACE`` replaced;
+* the ``TORCH_LIBRARY`` namespace is that folder's name too, passed as ``-DRNNLAB_OPS_NAMESPACE=<name>`` (the
+  sources are compiled as the files they are, so compiler messages name the real file and line);
 * ``python -m <module>`` builds ahead of time (``make install`` does, ~15-20 s of CPU each);
 * otherwise the first use starts the build in a background process and the caller's Python fallback (same numbers)
   runs until it is ready; a missing compiler leaves the fallback in place: a failed build leaves ``FAILED`` and
@@ -27,18 +27,14 @@ import torch
 
 
 class InlineExtension:
-    """One extension: C++ ``sources`` (paths) compiled with ``-DRNNLAB_OPS_NAMESPACE=<name>``, or a ``source``
-    string with the word ``NAMESPACE`` where its ``TORCH_LIBRARY`` namespace goes."""
+    """One extension: C++ ``sources`` (paths) compiled with ``-DRNNLAB_OPS_NAMESPACE=<name>``."""
 
-    def __init__(self, prefix: str, source: str | None = None, cflags: list = (), *, env: str, module: str,
-                 fallback: str, sources: list | None = None):
-        if (source is None) == (sources is None):
-            raise ValueError("InlineExtension needs exactly one of `source` (a string) or `sources` (file paths)")
-        self.sources = [os.fspath(p) for p in sources] if sources is not None else None
-        text = source if source is not None else "".join(open(p, encoding="utf-8").read() for p in self.sources)
+    def __init__(self, prefix: str, sources: list, cflags: list = (), *, env: str, module: str, fallback: str):
+        self.sources = [os.fspath(p) for p in sources]
+        text = "".join(open(p, encoding="utf-8").read() for p in self.sources)
         digest = hashlib.sha1((text + torch.__version__ + " ".join(cflags)).encode()).hexdigest()[:12]
         self.name = f"{prefix}_{digest}"  # library, op namespace and build folder: one per source version
-        self.source, self.cflags, self.env, self.module, self.fallback = source, list(cflags), env, module, fallback
+        self.cflags, self.env, self.module, self.fallback = list(cflags), env, module, fallback
         self.state = {"ops": None, "started": False, "failed": False}
 
     def build_dir(self) -> str:
@@ -48,15 +44,11 @@ class InlineExtension:
 
     def build(self):
         """Compile (blocking) and load the extension; returns its ``torch.ops`` namespace."""
-        from torch.utils.cpp_extension import load, load_inline
+        from torch.utils.cpp_extension import load
 
         os.makedirs(self.build_dir(), exist_ok=True)
-        if self.sources is not None:
-            load(self.name, sources=self.sources, extra_cflags=[*self.cflags, f"-DRNNLAB_OPS_NAMESPACE={self.name}"],
-                 is_python_module=False, build_directory=self.build_dir(), verbose=False)
-        else:
-            load_inline(self.name, cpp_sources=[self.source.replace("NAMESPACE", self.name)], is_python_module=False,
-                        build_directory=self.build_dir(), extra_cflags=self.cflags, verbose=False)
+        load(self.name, sources=self.sources, extra_cflags=[*self.cflags, f"-DRNNLAB_OPS_NAMESPACE={self.name}"],
+             is_python_module=False, build_directory=self.build_dir(), verbose=False)
         open(os.path.join(self.build_dir(), "READY"), "w").close()
         return getattr(torch.ops, self.name)
 

@@ -34,7 +34,7 @@ def _cflags():
 
 
 CFLAGS = _cflags()
-EXT = InlineExtension("rnnlab_fused", cflags=CFLAGS, sources=SOURCES, env="RNNLAB_FUSED_EXT",
+EXT = InlineExtension("rnnlab_fused", SOURCES, CFLAGS, env="RNNLAB_FUSED_EXT",
                       module="rnnlab.nn.backends.cpp", fallback="the Python loops")
 
 
