@@ -1,4 +1,7 @@
-"""RMSprop exactly as Keras updates: the epsilon sits inside the square root.
+"""Two optimizers torch lacks: RMSprop exactly as Keras updates it, and Adam that updates only the embedding rows
+a batch used.
+
+:class:`KerasRMSprop`: the epsilon sits inside the square root.
 
 .. math::
     v_t = \\rho\\, v_{t-1} + (1 - \\rho)\\, g_t^2, \\qquad
@@ -9,6 +12,12 @@ where :math:`g_t` is the gradient, :math:`v_t` its running mean square (``v_0 = 
 :math:`\\sqrt{v_t} + \\epsilon` instead: with Keras' :math:`\\epsilon = 10^{-7}` the two differ wherever
 :math:`v_t \\lesssim \\epsilon`, i.e. for parameters with gradients below ~3e-4 such as the embedding rows of rare
 tokens: torch moves them by about :math:`3\\eta` on any nonzero gradient, Keras by :math:`\\eta\\, g/\\sqrt{\\epsilon}`.
+
+:class:`LazyAdam`: Adam (Kingma & Ba, 2015) on dense gradients; on the sparse gradients of
+``nn.Embedding(sparse=True)`` it updates the moments and weights of the rows in the gradient only, as
+``torch.optim.SparseAdam`` does. torch's ``Adam`` refuses sparse gradients and ``SparseAdam`` dense ones, and a
+LightningModule has one optimizer: this one takes both. With a table of 67M weights a dense Adam step reads and
+writes all of them; the lazy one touches the few thousand rows of the batch.
 """
 from __future__ import annotations
 
@@ -58,4 +67,64 @@ class KerasRMSprop(torch.optim.Optimizer):
                 v = state["square_avg"]
                 v.mul_(group["rho"]).addcmul_(g, g, value=1 - group["rho"])  # v_t = rho v + (1 - rho) g^2
                 p.addcdiv_(g, v.add(group["eps"]).sqrt_(), value=-group["lr"])  # theta -= lr g / sqrt(v + eps)
+        return loss
+
+
+class LazyAdam(torch.optim.Optimizer):
+    """Adam for dense gradients, lazy Adam (``torch.optim.SparseAdam``'s update) for sparse ones.
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1 - \\beta_1) g_t, \\qquad v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\qquad
+        \\theta_t = \\theta_{t-1} - \\eta \\frac{m_t / (1 - \\beta_1^t)}{\\sqrt{v_t / (1 - \\beta_2^t)} + \\epsilon}
+
+    over the whole tensor for a dense gradient, over the rows present in a sparse one (the other rows keep their
+    weights and moments); t counts the steps the tensor had a gradient.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: :math:`\\eta`. Default: 1e-3.
+        betas: :math:`(\\beta_1, \\beta_2)`. Default: (0.9, 0.999).
+        eps: :math:`\\epsilon`. Default: 1e-8.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0: got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must be two numbers in [0, 1): got {tuple(betas)}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0: got {eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step_size = lr / (1 - beta1 ** state["step"])
+                bias2 = 1 - beta2 ** state["step"]
+                m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
+                if not g.is_sparse:
+                    m.lerp_(g, 1 - beta1)
+                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    p.addcdiv_(m, v.div(bias2).sqrt_().add_(eps), value=-step_size)
+                    continue
+                g = g.coalesce()  # one entry per row
+                rows, values = g.indices()[0], g.values()
+                m_rows = m[rows].lerp_(values, 1 - beta1)
+                v_rows = v[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                m[rows], v[rows] = m_rows, v_rows
+                p.index_add_(0, rows, m_rows.div(v_rows.div(bias2).sqrt_().add_(eps)), alpha=-step_size)
         return loss
