@@ -33,8 +33,9 @@ class SequenceClassifierModule(pl.LightningModule):
         vocab_size, num_classes: from the datamodule (train.py passes them).
         config: the :class:`ModelConfig`: the network, the optimizer (default
             :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
-            (when set, torch's RNG is reseeded from (step_seed, global_step) before each training step, so dropout
-            masks depend only on the step and a run resumed mid-epoch matches an uninterrupted one).
+            (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's place among those one step
+            accumulates) before each training batch, so dropout masks depend only on the step and a run resumed
+            mid-epoch matches an uninterrupted one).
         **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
             checkpoint's hyperparameters).
 
@@ -87,8 +88,10 @@ class SequenceClassifierModule(pl.LightningModule):
         return loss, preds, y.long()
 
     def on_train_batch_start(self, batch, batch_idx):
-        if self.hparams.step_seed is not None:  # dropout masks as a function of the step only
-            torch.manual_seed(self.hparams.step_seed * 1_000_003 + self.global_step)
+        if self.hparams.step_seed is not None:  # dropout masks as a function of the step only; the batches one
+            # accumulated step sums each draw their own: batch k of the step adds k * 1e9 (torch keeps 32 bits)
+            micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer is not None else 0
+            torch.manual_seed(self.hparams.step_seed * 1_000_003 + self.global_step + micro * 1_000_000_007)
 
     def training_step(self, batch, batch_idx):
         loss, preds, y = self._step(batch)
