@@ -54,6 +54,14 @@ def _check_settings(cfg: DictConfig) -> None:
     if clip is not None and (not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0):
         raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0 or null: no clipping): expected e.g. "
                          f"1.0, got {clip!r}")
+    if clip and cfg.model.get("sparse_embeddings"):
+        raise ValueError(f"model.sparse_embeddings=true gives the embeddings sparse gradients, which "
+                         f"trainer.gradient_clip_val={clip} cannot clip (Lightning clips dense ones): set "
+                         f"trainer.gradient_clip_val=0 or model.sparse_embeddings=false")
+    optimizer = str((cfg.model.get("optimizer") or {}).get("_target_", ""))
+    if cfg.model.get("sparse_embeddings") and optimizer.rpartition(".")[2] not in ("LazyAdam", "SGD", "Adagrad"):
+        raise ValueError(f"model.sparse_embeddings=true needs an optimizer that takes sparse gradients: "
+                         f"model/optimizer=lazy_adam (or sgd), got {optimizer or 'the default'}")
 
 
 def build(cfg: DictConfig, overrides: list[str] | None = None):

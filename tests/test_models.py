@@ -145,7 +145,7 @@ def test_keras_rmsprop_divides_by_sqrt_of_v_plus_eps_and_torch_by_sqrt_v_plus_ep
     torch.testing.assert_close(steps["keras"][1], steps["torch"][1], rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("name", ["rmsprop_keras", "rmsprop", "adam", "sgd"])
+@pytest.mark.parametrize("name", ["rmsprop_keras", "rmsprop", "adam", "adamw", "sgd"])
 def test_every_optimizer_config_builds_an_optimizer(name):
     from hydra import compose, initialize_config_module
 
@@ -207,3 +207,75 @@ def test_a_recurrent_init_that_is_not_known_is_refused_naming_the_setting():
         ModelConfig(recurrent_init="eye")
     with pytest.raises(ValueError, match="model.recurrent_scale must be >= 0"):
         ModelConfig(recurrent_scale=-1.0)
+
+
+def test_bigram_rows_hash_each_word_pair_and_leave_padding_at_row_zero():
+    from rnnlab.models.classifier import bigram_ids
+
+    ids, lengths = padded_batch()
+    rows = bigram_ids(ids, 1000)
+    for b, n in enumerate(LENGTHS):
+        prev = [0] + ids[b, :n - 1].tolist()  # x_{t-1}: 0 before the first token
+        assert rows[b, :n].tolist() == [1 + (p * 1_000_003 + x) % 999 for p, x in zip(prev, ids[b, :n].tolist())]
+        assert rows[b, n:].eq(0).all()
+    assert rows[:, :].max() < 1000 and rows[ids != 0].min() >= 1
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bigram_embeddings_start_at_zero_and_learn_the_pair_not_just_its_words(cell):
+    torch.manual_seed(0)
+    plain = classifier(50, 6, cell, hidden_size=5, bidirectional=True, pooling="max").eval()
+    torch.manual_seed(0)
+    model = classifier(50, 6, cell, hidden_size=5, bidirectional=True, pooling="max", bigram_buckets=101).eval()
+    ids, lengths = padded_batch()
+    torch.testing.assert_close(model(ids, lengths), plain(ids, lengths))  # zero-initialised: the unigram model
+    with torch.no_grad():
+        model.bigrams.weight.normal_()
+        model.bigrams.weight[0].zero_()
+    swapped = ids.clone()
+    swapped[0, :2] = ids[0, :2].flip(0)  # the same words, another order: other pairs
+    assert not torch.allclose(model(swapped, lengths)[0], model(ids, lengths)[0])
+    alone = torch.stack([model(ids[b:b + 1, :n], lengths[b:b + 1]) for b, n in enumerate(LENGTHS)]).squeeze(1)
+    torch.testing.assert_close(model(ids, lengths), alone, atol=1e-5, rtol=1e-5)  # padding adds no pair
+
+
+def test_embedding_dropout_drops_whole_token_vectors_in_training_only():
+    torch.manual_seed(0)
+    model = classifier(50, 8, "gru", hidden_size=4, embedding_dropout=0.5)
+    seen = {}
+    model.encoder.register_forward_pre_hook(lambda m, args, kwargs: seen.update(x=args[0]), with_kwargs=True)
+    ids = torch.randint(1, 50, (64, 20))
+    model(ids)
+    e = model.embedding(ids)
+    kept = seen["x"].ne(0).all(-1)  # a token is kept whole or dropped whole
+    assert seen["x"][~kept].eq(0).all()
+    torch.testing.assert_close(seen["x"][kept], 2 * e[kept])  # scaled by 1 / (1 - p)
+    assert 0.45 < kept.float().mean() < 0.55
+    model.eval()
+    model(ids)
+    torch.testing.assert_close(seen["x"], e)
+
+
+@pytest.mark.parametrize("field, value", [("bigram_buckets", 1), ("bigram_buckets", -5), ("embedding_dropout", 1.5)])
+def test_bad_bigram_buckets_or_embedding_dropout_are_refused_naming_the_setting(field, value):
+    with pytest.raises(ValueError, match=f"model.{field} must be"):
+        ModelConfig(**{field: value})
+
+
+def test_the_batches_one_accumulated_step_sums_draw_their_own_dropout_masks():
+    module = SequenceClassifierModule(vocab_size=20, embedding_dim=4, cell="gru", hidden_size=3, step_seed=7)
+
+    class Trainer:  # what on_train_batch_start reads of a Trainer
+        accumulate_grad_batches, global_step = 2, 0
+
+    trainer = Trainer()
+    module.trainer = trainer
+    draws = []
+    for batch_idx in range(4):  # at one global_step: batches 0, 1 make one step, 2, 3 (in a real run) the next
+        module.on_train_batch_start(None, batch_idx)
+        draws.append(torch.rand(3))
+    torch.testing.assert_close(draws[0], draws[2])  # a function of (step, place in the step) only
+    assert not torch.equal(draws[0], draws[1])
+    trainer.accumulate_grad_batches = 1
+    module.on_train_batch_start(None, 1)
+    torch.testing.assert_close(torch.rand(3), draws[0])  # without accumulation: the step alone, as before

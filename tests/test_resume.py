@@ -325,3 +325,18 @@ def test_user_errors_print_one_line_and_exit_2_unless_hydra_full_error(tmp_path,
     assert full.returncode == 1 and "Traceback" in full.stderr
     wrong = cli(tmp_path, "rnnlab.evaluate", f"ckpt={tmp_path / 'nope.ckpt'}")
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: checkpoint ") and "does not exist" in wrong.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.sparse_embeddings=true", "model/optimizer=lazy_adam", "trainer.gradient_clip_val=1"],
+     r"model\.sparse_embeddings=true gives the embeddings sparse gradients, which trainer\.gradient_clip_val=1 cannot "
+     r"clip .*: set trainer\.gradient_clip_val=0 or model\.sparse_embeddings=false"),
+    (["model.sparse_embeddings=true", "model/optimizer=adam"],
+     r"model\.sparse_embeddings=true needs an optimizer that takes sparse gradients: model/optimizer=lazy_adam .*got "
+     r"torch\.optim\.Adam"),
+])
+def test_sparse_embeddings_with_clipping_or_a_dense_optimizer_are_refused_before_anything_is_written(
+        archive, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train(make_cfg(archive, tmp_path, *overrides))
+    assert not (tmp_path / "run").exists()

@@ -109,11 +109,18 @@ class InterruptAt(pl.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("how, limit, stop", [("ctrl-c", None, 7), ("max_steps", 4, 6)])
-def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how, limit, stop):
+# the strong recipe's parts: hashed bigrams, sparse embedding gradients with LazyAdam, embedding dropout, and two
+# batches accumulated per step (5 batches: 3 steps an epoch; stopped at step 4, inside the second epoch)
+RECIPE = ["model.bigram_buckets=1000", "model.sparse_embeddings=true", "model/optimizer=lazy_adam",
+          "model.embedding_dropout=0.3", "model.pooling=max", "+trainer.accumulate_grad_batches=2"]
+
+
+@pytest.mark.parametrize("how, limit, stop, options", [("ctrl-c", None, 7, []), ("max_steps", 4, 6, []),
+                                                       ("ctrl-c", None, 4, RECIPE)])
+def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how, limit, stop, options):
     # 48 training reviews -> 5 batches of 8 per epoch (or `limit`); stop mid second epoch, resume, compare.
     common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2",
-              f"trainer.limit_train_batches={limit or 'null'}"]
+              f"trainer.limit_train_batches={limit or 'null'}", *options]
     full = train(make_cfg(archive, tmp_path, *common, name="full"))
     if how == "ctrl-c":  # last.ckpt is saved at the interrupted step
         try:
@@ -133,7 +140,7 @@ def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how,
     assert torch.load(ckpt, weights_only=False)["global_step"] == stop
     # resumed in the same folder, as README says: ModelCheckpoint then restores its best score too
     resumed = train(make_cfg(archive, tmp_path, *common, f"ckpt_path={ckpt}", name="cut"))
-    assert resumed["steps"] == full["steps"] == 2 * (limit or 5)
+    assert resumed["steps"] == full["steps"] == 2 * math.ceil((limit or 5) / (2 if options else 1))
     for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
         assert resumed[key] == full[key], key
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

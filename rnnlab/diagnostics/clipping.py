@@ -79,8 +79,10 @@ class GradClipStats(pl.Callback):
         return group[len(self.strip_prefix):] if self.strip_prefix and group.startswith(self.strip_prefix) else group
 
     def _grads(self) -> tuple[tuple[int, ...], list[Tensor]]:
-        present = [(g, p.grad) for g, p in self._params if p.grad is not None]
-        return tuple(g for g, _ in present), [grad for _, grad in present]
+        present = [(g, p.grad) for g, p in self._params if p.grad is not None]  # a sparse gradient (an embedding's
+        # rows): its summed rows, whose norm is the gradient's
+        return tuple(g for g, _ in present), [grad.coalesce().values() if grad.is_sparse else grad
+                                              for _, grad in present]
 
     def _group_index(self, groups: tuple[int, ...], device) -> Tensor:
         """Group of each present gradient, cached on the device (no host-to-device copy per step)."""

@@ -1,10 +1,12 @@
 """Sequence classifier: Embedding -> recurrent encoder -> pooling -> dropout -> linear.
 
 .. math::
-    e_t = E[x_t], \\qquad (h_1 \\dots h_T) = \\mathrm{RNN}(e_1 \\dots e_T), \\qquad
+    e_t = m_t (E[x_t] + G[b_t]), \\qquad (h_1 \\dots h_T) = \\mathrm{RNN}(e_1 \\dots e_T), \\qquad
     z = W\\,\\mathrm{dropout}(\\mathrm{pool}(h_1 \\dots h_L)) + b
 
-where :math:`x_t` is the token id at step t (0 is padding), :math:`E` the embedding table,
+where :math:`x_t` is the token id at step t (0 is padding), :math:`E` the embedding table, :math:`G[b_t]` the
+hashed vector of the word pair :math:`(x_{t-1}, x_t)` (:func:`bigram_ids`; absent unless ``bigram_buckets`` > 0),
+:math:`m_t` the embedding dropout's mask (in training 0 with probability p, else :math:`1/(1-p)`; 1 in evaluation),
 :math:`L \\le T` the sequence's own length and ``pool`` one of
 
 - ``last``: the state at each sequence's own last token, both directions: the forward
@@ -24,6 +26,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnlab.models.config import ModelConfig
 from rnnlab.nn.init import keras_init_, recurrent_init_
 from rnnlab.nn.registry import build_cell, cell_spec
+
+
+BIGRAM_PRIME = 1_000_003
+
+
+def bigram_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Rows (B, T) of the hashed bigram table: :math:`b_t = 1 + (x_{t-1} P + x_t) \\bmod (K - 1)` with
+    :math:`x_{-1} = 0` and P = 1,000,003; 0 where :math:`x_t` is padding.
+
+    >>> bigram_ids(torch.tensor([[5, 7, 0]]), 100)
+    tensor([[ 6, 28,  0]])
+    """
+    prev = nn.functional.pad(ids[:, :-1], (1, 0))  # x_{t-1}; 0 before the first token
+    return ((prev * BIGRAM_PRIME + ids) % (buckets - 1) + 1).masked_fill(ids == 0, 0)
 
 
 def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int,
@@ -106,6 +122,7 @@ class SequenceClassifier(nn.Module):
     Outputs: logits (B,) for binary, (B, K) otherwise.
 
     Attributes:
+        bigrams: ``nn.Embedding`` (K, D) of the hashed word pairs, or None (``bigram_buckets`` = 0).
         embedding: ``nn.Embedding`` (V, D); a forward hook on it sees e_t (DIAG uses it for dJ/dx_t).
         encoder: the recurrent module.
         head: ``nn.Linear`` (H * directions, 1 or K).
@@ -123,7 +140,8 @@ class SequenceClassifier(nn.Module):
         self.cell, self.pooling, self.use_lengths = config.cell, config.pooling, config.use_lengths
         self.fixed_length, self.bidirectional = config.fixed_length, config.bidirectional
         D = config.embedding_dim
-        self.embedding = nn.Embedding(vocab_size, D, padding_idx=0 if config.use_lengths else None)
+        self.embedding = nn.Embedding(vocab_size, D, padding_idx=0 if config.use_lengths else None,
+                                      sparse=config.sparse_embeddings)
         if isinstance(config.hidden_size, int):
             self.encoder = build_encoder(config, D, config.hidden_size, config.num_layers, config.rnn_dropout)
             out_size = config.hidden_size
@@ -143,6 +161,10 @@ class SequenceClassifier(nn.Module):
             with torch.no_grad():
                 self.embedding.weight[0].zero_()
         self.embedding.weight.requires_grad_(not config.freeze_embeddings)
+        self.bigrams = None  # built last, so every other weight draws what it draws without it
+        if config.bigram_buckets:  # zero rows, no random draw: the model starts as the unigram one
+            K = config.bigram_buckets
+            self.bigrams = nn.Embedding(K, D, padding_idx=0, sparse=config.sparse_embeddings, _weight=torch.zeros(K, D))
 
     def load_pretrained(self, vectors: torch.Tensor, freeze: bool = False) -> None:
         """Copy pretrained vectors (V, D) into the embedding table (row 0, padding, zero unless use_lengths=False)."""
@@ -185,6 +207,11 @@ class SequenceClassifier(nn.Module):
         if not self.use_lengths:
             lengths = None
         x = self.embedding(ids)  # (B, T, D)
+        if self.bigrams is not None:
+            x = x + self.bigrams(bigram_ids(ids, self.bigrams.num_embeddings))
+        p = self.config.embedding_dropout
+        if self.training and p > 0:  # drop whole token vectors: one mask entry per (sequence, step)
+            x = x * x.new_empty(x.shape[:2] + (1,)).bernoulli_(1 - p).div_(1 - p)
         out = run_encoder(self.encoder, x, lengths)  # (B, T, H * dirs)
         z = self.head(self.dropout(self.pool(out, lengths)))  # (B, 1 or K)
         return z.squeeze(-1) if z.size(-1) == 1 else z

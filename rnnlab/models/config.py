@@ -58,6 +58,14 @@ class ModelConfig:
         num_layers: stacked layers of width ``hidden_size`` (ignored when it is a list). Default 1.
         bidirectional: run a reverse direction too; the head sees 2H features. Default False.
         dropout: dropout before the head. Default 0.5.
+        bigram_buckets: K > 0 adds to each token's vector the row ``1 + (x_{t-1} P + x_t) mod (K - 1)`` of a second,
+            zero-initialised table of K rows (the hashing trick of fastText; ``x_{-1}`` = 0, P = 1,000,003, row 0 at
+            padding), so each step also sees the word pair that ends at it. 0: off. Default 0.
+        sparse_embeddings: the embedding tables get sparse gradients (the rows a batch used): an optimizer step then
+            costs the rows, not the table; needs an optimizer that takes them (``model/optimizer=lazy_adam``).
+            Default False.
+        embedding_dropout: in training, the probability of dropping a token's whole vector e_t (the others scaled
+            by 1 / (1 - p)), so the model cannot lean on a few words. Default 0.
         rnn_dropout: dropout between stacked layers. Default 0.
         pooling: ``last``, ``mean`` or ``max`` over each sequence's real tokens. Default ``last``.
         init: ``keras`` (embedding U(-0.05, 0.05), glorot head with zero bias, Keras' cell init) or ``torch``
@@ -88,6 +96,9 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.5
+    bigram_buckets: int = 0
+    sparse_embeddings: bool = False
+    embedding_dropout: float = 0.0
     rnn_dropout: float = 0.0
     pooling: Pooling = Pooling.last
     init: Init = Init.keras
@@ -129,10 +140,13 @@ class ModelConfig:
         for name, what in (("embedding_dim", "the width of each token's vector"), ("num_layers", "stacked layers")):
             if not _positive_int(getattr(self, name)):  # else the cell would name its own argument
                 raise ValueError(f"model.{name} must be >= 1 ({what}): got {getattr(self, name)!r}")
+        if not (_positive_int(self.bigram_buckets) and self.bigram_buckets >= 2 or self.bigram_buckets == 0):
+            raise ValueError(f"model.bigram_buckets must be 0 (off) or >= 2 (rows of the hashed bigram table, e.g. "
+                             f"500000): got {self.bigram_buckets!r}")
         if self.fixed_length is not None and not _positive_int(self.fixed_length):
             raise ValueError(f"model.fixed_length must be null or a positive int (steps per padded batch): got "
                              f"{self.fixed_length!r}")
-        for name in ("dropout", "rnn_dropout"):
+        for name in ("dropout", "embedding_dropout", "rnn_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"model.{name} must be a probability in [0, 1]: got {getattr(self, name)!r}")
         self.optimizer = _plain(self.optimizer) or dict(RMSPROP_KERAS)
