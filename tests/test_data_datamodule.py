@@ -74,6 +74,11 @@ def test_second_run_loads_the_cache_and_a_changed_setting_does_not(tmp_path, arc
     other.setup("fit")
     assert reads[-1] == "train" and other.vectorizer.vocab_size == 10
     assert other.cache_dir() != first.cache_dir()
+    blocks = make_dm(tmp_path, archive, val_block=4)  # whole runs of 4 reviews held out: another split
+    blocks.setup("fit")
+    assert reads[-1] == "train" and blocks.cache_dir() != first.cache_dir()
+    assert len(blocks.datasets["val"]) == len(first.datasets["val"])
+    assert not torch.equal(blocks.datasets["val"].flat, first.datasets["val"].flat)
 
 
 def test_test_stage_alone_adapts_on_train_not_test(tmp_path, archive, reads):
@@ -134,6 +139,7 @@ def test_folder_datamodule_multiclass_int_labels_and_test_dir(tmp_path):
     ({"batch_size": 2.5}, "batch_size must be an int >= 1: got 2.5"),
     ({"num_workers": -1}, "num_workers must be an int >= 0: got -1"),
     ({"subset": 0}, "subset must be an int >= 1 or None: got 0"),
+    ({"val_block": 0}, "val_block must be an int >= 1: got 0"),
 ])
 def test_bad_settings_are_named_when_the_datamodule_is_built(tmp_path, archive, kwargs, match):
     with pytest.raises(ValueError, match=match):  # not an epoch later, in the sampler or the vectorizer

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import make_text_folder
-from rnnlab.data.folder import read_text_folder, stratified_split, stratified_subset
+from rnnlab.data.folder import file_blocks, read_text_folder, stratified_split, stratified_subset
 
 
 def test_classes_sorted_by_name_give_labels_and_subfolders_are_read(tmp_path):
@@ -60,3 +60,24 @@ def test_stratified_subset_has_exact_size_and_both_classes():
     sub = stratified_subset(labels, 5, seed=0)
     assert len(sub) == 5 and set(labels[sub]) == {0, 1}
     assert len(stratified_subset(labels, 100, seed=0)) == 20
+
+
+def test_file_blocks_group_files_by_the_leading_number_of_their_name():
+    paths = ["pos/0_9.txt", "pos/99_7.txt", "pos/100_8.txt", "neg/250_1.txt", "neg/review.txt"]
+    assert file_blocks(paths, 100).tolist() == [0, 0, 1, 2, 4 // 100]  # no number: its position
+
+
+def test_a_grouped_split_holds_out_whole_groups_per_class_with_the_exact_quota():
+    labels = np.repeat([0, 1], 500)
+    groups = np.concatenate([np.arange(500) // 10, np.arange(500) // 10])  # 50 groups of 10 per class
+    keep, held = stratified_split(labels, 0.2, seed=3, groups=groups)
+    assert len(held) == 200 and np.bincount(labels[held]).tolist() == [100, 100]
+    assert np.intersect1d(keep, held).size == 0 and len(keep) + len(held) == 1000
+    for c in (0, 1):  # each class: 10 whole groups of 10, none shared with training
+        held_groups = set(groups[held][labels[held] == c])
+        assert len(held_groups) == 10
+        assert not held_groups & set(groups[keep][labels[keep] == c])
+    assert np.array_equal(held, stratified_split(labels, 0.2, seed=3, groups=groups)[1])
+    assert not np.array_equal(held, stratified_split(labels, 0.2, seed=4, groups=groups)[1])
+    quota = stratified_split(labels, 0.205, seed=3, groups=groups)[1]  # 205: the last group cut to the quota
+    assert len(quota) == 205

@@ -4,7 +4,8 @@ Stages, as Lightning intends them:
 
 - ``prepare_data()``: download / extract (once, one process);
 - ``setup("fit")`` / ``setup("validate")``: read the *training* texts, hold out a
-  seeded stratified validation slice (``val_fraction``, 0 allowed), adapt the
+  seeded stratified validation slice (``val_fraction``, 0 allowed; whole runs of
+  ``val_block`` consecutively numbered files), adapt the
   vectorizer on the rest, vectorize train and validation;
 - ``setup("test")`` / ``setup("predict")``: vectorize the test texts. Only these
   stages read the test set.
@@ -45,7 +46,8 @@ from rnnlab.utils import is_int_at_least
 
 from . import imdb
 from .batching import BucketBatchSampler, Collate, RaggedDataset, collate, stratified
-from .folder import TextSamples, has_txt, list_classes, read_text_folder, stratified_split, stratified_subset
+from .folder import (TextSamples, file_blocks, has_txt, list_classes, read_text_folder, stratified_split,
+                     stratified_subset)
 from .text import TextVectorizer, check_max_length
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class TextDataModule(L.LightningDataModule):
         self,
         root=None,
         val_fraction: float = 0.2,
+        val_block: int = 1,
         max_tokens: int | None = 20000,
         max_length: int | None = 600,
         batch_size: int = 32,
@@ -82,7 +85,7 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1): expected e.g. 0.2, got {val_fraction}")
         check_max_length(max_length)
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("subset", subset, 1),
-                                   ("pad_multiple", pad_multiple, 1)):
+                                   ("pad_multiple", pad_multiple, 1), ("val_block", val_block, 1)):
             if name == "subset" and value is None:
                 continue
             if not is_int_at_least(value, least):
@@ -91,6 +94,7 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError("fixed_length=True needs max_length: got max_length=None")
         self.root = imdb.data_root(root)
         self.val_fraction = val_fraction
+        self.val_block = val_block
         self.max_tokens = max_tokens
         self.max_length = max_length
         self.batch_size = batch_size
@@ -150,7 +154,8 @@ class TextDataModule(L.LightningDataModule):
         settings = {
             "version": CACHE_VERSION, "data": self._fingerprint(), "vectorizer": self.vectorizer_options,
             "given_vectorizer": hashlib.sha256(self.vectorizer.to_json().encode()).hexdigest() if self._given_vectorizer else None,
-            "max_length": self.max_length, "val_fraction": self.val_fraction, "seed": self.seed, "subset": self.subset,
+            "max_length": self.max_length, "val_fraction": self.val_fraction,
+            **({"val_block": self.val_block} if self.val_block > 1 else {}), "seed": self.seed, "subset": self.subset,
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
         return self.root / "cache" / key
@@ -200,7 +205,8 @@ class TextDataModule(L.LightningDataModule):
             return
         samples = self._read("train")
         self.n_replaced_files += samples.n_replaced_files
-        keep, held = stratified_split(samples.labels, self.val_fraction, self.seed)
+        groups = file_blocks(samples.paths, self.val_block) if self.val_block > 1 else None
+        keep, held = stratified_split(samples.labels, self.val_fraction, self.seed, groups)
         parts = {"train": samples.select(keep), "val": samples.select(held)}
         if self.subset is not None:
             parts = {k: p.select(stratified_subset(p.labels, self.subset, self.seed)) for k, p in parts.items()}
@@ -307,6 +313,9 @@ class IMDBDataModule(TextDataModule):
         archive: a local archive in the official layout (config ``data.archive``), else env
             RNNLAB_IMDB_ARCHIVE, else the official archive is downloaded.
         val_fraction: share of the 25,000 training reviews held out, stratified and seeded. Default: 0.2.
+        val_block: hold out runs of this many consecutively numbered reviews (IMDB numbers one movie's reviews
+            consecutively: 100 holds out whole movies, as the test set's movies are not in training); 1: reviews
+            one by one. Default: 1.
         max_tokens: vocabulary cap, padding and OOV included. Default: 20000.
         max_length: truncate reviews to this many tokens (None: keep all). Default: 600.
         batch_size, bucket, num_workers, seed: batching (see `rnnlab.data.batching`).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -153,25 +154,45 @@ def _quotas(counts: np.ndarray, total: int) -> np.ndarray:
     return quota
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of indices into (keep, held_out) with ``round(fraction * N)`` held out.
 
     Every class gives the same share of its samples (largest-remainder rounding), so
     label proportions are kept; both index arrays are sorted, and the split depends
-    only on (labels, fraction, seed). ``fraction=0`` holds nothing out.
+    only on (labels, fraction, seed, groups). ``fraction=0`` holds nothing out.
+    With ``groups`` (N,) ints, each class holds out whole groups in a seeded order (the last one
+    cut to the quota), so samples that belong together (the reviews of one movie) fall on one side.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1): expected e.g. 0.2, got {fraction}")
-    return _split_count(labels, int(round(fraction * len(labels))), seed)
+    return _split_count(labels, int(round(fraction * len(labels))), seed, groups)
 
 
-def _split_count(labels: np.ndarray, total: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def file_blocks(paths: list[str], size: int) -> np.ndarray:
+    """Group of each file: the leading number of its name (``123_9.txt`` -> 123, else its position) // ``size``.
+
+    IMDB numbers the reviews of one movie consecutively (docs/imdb.md), so a block of 100 numbers holds whole movies
+    but at its two ends.
+    """
+    numbers = [re.match(r"\d*", os.path.basename(p)).group() for p in paths]
+    return np.array([int(n) if n else i for i, n in enumerate(numbers)], dtype=np.int64) // size
+
+
+def _split_count(labels: np.ndarray, total: int, seed: int,
+                 groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     held = [np.zeros(0, dtype=np.int64)]
     for c, q in zip(classes, _quotas(counts, total) if total else np.zeros_like(counts)):
         idx = np.flatnonzero(labels == c)
-        held.append(rng.permutation(idx)[:q])
+        if groups is None:
+            held.append(rng.permutation(idx)[:q])
+            continue
+        order = rng.permutation(np.unique(groups[idx]))  # the class's groups in a seeded order
+        rank = np.empty(order.max() + 1 if len(order) else 0, dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        held.append(idx[np.argsort(rank[groups[idx]], kind="stable")][:q])  # whole groups first, in that order
     held = np.sort(np.concatenate(held))
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, held
