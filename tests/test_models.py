@@ -32,7 +32,7 @@ def padded_batch(vocab=50, lengths=LENGTHS, seed=0):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "mean_max"])
 def test_logit_of_a_padded_sequence_equals_its_logit_alone(cell, pooling):
     torch.manual_seed(0)
     model = classifier(50, 6, cell, hidden_size=5, num_layers=2, bidirectional=True, pooling=pooling).eval()
@@ -279,3 +279,14 @@ def test_the_batches_one_accumulated_step_sums_draw_their_own_dropout_masks():
     trainer.accumulate_grad_batches = 1
     module.on_train_batch_start(None, 1)
     torch.testing.assert_close(torch.rand(3), draws[0])  # without accumulation: the step alone, as before
+
+
+def test_mean_max_pooling_is_the_mean_and_the_max_side_by_side():
+    torch.manual_seed(0)
+    model = classifier(50, 6, "gru", hidden_size=5, bidirectional=True, pooling="mean_max").eval()
+    ids, lengths = padded_batch()
+    out = model.encoder(model.embedding(ids), lengths=lengths)[0]
+    pooled = model.pool(out, lengths)
+    assert model.head.in_features == pooled.shape[1] == 20
+    for b, n in enumerate(LENGTHS):
+        torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].mean(0), out[b, :n].amax(0)]))

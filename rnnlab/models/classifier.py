@@ -11,7 +11,7 @@ hashed vector of the word pair :math:`(x_{t-1}, x_t)` (:func:`bigram_ids`; absen
 
 - ``last``: the state at each sequence's own last token, both directions: the forward
   direction at :math:`t = L-1`, the reverse direction at :math:`t = 0` (where it ends);
-- ``mean`` / ``max``: over the real tokens :math:`t < L` only.
+- ``mean`` / ``max``: over the real tokens :math:`t < L` only; ``mean_max``: both, concatenated.
 
 Binary tasks have one logit (``BCEWithLogitsLoss``), K > 2 classes K logits (``CrossEntropyLoss``).
 """
@@ -152,7 +152,8 @@ class SequenceClassifier(nn.Module):
                                           config.rnn_dropout)
             out_size = sizes[-1]
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(out_size * config.num_directions, 1 if num_classes == 2 else num_classes)
+        features = out_size * config.num_directions * (2 if config.pooling == "mean_max" else 1)
+        self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)
         if config.init == "keras":
             nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras' Embedding default
             nn.init.xavier_uniform_(self.head.weight)  # Keras' Dense default: glorot uniform, zero bias
@@ -179,7 +180,7 @@ class SequenceClassifier(nn.Module):
         self.embedding.weight.requires_grad_(not freeze)
 
     def pool(self, out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """Pool encoder outputs (B, T, F) over time -> (B, F), using real tokens only."""
+        """Pool encoder outputs (B, T, F) over time -> (B, F) ((B, 2F) for ``mean_max``), using real tokens only."""
         B, T, F = out.shape
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=out.device)
@@ -192,9 +193,12 @@ class SequenceClassifier(nn.Module):
             H = F // 2  # the reverse direction ends at t = 0
             return torch.cat([last[:, :H], out[:, 0, H:]], dim=1)  # (B, 2H)
         mask = torch.arange(T, device=out.device).view(1, T) < lengths.view(B, 1)  # (B, T)
-        if self.pooling == "mean":
-            return (out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype)
-        return out.masked_fill(~mask.unsqueeze(-1), -math.inf).amax(1)  # max
+        pooled = []
+        if self.pooling in ("mean", "mean_max"):
+            pooled.append((out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype))
+        if self.pooling in ("max", "mean_max"):
+            pooled.append(out.masked_fill(~mask.unsqueeze(-1), -math.inf).amax(1))
+        return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]  # (B, F) or (B, 2F)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if ids.dim() != 2:

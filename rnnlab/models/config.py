@@ -31,7 +31,7 @@ from rnnlab.nn.registry import CELLS
 
 # rnnlab's cells, then their variants, then torch's: the order Hydra's "expected one of [...]" lists them in
 Cell = Enum("Cell", {c: c for c in sorted(CELLS, key=lambda c: (CELLS[c].is_torch, bool(CELLS[c].kwargs)))}, type=str)
-Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max")}, type=str)
+Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max", "mean_max")}, type=str)
 Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 Interval = Enum("Interval", {i: i for i in ("epoch", "step")}, type=str)
@@ -67,7 +67,8 @@ class ModelConfig:
         embedding_dropout: in training, the probability of dropping a token's whole vector e_t (the others scaled
             by 1 / (1 - p)), so the model cannot lean on a few words. Default 0.
         rnn_dropout: dropout between stacked layers. Default 0.
-        pooling: ``last``, ``mean`` or ``max`` over each sequence's real tokens. Default ``last``.
+        pooling: ``last``, ``mean``, ``max`` or ``mean_max`` (both, side by side: the head sees twice the
+            features) over each sequence's real tokens. Default ``last``.
         init: ``keras`` (embedding U(-0.05, 0.05), glorot head with zero bias, Keras' cell init) or ``torch``
             (torch's defaults). Default ``keras``: it learns like the Keras reference.
         forget_bias: initial forget-gate bias of the LSTM-like cells. Default 1.
