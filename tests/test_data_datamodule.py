@@ -321,3 +321,18 @@ def test_test_dir_classes_that_differ_from_training_are_an_error_before_training
     with pytest.raises(ValueError, match=match):
         FolderDataModule(train, test, root=tmp_path / "cache").setup("fit")  # what train.py runs before fit
     assert not (tmp_path / "cache").exists()  # nothing read, nothing cached
+
+
+def test_train_segment_cuts_training_reviews_into_labelled_pieces_and_leaves_evaluation_whole(tmp_path, archive):
+    whole = make_dm(tmp_path, archive)
+    whole.setup("fit")
+    cut = make_dm(tmp_path, archive, train_segment=5)
+    cut.setup("fit")
+    a, b = whole.datasets["train"], cut.datasets["train"]
+    assert torch.equal(a.flat, b.flat) and b.lengths.max() <= 5 and len(b) > len(a)
+    pieces = -(-a.lengths // 5)
+    assert len(b) == pieces.sum()
+    assert torch.equal(b.labels, a.labels.repeat_interleave(torch.from_numpy(pieces)))
+    for split in ("val",):
+        assert np.array_equal(cut.datasets[split].lengths, whole.datasets[split].lengths)
+    assert cut.cache_dir() == whole.cache_dir()  # the cache keeps whole reviews

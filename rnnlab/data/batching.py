@@ -57,6 +57,23 @@ class RaggedDataset(Dataset):
         return self.flat[self.offsets[i]:self.offsets[i + 1]], self.labels[i]
 
 
+def chop(lengths: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each of N sequences into pieces of ``size`` tokens (its last piece shorter), each with its sequence's label.
+
+    Returns ``(lengths, labels)`` of the pieces, in order, so ``flat`` is unchanged; an empty sequence stays one
+    empty piece.
+
+    >>> chop(np.array([5, 2, 0]), np.array([1, 0, 1]), 2)
+    (array([2, 2, 1, 2, 0]), array([1, 1, 1, 0, 1]))
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    pieces = np.maximum(-(-lengths // size), 1)  # (N,)
+    out = np.full(int(pieces.sum()), size, dtype=np.int64)
+    last = np.cumsum(pieces) - 1
+    out[last] = lengths - size * (pieces - 1)
+    return out, np.repeat(np.asarray(labels), pieces)
+
+
 def collate(batch, pad_to: int | None = None, multiple: int = 1, cap: int | None = None):
     """Pad a list of (ids, label) to the longest sequence rounded up to `multiple` (at most `cap`), or to `pad_to`.
 
