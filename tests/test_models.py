@@ -10,7 +10,7 @@ from rnnlab.nn import CELLS
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.config import ModelConfig
 from rnnlab.models.module import SequenceClassifierModule
-from rnnlab.models.optim import KerasRMSprop
+from rnnlab.models.optim import KerasRMSprop, LazyAdam
 
 LENGTHS = [7, 5, 5, 2, 1, 1]
 
@@ -145,7 +145,7 @@ def test_keras_rmsprop_divides_by_sqrt_of_v_plus_eps_and_torch_by_sqrt_v_plus_ep
     torch.testing.assert_close(steps["keras"][1], steps["torch"][1], rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("name", ["rmsprop_keras", "rmsprop", "adam", "adamw", "sgd"])
+@pytest.mark.parametrize("name", ["rmsprop_keras", "rmsprop", "adam", "adamw", "lazy_adam", "sgd"])
 def test_every_optimizer_config_builds_an_optimizer(name):
     from hydra import compose, initialize_config_module
 
@@ -290,3 +290,36 @@ def test_mean_max_pooling_is_the_mean_and_the_max_side_by_side():
     assert model.head.in_features == pooled.shape[1] == 20
     for b, n in enumerate(LENGTHS):
         torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].mean(0), out[b, :n].amax(0)]))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lazy_adam_is_adam_on_dense_gradients_and_sparse_adam_on_the_rows_of_sparse_ones(weight_decay):
+    torch.manual_seed(0)
+    dense = nn.Parameter(torch.randn(5, 3))
+    reference = nn.Parameter(dense.detach().clone())
+    ours = LazyAdam([dense], lr=0.01, weight_decay=weight_decay)
+    torchs = torch.optim.AdamW([reference], lr=0.01, eps=1e-8, weight_decay=weight_decay)
+    for _ in range(4):
+        dense.grad = torch.randn(5, 3)
+        reference.grad = dense.grad.clone()
+        ours.step()
+        torchs.step()
+    torch.testing.assert_close(dense, reference, rtol=0, atol=1e-7)
+
+    table = nn.Embedding(10, 4, sparse=True)
+    copy = nn.Embedding(10, 4, sparse=True)
+    copy.load_state_dict(table.state_dict())
+    ours = LazyAdam(table.parameters(), lr=0.01, weight_decay=weight_decay)
+    sparse_adam = torch.optim.SparseAdam(list(copy.parameters()), lr=0.01)
+    untouched = table.weight.detach()[7:].clone()
+    for rows in ([1, 2, 2, 5], [0, 5, 6], [2, 3]):  # a row twice in a batch: its gradients summed
+        for emb, opt in ((table, ours), (copy, sparse_adam)):
+            opt.zero_grad()
+            emb(torch.tensor(rows)).square().sum().backward()
+            if emb is copy and weight_decay:  # SparseAdam has no decay: shrink the same rows by hand first
+                with torch.no_grad():
+                    emb.weight[sorted(set(rows))] *= 1 - 0.01 * weight_decay
+            opt.step()
+    torch.testing.assert_close(table.weight, copy.weight, rtol=0, atol=1e-6)
+    assert torch.equal(table.weight.detach()[7:], untouched)  # rows no batch used: not moved, not decayed
+    assert ours.state[table.weight]["step"] == 3

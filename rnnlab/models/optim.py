@@ -78,23 +78,27 @@ class LazyAdam(torch.optim.Optimizer):
         \\theta_t = \\theta_{t-1} - \\eta \\frac{m_t / (1 - \\beta_1^t)}{\\sqrt{v_t / (1 - \\beta_2^t)} + \\epsilon}
 
     over the whole tensor for a dense gradient, over the rows present in a sparse one (the other rows keep their
-    weights and moments); t counts the steps the tensor had a gradient.
+    weights and moments); t counts the steps the tensor had a gradient. With ``weight_decay`` :math:`\\lambda` the
+    same weights are first shrunk by :math:`1 - \\eta\\lambda` (decoupled, as ``torch.optim.AdamW``).
 
     Args:
         params: parameters or parameter groups.
         lr: :math:`\\eta`. Default: 1e-3.
         betas: :math:`(\\beta_1, \\beta_2)`. Default: (0.9, 0.999).
         eps: :math:`\\epsilon`. Default: 1e-8.
+        weight_decay: :math:`\\lambda`. Default: 0.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         if lr < 0:
             raise ValueError(f"lr must be >= 0: got {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"betas must be two numbers in [0, 1): got {tuple(betas)}")
         if eps <= 0:
             raise ValueError(f"eps must be > 0: got {eps}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0: got {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -104,6 +108,7 @@ class LazyAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
+            shrink = 1 - lr * group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -117,6 +122,8 @@ class LazyAdam(torch.optim.Optimizer):
                 bias2 = 1 - beta2 ** state["step"]
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 if not g.is_sparse:
+                    if shrink != 1:
+                        p.mul_(shrink)
                     m.lerp_(g, 1 - beta1)
                     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                     p.addcdiv_(m, v.div(bias2).sqrt_().add_(eps), value=-step_size)
@@ -126,5 +133,7 @@ class LazyAdam(torch.optim.Optimizer):
                 m_rows = m[rows].lerp_(values, 1 - beta1)
                 v_rows = v[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
                 m[rows], v[rows] = m_rows, v_rows
+                if shrink != 1:
+                    p[rows] *= shrink
                 p.index_add_(0, rows, m_rows.div(v_rows.div(bias2).sqrt_().add_(eps)), alpha=-step_size)
         return loss
