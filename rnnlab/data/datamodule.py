@@ -332,8 +332,8 @@ class IMDBDataModule(TextDataModule):
         train_segment: train on the reviews cut into pieces of at most this many tokens, each with its review's
             label (Johnson & Zhang, 2016); validation and test read whole reviews. None: whole reviews. Default: None.
         pad_multiple: round each batch's length up to a multiple of this (at most ``max_length``): few distinct
-            shapes, so oneDNN's kernel cache and the allocator reuse what they built (32: about 1.0 GB peak for the
-            main job instead of 2.5 GB). 1: pad to the longest sequence, the published numbers to the last digit.
+            shapes, so oneDNN's kernel cache and the allocator reuse what they built (less memory, another rounding:
+            docs/data.md). 1: pad to the longest sequence, the published numbers to the last digit.
             Default: 1.
         vectorizer: a fitted `TextVectorizer` (or its JSON path) to use instead of adapting one.
         url, known_hash: where the official archive is downloaded from and its hash (tests point them elsewhere).
