@@ -110,7 +110,7 @@ def test_a_hidden_size_that_is_not_a_positive_int_or_a_list_of_them_names_the_se
 @pytest.mark.parametrize("field, value, message", [
     ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'lstm_noforget', 'torch_lstm', "
                      r"'torch_gru'\]: got 'lsmt'"),
-    ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max'\]: got 'median'"),
+    ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max', 'mean_max'\]: got 'median'"),
     ("num_layers", 0, r"model\.num_layers must be >= 1 .*: got 0"),
     ("dropout", 1.5, r"model\.dropout must be a probability in \[0, 1\]: got 1.5"),
     ("fixed_length", 0, r"model\.fixed_length must be null or a positive int .*: got 0"),
