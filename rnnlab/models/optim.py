@@ -24,6 +24,14 @@ from __future__ import annotations
 import torch
 
 
+def _closure_loss(closure):
+    """The loss of ``closure`` (torch's optimizer protocol: it recomputes the loss with gradients on), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class KerasRMSprop(torch.optim.Optimizer):
     """Keras' RMSprop (no momentum, not centered).
 
@@ -52,10 +60,7 @@ class KerasRMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -102,10 +107,7 @@ class LazyAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
             shrink = 1 - lr * group["weight_decay"]
