@@ -125,7 +125,7 @@ class SequenceClassifier(nn.Module):
         bigrams: ``nn.Embedding`` (K, D) of the hashed word pairs, or None (``bigram_buckets`` = 0).
         embedding: ``nn.Embedding`` (V, D); a forward hook on it sees e_t (DIAG uses it for dJ/dx_t).
         encoder: the recurrent module.
-        head: ``nn.Linear`` (H * directions, 1 or K).
+        head: ``nn.Linear`` (H * directions, twice that for ``mean_max`` pooling; 1 or K).
 
     >>> m = SequenceClassifier(ModelConfig(cell="torch_gru", embedding_dim=8, hidden_size=4), vocab_size=100)
     >>> m(torch.randint(1, 100, (3, 5)), torch.tensor([5, 2, 1])).shape
