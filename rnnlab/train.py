@@ -65,10 +65,6 @@ def _check_settings(cfg: DictConfig) -> None:
         raise ValueError(f"model.sparse_embeddings=true gives the embeddings sparse gradients, which "
                          f"trainer.gradient_clip_val={clip} cannot clip (Lightning clips dense ones): set "
                          f"trainer.gradient_clip_val=0 or model.sparse_embeddings=false")
-    optimizer = str((cfg.model.get("optimizer") or {}).get("_target_", ""))
-    if cfg.model.get("sparse_embeddings") and optimizer.rpartition(".")[2] not in ("LazyAdam", "SGD", "Adagrad"):
-        raise ValueError(f"model.sparse_embeddings=true needs an optimizer that takes sparse gradients: "
-                         f"model/optimizer=lazy_adam (or sgd), got {optimizer or 'the default'}")
 
 
 def build(cfg: DictConfig, overrides: list[str] | None = None):

@@ -323,3 +323,10 @@ def test_lazy_adam_is_adam_on_dense_gradients_and_sparse_adam_on_the_rows_of_spa
     torch.testing.assert_close(table.weight, copy.weight, rtol=0, atol=1e-6)
     assert torch.equal(table.weight.detach()[7:], untouched)  # rows no batch used: not moved, not decayed
     assert ours.state[table.weight]["step"] == 3
+
+
+def test_sparse_embeddings_need_an_optimizer_that_takes_sparse_gradients():
+    with pytest.raises(ValueError, match=r"model\.sparse_embeddings=true needs an optimizer that takes sparse "
+                                         r"gradients: model/optimizer=lazy_adam .*got rnnlab\.models\.optim\.KerasRMSprop"):
+        ModelConfig(sparse_embeddings=True)  # the default optimizer, Keras' RMSprop, is dense
+    ModelConfig(sparse_embeddings=True, optimizer={"_target_": "rnnlab.models.optim.LazyAdam", "_partial_": True})

@@ -42,6 +42,10 @@ RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
 RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
 
 
+# Optimizers whose step takes the sparse gradients of model.sparse_embeddings (torch's Adam and RMSprop refuse them)
+SPARSE_OPTIMIZERS = ("LazyAdam", "SGD", "Adagrad")
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
@@ -152,6 +156,10 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be a probability in [0, 1]: got {getattr(self, name)!r}")
         self.optimizer = _plain(self.optimizer) or dict(RMSPROP_KERAS)
         self.scheduler = _plain(self.scheduler)
+        optimizer = str(self.optimizer.get("_target_", ""))
+        if self.sparse_embeddings and optimizer.rpartition(".")[2] not in SPARSE_OPTIMIZERS:
+            raise ValueError(f"model.sparse_embeddings=true needs an optimizer that takes sparse gradients: "
+                             f"model/optimizer=lazy_adam (or sgd), got {optimizer}")
 
     @property
     def num_directions(self) -> int:
