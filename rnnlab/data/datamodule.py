@@ -274,7 +274,7 @@ class TextDataModule(L.LightningDataModule):
         # Evaluation runs in one fixed seeded order (not the files' order, one class after the other), every batch
         # holding the classes in proportion, so that a partial pass (limit_val_batches, an interrupted one) scores a
         # fair sample of every class; the full pass sees every review once, whatever the order.
-        labels = None if shuffle else ds.labels.numpy()  # evaluation: every batch holds the classes in proportion
+        labels = None if shuffle else ds.labels.numpy()
         if self.bucket:
             sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=shuffle, seed=self.seed,
                                          num_replicas=world, rank=rank, even=shuffle, labels=labels)
