@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 import logging
 
-import hydra
+from rnnlab.envdefaults import set_defaults
+
+set_defaults()  # before torch loads
+
+import hydra  # noqa: E402  (after the environment above)
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.models.module import load_module

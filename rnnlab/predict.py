@@ -14,7 +14,11 @@ import re
 import sys
 from typing import BinaryIO, Iterable, Iterator
 
-import hydra
+from rnnlab.envdefaults import set_defaults
+
+set_defaults()  # before torch loads
+
+import hydra  # noqa: E402  (after the environment above)
 import torch
 from omegaconf import DictConfig, ListConfig
 

@@ -278,6 +278,34 @@ def test_the_command_line_reports_a_wrong_key_as_hydra_does(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize("job", ["train", "evaluate", "predict"])
+def test_the_jobs_bound_the_kernel_caches_before_torch_loads_and_the_environment_wins(tmp_path, job):
+    import os
+    import subprocess
+    import sys
+
+    names = ("THP_MEM_ALLOC_ENABLE", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    probe = f"""
+import os, sys
+seen = []
+class Spy:  # records the environment at the moment torch is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append([os.environ.get(n, "unset") for n in {names!r}])
+sys.meta_path.insert(0, Spy())
+import rnnlab.{job}
+print(*seen[0])
+"""
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.split() == ["1", "8", "8"]
+    env["LRU_CACHE_CAPACITY"] = "1024"
+    run = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.split() == ["1", "8", "1024"]
+
+
 def test_a_three_class_folder_trains_with_three_logits_and_predicts_class_names(tmp_path):
     from helpers import make_text_folder
 
