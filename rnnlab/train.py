@@ -217,7 +217,7 @@ def _train(cfg: DictConfig) -> dict:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
-    epoch_times = list(timer.times) if timer else []  # before trainer.test restores callback states from the best ckpt
+    epoch_times = list(timer.times) if timer else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if k.startswith(("val/", "train/")) or k == "grad/clipped_fraction"}  # the last epoch's values
     best = trainer.checkpoint_callback
@@ -225,8 +225,11 @@ def _train(cfg: DictConfig) -> dict:
         metrics["best/val/acc"] = float(best.best_model_score)
         metrics["best_ckpt"] = best.best_model_path
     if cfg.test and cfg.data.get("test_dir", "") is not None:  # a folder dataset may have no test split
-        ckpt = best.best_model_path if best is not None and best.best_model_path else None  # None: current weights
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        if best is not None and best.best_model_path:
+            # The weights its validation scored, which evaluate and predict load: the checkpoint's state_dict. Not
+            # trainer.test(ckpt_path=...): after fit, a weight-averaging callback would restore its raw weights.
+            module.load_state_dict(read_checkpoint(best.best_model_path)["state_dict"])
+        results = trainer.test(module, datamodule=datamodule)  # no best checkpoint: the current weights
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     metrics.update({"epoch_times_s": epoch_times, "num_parameters": n_params,
                     "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})

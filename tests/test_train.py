@@ -157,6 +157,21 @@ def test_metrics_keep_every_epoch_time_when_the_best_checkpoint_is_an_earlier_ep
     assert len(metrics["epoch_times_s"]) == 2 and all(t > 0 for t in metrics["epoch_times_s"])
 
 
+def test_weight_averaging_tests_the_averaged_weights_that_validation_chose(archive, tmp_path):
+    # Lightning's weight averaging validates and saves the averaged weights (the checkpoint's state_dict) and keeps
+    # the raw ones beside them; trainer.test(ckpt_path=...) after fit would restore the raw ones
+    metrics = train(make_cfg(archive, tmp_path, "+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2",
+                             "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+                             "+callbacks.ema.decay=0.5"))
+    checkpoint = torch.load(metrics["best_ckpt"], weights_only=False)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt={metrics['best_ckpt']}", "trainer.enable_progress_bar=false"])
+    result = evaluate(cfg)
+    assert result["test/loss"] == metrics["test/loss"] and result["test/acc"] == metrics["test/acc"]
+
+
 @pytest.fixture(scope="module")
 def trained(archive, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
