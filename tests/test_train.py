@@ -312,13 +312,10 @@ import rnnlab.{job}
 print(*seen[0])
 """
     env = {k: v for k, v in os.environ.items() if k not in names}
-    run = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert run.stdout.split() == ["1", "8", "8"]
-    env["LRU_CACHE_CAPACITY"] = "1024"
-    run = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert run.stdout.split() == ["1", "8", "1024"]
+    for given, expected in (({}, ["1", "8", "8"]), ({"LRU_CACHE_CAPACITY": "1024"}, ["1", "8", "1024"])):
+        run = subprocess.run([sys.executable, "-c", probe], env=env | given, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120, check=True)
+        assert run.stdout.split() == expected
 
 
 def test_a_three_class_folder_trains_with_three_logits_and_predicts_class_names(tmp_path):
