@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
 from rnnlab.models.callbacks import EpochTimer, RunConfig
+from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
 from rnnlab.models.module import data_record, read_checkpoint
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
@@ -78,6 +79,11 @@ def build(cfg: DictConfig, overrides: list[str] | None = None):
                                      num_classes=datamodule.num_classes, _recursive_=False)
     if pretrained is not None:
         module.model.load_pretrained(pretrained, freeze=cfg.model.freeze_embeddings)
+    if cfg.model.get("nb_scale"):  # the training split's log-count ratios (validation's labels stay unseen)
+        train = datamodule.datasets["train"]
+        module.model.load_nb_ratios(*nb_log_count_ratios(train.flat, train.lengths, train.labels,
+                                                         datamodule.vectorizer.vocab_size, cfg.model.bigram_buckets,
+                                                         cfg.model.nb_alpha))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     callbacks.append(RunConfig(_plain(cfg), overrides))
     loggers = _instantiate_all(cfg.get("logger"))

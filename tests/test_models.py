@@ -239,6 +239,50 @@ def test_bigram_embeddings_start_at_zero_and_learn_the_pair_not_just_its_words(c
     torch.testing.assert_close(model(ids, lengths), alone, atol=1e-5, rtol=1e-5)  # padding adds no pair
 
 
+def test_nb_ratios_count_each_word_and_pair_once_per_sequence_by_class():
+    from rnnlab.models.classifier import bigram_ids, nb_log_count_ratios
+
+    ids, lengths = padded_batch()
+    labels = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    flat = torch.cat([ids[b, :n] for b, n in enumerate(LENGTHS)])
+    rows = bigram_ids(ids, 1000)
+    for alpha in (1.0, 10.0):
+        r_words, r_pairs = nb_log_count_ratios(flat, LENGTHS, labels, vocab_size=50, buckets=1000, alpha=alpha)
+        for r, table, size in ((r_words, ids, 50), (r_pairs, rows, 1000)):
+            p, q = torch.full((size,), alpha, dtype=torch.float64), torch.full((size,), alpha, dtype=torch.float64)
+            for b, n in enumerate(LENGTHS):  # by hand: each feature once per sequence
+                for f in set(table[b, :n].tolist()):
+                    (p if labels[b] else q)[f] += 1
+            torch.testing.assert_close(r, (torch.log(p / p.sum()) - torch.log(q / q.sum())).float())
+    with pytest.raises(ValueError, match="model.nb_scale needs binary labels"):
+        nb_log_count_ratios(flat, LENGTHS, torch.tensor([0, 1, 2, 0, 1, 0]), vocab_size=50)
+
+
+def test_nb_scale_multiplies_each_word_and_pair_vector_by_its_ratio_and_is_saved_with_the_weights():
+    torch.manual_seed(0)
+    model = classifier(50, 6, "gru", hidden_size=5, bigram_buckets=101, nb_scale=True).eval()
+    ids, lengths = padded_batch()
+    seen = {}
+    model.encoder.register_forward_pre_hook(lambda m, args, kwargs: seen.update(x=args[0]), with_kwargs=True)
+    with torch.no_grad():
+        model.bigrams.weight.normal_()
+        model.bigrams.weight[0].zero_()
+    r_words, r_pairs = torch.randn(50), torch.randn(101)
+    model.load_nb_ratios(r_words, r_pairs)
+    model(ids, lengths)
+    from rnnlab.models.classifier import bigram_ids
+    rows = bigram_ids(ids, 101)
+    expected = model.embedding(ids) * r_words[ids, None] + model.bigrams(rows) * r_pairs[rows, None]
+    torch.testing.assert_close(seen["x"], expected)
+    loaded = classifier(50, 6, "gru", hidden_size=5, bigram_buckets=101, nb_scale=True).eval()
+    loaded.load_state_dict(model.state_dict())  # a checkpoint carries the ratios
+    torch.testing.assert_close(loaded(ids, lengths), model(ids, lengths))
+    with pytest.raises(ValueError, match=r"pair_scale must have \(101,\) entries"):
+        model.load_nb_ratios(r_words, torch.randn(100))
+    with pytest.raises(ValueError, match="needs a model built with model.nb_scale=true"):
+        classifier(50, 6, "gru", hidden_size=5).load_nb_ratios(r_words)
+
+
 def test_embedding_dropout_drops_whole_token_vectors_in_training_only():
     torch.manual_seed(0)
     model = classifier(50, 8, "gru", hidden_size=4, embedding_dropout=0.5)
@@ -256,7 +300,8 @@ def test_embedding_dropout_drops_whole_token_vectors_in_training_only():
     torch.testing.assert_close(seen["x"], e)
 
 
-@pytest.mark.parametrize("field, value", [("bigram_buckets", 1), ("bigram_buckets", -5), ("embedding_dropout", 1.5)])
+@pytest.mark.parametrize("field, value", [("bigram_buckets", 1), ("bigram_buckets", -5), ("embedding_dropout", 1.5),
+                                          ("nb_alpha", 0.0)])
 def test_bad_bigram_buckets_or_embedding_dropout_are_refused_naming_the_setting(field, value):
     with pytest.raises(ValueError, match=f"model.{field} must be"):
         ModelConfig(**{field: value})

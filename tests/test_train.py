@@ -356,3 +356,23 @@ def test_predict_command_reads_stdin_and_takes_raw_text_with_commas_and_quotes(t
     raw = 'text=it\'s great, [really] \\'
     parsed = OverridesParser.create().parse_override(quote_text_override(raw))
     assert parsed.value() == raw[5:]
+
+
+def test_nb_scale_takes_its_ratios_from_the_training_split_only_and_the_checkpoint_keeps_them(archive, tmp_path):
+    from rnnlab.models.classifier import nb_log_count_ratios
+    from rnnlab.train import build
+
+    cfg = make_cfg(archive, tmp_path, "+experiment=imdb_best", "model.hidden_size=4", "model.bigram_buckets=101",
+                   "model.nb_scale=true", "model.nb_alpha=5", "trainer.limit_train_batches=2", "test=false")
+    datamodule, module = build(cfg)[:2]
+    data = datamodule.datasets["train"]
+    r_words, r_pairs = nb_log_count_ratios(data.flat, data.lengths, data.labels, datamodule.vectorizer.vocab_size,
+                                           101, alpha=5)
+    torch.testing.assert_close(module.model.word_scale, r_words)
+    torch.testing.assert_close(module.model.pair_scale, r_pairs)
+    every = datamodule.datasets["val"]  # validation's labels would give other ratios
+    assert not torch.allclose(nb_log_count_ratios(every.flat, every.lengths, every.labels,
+                                                  datamodule.vectorizer.vocab_size, 101, alpha=5)[0], r_words)
+    metrics = train(cfg)
+    loaded = load_module(metrics["best_ckpt"])
+    torch.testing.assert_close(loaded.model.word_scale, r_words)

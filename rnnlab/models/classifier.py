@@ -31,6 +31,12 @@ from rnnlab.nn.registry import build_cell, cell_spec
 BIGRAM_PRIME = 1_000_003
 
 
+def pair_rows(prev: torch.Tensor, ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Rows of the hashed bigram table for the pairs (prev, ids): :math:`1 + (x_{t-1} P + x_t) \\bmod (K - 1)`,
+    P = 1,000,003; 0 where ``ids`` is padding."""
+    return ((prev * BIGRAM_PRIME + ids) % (buckets - 1) + 1).masked_fill(ids == 0, 0)
+
+
 def bigram_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
     """Rows (B, T) of the hashed bigram table: :math:`b_t = 1 + (x_{t-1} P + x_t) \\bmod (K - 1)` with
     :math:`x_{-1} = 0` and P = 1,000,003; 0 where :math:`x_t` is padding.
@@ -38,8 +44,47 @@ def bigram_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
     >>> bigram_ids(torch.tensor([[5, 7, 0]]), 100)
     tensor([[ 6, 28,  0]])
     """
-    prev = nn.functional.pad(ids[:, :-1], (1, 0))  # x_{t-1}; 0 before the first token
-    return ((prev * BIGRAM_PRIME + ids) % (buckets - 1) + 1).masked_fill(ids == 0, 0)
+    return pair_rows(nn.functional.pad(ids[:, :-1], (1, 0)), ids, buckets)  # x_{t-1}; 0 before the first token
+
+
+def nb_log_count_ratios(flat: torch.Tensor, lengths, labels: torch.Tensor, vocab_size: int, buckets: int = 0,
+                        alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Naive Bayes log-count ratios (Wang & Manning, 2012) of every word id and every bigram row, from binary labels.
+
+    .. math::
+        r_f = \\log \\frac{(\\alpha + p_f) / \\lVert \\alpha + p \\rVert_1}{(\\alpha + q_f) / \\lVert \\alpha + q \\rVert_1}
+
+    where :math:`p_f` (:math:`q_f`) is the number of positive (negative) sequences in which feature f occurs.
+    Sequences are ``flat`` cut by ``lengths`` (a :class:`~rnnlab.data.batching.RaggedDataset`'s fields); features are
+    the word ids (< ``vocab_size``) and, with ``buckets`` > 0, the rows of :func:`bigram_ids`.
+    Returns (r_words (V,), r_pairs (K,) or None).
+
+    >>> r, _ = nb_log_count_ratios(torch.tensor([2, 3, 2]), [2, 1], torch.tensor([1.0, 0.0]), vocab_size=4)
+    >>> [round(v, 3) for v in r.tolist()]
+    [-0.182, -0.182, -0.182, 0.511]
+    """
+    labels = torch.as_tensor(labels)
+    if not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError("model.nb_scale needs binary labels (0 or 1): this task has more classes; set "
+                         "model.nb_scale=false")
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    doc = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    positive = labels.double()
+
+    def ratios(features: torch.Tensor, size: int) -> torch.Tensor:
+        present = torch.unique(doc * size + features)  # each feature once per sequence: binarized counts
+        feature, seq = present % size, present // size
+        p = torch.bincount(feature, weights=positive[seq], minlength=size) + alpha
+        q = torch.bincount(feature, weights=1 - positive[seq], minlength=size) + alpha
+        return (torch.log(p / p.sum()) - torch.log(q / q.sum())).float()
+
+    r_words = ratios(flat, vocab_size)
+    if not buckets:
+        return r_words, None
+    prev = torch.cat([flat.new_zeros(1), flat[:-1]])
+    starts = torch.cumsum(lengths, 0) - lengths
+    prev[starts[lengths > 0]] = 0  # x_{-1} = 0 at each sequence's start, as bigram_ids pads
+    return r_words, ratios(pair_rows(prev, flat, buckets), buckets)
 
 
 def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int,
@@ -166,6 +211,9 @@ class SequenceClassifier(nn.Module):
         if config.bigram_buckets:  # zero rows, no random draw: the model starts as the unigram one
             K = config.bigram_buckets
             self.bigrams = nn.Embedding(K, D, padding_idx=0, sparse=config.sparse_embeddings, _weight=torch.zeros(K, D))
+        if config.nb_scale:  # the log-count ratios r of words and pairs, set by load_nb_ratios (saved with the weights)
+            self.register_buffer("word_scale", torch.ones(vocab_size))
+            self.register_buffer("pair_scale", torch.ones(config.bigram_buckets) if config.bigram_buckets else None)
 
     def load_pretrained(self, vectors: torch.Tensor, freeze: bool = False) -> None:
         """Copy pretrained vectors (V, D) into the embedding table (row 0, padding, zero unless use_lengths=False)."""
@@ -178,6 +226,19 @@ class SequenceClassifier(nn.Module):
             if self.use_lengths:
                 self.embedding.weight[0].zero_()
         self.embedding.weight.requires_grad_(not freeze)
+
+    def load_nb_ratios(self, r_words: torch.Tensor, r_pairs: torch.Tensor | None = None) -> None:
+        """Set the scales of ``nb_scale``: the ratios of :func:`nb_log_count_ratios` on the training split."""
+        if not self.config.nb_scale:
+            raise ValueError("load_nb_ratios needs a model built with model.nb_scale=true")
+        for name, r in (("word_scale", r_words), ("pair_scale", r_pairs)):
+            buffer = getattr(self, name)
+            if buffer is None:
+                continue
+            if r is None or tuple(r.shape) != tuple(buffer.shape):
+                raise ValueError(f"{name} must have {tuple(buffer.shape)} entries (one per row of its table): got "
+                                 f"{None if r is None else tuple(r.shape)}")
+            buffer.copy_(r)
 
     def pool(self, out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Pool encoder outputs (B, T, F) over time -> (B, F) ((B, 2F) for ``mean_max``), using real tokens only."""
@@ -211,8 +272,12 @@ class SequenceClassifier(nn.Module):
         if not self.use_lengths:
             lengths = None
         x = self.embedding(ids)  # (B, T, D)
+        if self.config.nb_scale:
+            x = x * self.word_scale[ids].unsqueeze(-1)
         if self.bigrams is not None:
-            x = x + self.bigrams(bigram_ids(ids, self.bigrams.num_embeddings))
+            rows = bigram_ids(ids, self.bigrams.num_embeddings)
+            pairs = self.bigrams(rows)
+            x = x + (pairs * self.pair_scale[rows].unsqueeze(-1) if self.config.nb_scale else pairs)
         p = self.config.embedding_dropout
         if self.training and p > 0:  # drop whole token vectors: one mask entry per (sequence, step)
             x = x * x.new_empty(x.shape[:2] + (1,)).bernoulli_(1 - p).div_(1 - p)

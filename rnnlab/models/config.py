@@ -65,6 +65,12 @@ class ModelConfig:
         bigram_buckets: K > 0 adds to each token's vector the row ``1 + (x_{t-1} P + x_t) mod (K - 1)`` of a second,
             zero-initialised table of K rows (the hashing trick of fastText; ``x_{-1}`` = 0, P = 1,000,003, row 0 at
             padding), so each step also sees the word pair that ends at it. 0: off. Default 0.
+        nb_scale: scale each token's vector and its pair's vector by their Naive Bayes log-count ratios on the
+            training split (Wang & Manning's NBSVM features, :func:`rnnlab.models.classifier.nb_log_count_ratios`):
+            the evidence the labels give for a word or pair sets how far its vector reaches. Binary tasks. Default
+            False.
+        nb_alpha: the ratios' smoothing count alpha: a larger alpha shrinks the ratios of rarely seen words and pairs
+            toward 0. Default 1.
         sparse_embeddings: the embedding tables get sparse gradients (the rows a batch used): an optimizer step then
             costs the rows, not the table; needs an optimizer that takes them (``model/optimizer=lazy_adam``).
             Default False.
@@ -102,6 +108,8 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.5
     bigram_buckets: int = 0
+    nb_scale: bool = False
+    nb_alpha: float = 1.0
     sparse_embeddings: bool = False
     embedding_dropout: float = 0.0
     rnn_dropout: float = 0.0
@@ -148,6 +156,9 @@ class ModelConfig:
         if not (_positive_int(self.bigram_buckets) and self.bigram_buckets >= 2 or self.bigram_buckets == 0):
             raise ValueError(f"model.bigram_buckets must be 0 (off) or >= 2 (rows of the hashed bigram table, e.g. "
                              f"500000): got {self.bigram_buckets!r}")
+        if not self.nb_alpha > 0:
+            raise ValueError(f"model.nb_alpha must be > 0 (the smoothing count of the Naive Bayes ratios, e.g. 50): "
+                             f"got {self.nb_alpha!r}")
         if self.fixed_length is not None and not _positive_int(self.fixed_length):
             raise ValueError(f"model.fixed_length must be null or a positive int (steps per padded batch): got "
                              f"{self.fixed_length!r}")
