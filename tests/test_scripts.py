@@ -39,3 +39,17 @@ def test_bench_diagnostics_refuses_a_ratio_from_a_run_too_short_to_measure():
     assert "recording in forward+backward" in out
     percents = [float(v) for v in re.findall(r"overhead: (-?[\d.]+)%", out)]  # it printed -497% before
     assert all(v >= 0 for v in percents) and (percents or "overhead: not measurable" in out)
+
+
+def test_linear_baseline_fits_both_models_on_the_experiments_splits_with_exact_and_hashed_pairs(tmp_path):
+    archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
+    env = {**ENV, "RNNLAB_IMDB_ARCHIVE": str(archive), "RNNLAB_DATA": str(tmp_path / "root")}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "linear_baseline.py"), "--buckets", "0", "64",
+                           "--steps", "25", "data.val_block=1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^(binary|nb) +words \+ (exact pairs|64 hashed pair rows) .*val ([\d.]+) +test ([\d.]+)",
+                      done.stdout, re.M)
+    assert [r[:2] for r in rows] == [("binary", "exact pairs"), ("nb", "exact pairs"), ("binary", "64 hashed pair rows"),
+                                     ("nb", "64 hashed pair rows")], done.stdout
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[2:])

@@ -1,12 +1,14 @@
 """Sequence classifier: Embedding -> recurrent encoder -> pooling -> dropout -> linear.
 
 .. math::
-    e_t = m_t (E[x_t] + G[b_t]), \\qquad (h_1 \\dots h_T) = \\mathrm{RNN}(e_1 \\dots e_T), \\qquad
+    e_t = m_t (s_{x_t} E[x_t] + s'_{b_t} G[b_t]), \\qquad (h_1 \\dots h_T) = \\mathrm{RNN}(e_1 \\dots e_T), \\qquad
     z = W\\,\\mathrm{dropout}(\\mathrm{pool}(h_1 \\dots h_L)) + b
 
 where :math:`x_t` is the token id at step t (0 is padding), :math:`E` the embedding table, :math:`G[b_t]` the
 hashed vector of the word pair :math:`(x_{t-1}, x_t)` (:func:`bigram_ids`; absent unless ``bigram_buckets`` > 0),
-:math:`m_t` the embedding dropout's mask (in training 0 with probability p, else :math:`1/(1-p)`; 1 in evaluation),
+:math:`s, s'` the words' and pairs' Naive Bayes log-count ratios with ``nb_scale`` (:func:`nb_log_count_ratios`;
+1 without), :math:`m_t` the embedding dropout's mask (in training 0 with probability p, else :math:`1/(1-p)`; 1 in
+evaluation),
 :math:`L \\le T` the sequence's own length and ``pool`` one of
 
 - ``last``: the state at each sequence's own last token, both directions: the forward
