@@ -23,15 +23,14 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from rnnlab.models.classifier import pair_rows
+from rnnlab.models.classifier import log_count_ratio, pair_rows, previous_ids
 
 
-def presence(dataset, vocab_size: int, buckets: int) -> torch.Tensor:
+def presence(dataset, vocab_size: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(sequence, feature) of each word id and pair that occurs in a sequence, each once; pairs after the V words."""
     flat, lengths = dataset.flat, torch.as_tensor(dataset.lengths)
     doc = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    prev = torch.cat([flat.new_zeros(1), flat[:-1]])
-    prev[(torch.cumsum(lengths, 0) - lengths)[lengths > 0]] = 0  # no pair across two sequences
+    prev = previous_ids(flat, lengths)
     pairs = pair_rows(prev, flat, buckets) if buckets else prev * vocab_size + flat  # exact: one key per (prev, word)
     width = vocab_size + (buckets or vocab_size * vocab_size)
     keys = torch.unique(torch.cat([doc * width + flat, doc * width + vocab_size + pairs]))
@@ -89,9 +88,8 @@ def main() -> None:
                                         (len(y), used.numel())).coalesce()
             mats[name] = X, y
         X, y = mats["train"]
-        p = torch.sparse.mm(X.t(), y[:, None]).squeeze(1) + 1  # alpha = 1
-        q = torch.sparse.mm(X.t(), (1 - y)[:, None]).squeeze(1) + 1
-        r = torch.log(p / p.sum()) - torch.log(q / q.sum())
+        r = log_count_ratio(torch.sparse.mm(X.t(), y[:, None]).squeeze(1),  # alpha = 1, as NBSVM
+                            torch.sparse.mm(X.t(), (1 - y)[:, None]).squeeze(1), 1.0)
         pairs = "exact pairs" if K == 0 else f"{K} hashed pair rows"
         for name, scale in (("binary", torch.ones_like(r)), ("nb", r)):
             val, test, step = fit(mats["train"], mats["val"], mats["test"], scale, args.steps, args.lr, args.l2)

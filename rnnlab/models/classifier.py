@@ -49,6 +49,21 @@ def bigram_ids(ids: torch.Tensor, buckets: int) -> torch.Tensor:
     return pair_rows(nn.functional.pad(ids[:, :-1], (1, 0)), ids, buckets)  # x_{t-1}; 0 before the first token
 
 
+def previous_ids(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """:math:`x_{t-1}` of every token of sequences laid end to end (``flat`` cut by ``lengths``), 0 at each
+    sequence's first token, as :func:`bigram_ids` pads."""
+    prev = torch.cat([flat.new_zeros(1), flat[:-1]])
+    prev[(torch.cumsum(lengths, 0) - lengths)[lengths > 0]] = 0  # no pair across two sequences
+    return prev
+
+
+def log_count_ratio(p: torch.Tensor, q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """:math:`\\log \\frac{(\\alpha + p) / \\lVert \\alpha + p \\rVert_1}{(\\alpha + q) / \\lVert \\alpha + q \\rVert_1}` of
+    per-feature counts in the positive (p) and negative (q) sequences."""
+    p, q = p + alpha, q + alpha
+    return torch.log(p / p.sum()) - torch.log(q / q.sum())
+
+
 def nb_log_count_ratios(flat: torch.Tensor, lengths, labels: torch.Tensor, vocab_size: int, buckets: int = 0,
                         alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Naive Bayes log-count ratios (Wang & Manning, 2012) of every word id and every bigram row, from binary labels.
@@ -76,17 +91,14 @@ def nb_log_count_ratios(flat: torch.Tensor, lengths, labels: torch.Tensor, vocab
     def ratios(features: torch.Tensor, size: int) -> torch.Tensor:
         present = torch.unique(doc * size + features)  # each feature once per sequence: binarized counts
         feature, seq = present % size, present // size
-        p = torch.bincount(feature, weights=positive[seq], minlength=size) + alpha
-        q = torch.bincount(feature, weights=1 - positive[seq], minlength=size) + alpha
-        return (torch.log(p / p.sum()) - torch.log(q / q.sum())).float()
+        p = torch.bincount(feature, weights=positive[seq], minlength=size)
+        q = torch.bincount(feature, weights=1 - positive[seq], minlength=size)
+        return log_count_ratio(p, q, alpha).float()
 
     r_words = ratios(flat, vocab_size)
     if not buckets:
         return r_words, None
-    prev = torch.cat([flat.new_zeros(1), flat[:-1]])
-    starts = torch.cumsum(lengths, 0) - lengths
-    prev[starts[lengths > 0]] = 0  # x_{-1} = 0 at each sequence's start, as bigram_ids pads
-    return r_words, ratios(pair_rows(prev, flat, buckets), buckets)
+    return r_words, ratios(pair_rows(previous_ids(flat, lengths), flat, buckets), buckets)
 
 
 def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int,
