@@ -23,18 +23,17 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from rnnlab.models.classifier import log_count_ratio, pair_rows, previous_ids
+from rnnlab.models.classifier import log_count_ratio, pair_rows, present_features, previous_ids
 
 
 def presence(dataset, vocab_size: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(sequence, feature) of each word id and pair that occurs in a sequence, each once; pairs after the V words."""
     flat, lengths = dataset.flat, torch.as_tensor(dataset.lengths)
-    doc = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
     prev = previous_ids(flat, lengths)
     pairs = pair_rows(prev, flat, buckets) if buckets else prev * vocab_size + flat  # exact: one key per (prev, word)
-    width = vocab_size + (buckets or vocab_size * vocab_size)
-    keys = torch.unique(torch.cat([doc * width + flat, doc * width + vocab_size + pairs]))
-    return keys // width, keys % width
+    word_seq, words = present_features(flat, lengths, vocab_size)
+    pair_seq, pair_keys = present_features(pairs, lengths, buckets or vocab_size * vocab_size)
+    return torch.cat([word_seq, pair_seq]), torch.cat([words, vocab_size + pair_keys])
 
 
 def fit(train, val, test, scale: torch.Tensor, steps: int, lr: float, l2: float) -> tuple[float, float, int]:

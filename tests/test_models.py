@@ -302,7 +302,7 @@ def test_embedding_dropout_drops_whole_token_vectors_in_training_only():
 
 @pytest.mark.parametrize("field, value", [("bigram_buckets", 1), ("bigram_buckets", -5), ("embedding_dropout", 1.5),
                                           ("nb_alpha", 0.0)])
-def test_bad_bigram_buckets_or_embedding_dropout_are_refused_naming_the_setting(field, value):
+def test_bad_bigram_buckets_embedding_dropout_or_nb_alpha_are_refused_naming_the_setting(field, value):
     with pytest.raises(ValueError, match=f"model.{field} must be"):
         ModelConfig(**{field: value})
 

@@ -57,6 +57,14 @@ def previous_ids(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return prev
 
 
+def present_features(features: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequence, feature) of every feature that occurs in a sequence, once each (binarized counts): ``features``
+    (one per token, each < ``size``) of sequences laid end to end, cut by ``lengths``."""
+    seq = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    present = torch.unique(seq * size + features)
+    return present // size, present % size
+
+
 def log_count_ratio(p: torch.Tensor, q: torch.Tensor, alpha: float) -> torch.Tensor:
     """:math:`\\log \\frac{(\\alpha + p) / \\lVert \\alpha + p \\rVert_1}{(\\alpha + q) / \\lVert \\alpha + q \\rVert_1}` of
     per-feature counts in the positive (p) and negative (q) sequences."""
@@ -85,12 +93,10 @@ def nb_log_count_ratios(flat: torch.Tensor, lengths, labels: torch.Tensor, vocab
         raise ValueError("model.nb_scale needs binary labels (0 or 1): this task has more classes; set "
                          "model.nb_scale=false")
     lengths = torch.as_tensor(lengths, dtype=torch.long)
-    doc = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
     positive = labels.double()
 
     def ratios(features: torch.Tensor, size: int) -> torch.Tensor:
-        present = torch.unique(doc * size + features)  # each feature once per sequence: binarized counts
-        feature, seq = present % size, present // size
+        seq, feature = present_features(features, lengths, size)
         p = torch.bincount(feature, weights=positive[seq], minlength=size)
         q = torch.bincount(feature, weights=1 - positive[seq], minlength=size)
         return log_count_ratio(p, q, alpha).float()
