@@ -8,8 +8,11 @@ Reads the training, validation and test splits exactly as ``python -m rnnlab.tra
   NBSVM features, with a logistic loss in place of the SVM's hinge),
 
 where the features are the word ids and the word pairs: exact pairs of ids (``--buckets 0``), or the model's hashed
-pair rows (``--buckets K``, as ``model.bigram_buckets=K``). Each fit is ``--steps`` full-batch Adam steps with a small
-L2 penalty; the printed accuracies are of the step with the best validation accuracy (checked every 25 steps).
+pair rows (``--buckets K``, as ``model.bigram_buckets=K``), and the ratios are smoothed by ``--alpha`` (1, NBSVM's; the
+recipe's ``model.nb_alpha`` is 300). Each fit is ``--steps`` full-batch Adam steps with a small L2 penalty; the printed
+accuracies are of the step with the best validation accuracy (checked every 25 steps). With ``--epochs E`` the fit is
+trained as the network is instead: ``--batch-size`` reviews a step, lazy Adam on the weights a batch uses
+(:class:`rnnlab.models.optim.LazyAdam`), no penalty, E passes, each pass's accuracies printed.
 
     RNNLAB_IMDB_ARCHIVE=shared/data/aclImdb-labeled.tar.gz python scripts/linear_baseline.py --buckets 0 262144
 
@@ -24,6 +27,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from rnnlab.models.classifier import log_count_ratio, pair_rows, present_features, previous_ids
+from rnnlab.models.optim import LazyAdam
 
 
 def presence(dataset, vocab_size: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,10 +53,36 @@ def fit(train, val, test, scale: torch.Tensor, steps: int, lr: float, l2: float)
         opt.step()
         if step % 25 == 0:
             with torch.no_grad():
-                acc = [((torch.sparse.mm(Xs, (w * scale)[:, None]).squeeze(1) + b > 0).float() == ys).float().mean()
-                       .item() for Xs, ys in (val, test)]
+                acc = [accuracy(Xs, ys, w * scale, b) for Xs, ys in (val, test)]
             best = max(best, (acc[0], acc[1], step))
     return best
+
+
+def accuracy(X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, b: torch.Tensor) -> float:
+    return ((torch.sparse.mm(X, weights[:, None]).squeeze(1) + b > 0).float() == y).float().mean().item()
+
+
+def fit_minibatch(train, val, test, scale: torch.Tensor, epochs: int, batch_size: int, lr: float,
+                  seed: int = 0) -> list[tuple[float, float]]:
+    """Logistic regression trained as the network's tables are: batches of ``batch_size`` rows, lazy Adam (only the
+    weights of the features a batch has move), no penalty; (val acc, test acc) after each of ``epochs`` passes."""
+    (X, y), out = train, []
+    w, b = torch.nn.Parameter(torch.zeros(scale.numel(), 1)), torch.nn.Parameter(torch.zeros(1))
+    opt = LazyAdam([w, b], lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=order).split(batch_size):
+            rows, cols = X.index_select(0, idx).coalesce().indices()  # sorted by row
+            counts = torch.bincount(rows, minlength=len(idx))
+            z = torch.nn.functional.embedding_bag(cols, w, torch.cumsum(counts, 0) - counts, mode="sum",
+                                                  per_sample_weights=scale[cols], sparse=True).squeeze(1) + b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out.append(tuple(accuracy(Xs, ys, w.squeeze(1) * scale, b) for Xs, ys in (val, test)))
+    return out
 
 
 def main() -> None:
@@ -63,6 +93,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--l2", type=float, default=1e-5)
+    parser.add_argument("--alpha", type=float, default=1.0, help="the ratios' smoothing (1: NBSVM's)")
+    parser.add_argument("--epochs", type=int, default=0, help="E > 0: train in batches, as the network (see above)")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the data, e.g. data.max_tokens=20000")
     args = parser.parse_args()
     with initialize_config_module("rnnlab.conf", version_base="1.3"):
@@ -87,10 +120,16 @@ def main() -> None:
                                         (len(y), used.numel())).coalesce()
             mats[name] = X, y
         X, y = mats["train"]
-        r = log_count_ratio(torch.sparse.mm(X.t(), y[:, None]).squeeze(1),  # alpha = 1, as NBSVM
-                            torch.sparse.mm(X.t(), (1 - y)[:, None]).squeeze(1), 1.0)
+        r = log_count_ratio(torch.sparse.mm(X.t(), y[:, None]).squeeze(1),
+                            torch.sparse.mm(X.t(), (1 - y)[:, None]).squeeze(1), args.alpha)
         pairs = "exact pairs" if K == 0 else f"{K} hashed pair rows"
         for name, scale in (("binary", torch.ones_like(r)), ("nb", r)):
+            if args.epochs:
+                for epoch, (val, test) in enumerate(fit_minibatch(mats["train"], mats["val"], mats["test"], scale,
+                                                                  args.epochs, args.batch_size, args.lr), 1):
+                    print(f"{name:6s} words + {pairs}, batches of {args.batch_size} at lr {args.lr}: epoch {epoch} "
+                          f"val {val:.4f}  test {test:.4f}", flush=True)
+                continue
             val, test, step = fit(mats["train"], mats["val"], mats["test"], scale, args.steps, args.lr, args.l2)
             print(f"{name:6s} words + {pairs} ({used.numel()} features): val {val:.4f}  test {test:.4f}  (step {step})",
                   flush=True)

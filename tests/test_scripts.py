@@ -53,3 +53,27 @@ def test_linear_baseline_fits_both_models_on_the_experiments_splits_with_exact_a
     assert [r[:2] for r in rows] == [("binary", "exact pairs"), ("nb", "exact pairs"), ("binary", "64 hashed pair rows"),
                                      ("nb", "64 hashed pair rows")], done.stdout
     assert all(0 <= float(v) <= 1 for r in rows for v in r[2:])
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "linear_baseline.py"), "--buckets", "64",
+                           "--epochs", "2", "--batch-size", "4", "--alpha", "300", "data.val_block=1"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    epochs = re.findall(r"^(binary|nb) +words \+ 64 hashed pair rows, batches of 4 at lr 0.01: epoch (\d) val [\d.]+",
+                        done.stdout, re.M)
+    assert epochs == [("binary", "1"), ("binary", "2"), ("nb", "1"), ("nb", "2")], done.stdout
+
+
+def test_linear_baseline_trained_in_batches_learns_a_separable_toy():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("linear_baseline", ROOT / "scripts" / "linear_baseline.py")
+    linear = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(linear)
+    reviews = torch.arange(8)  # review i has feature i % 2 (its label) and feature 2 + i (its own); none has 10
+    rows = reviews.repeat_interleave(2)
+    cols = torch.stack([reviews % 2, 2 + reviews], 1).flatten()
+    X = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(16), (8, 11)).coalesce()
+    y = (reviews % 2).float()
+    accs = linear.fit_minibatch((X, y), (X, y), (X, y), torch.ones(11), epochs=30, batch_size=2, lr=0.1)
+    assert len(accs) == 30 and accs[-1] == (1.0, 1.0)  # untrained (all weights 0) it would be 0.5
