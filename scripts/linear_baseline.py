@@ -12,7 +12,8 @@ pair rows (``--buckets K``, as ``model.bigram_buckets=K``), and the ratios are s
 recipe's ``model.nb_alpha`` is 300). Each fit is ``--steps`` full-batch Adam steps with a small L2 penalty; the printed
 accuracies are of the step with the best validation accuracy (checked every 25 steps). With ``--epochs E`` the fit is
 trained as the network is instead: ``--batch-size`` reviews a step, lazy Adam on the weights a batch uses
-(:class:`rnnlab.models.optim.LazyAdam`), no penalty, E passes, each pass's accuracies printed.
+(:class:`rnnlab.models.optim.LazyAdam`), no penalty, E passes, each pass's accuracies printed; ``--lr`` stays 0.01
+unless given (the recipe's rate is ``--lr 0.001``).
 
     RNNLAB_IMDB_ARCHIVE=shared/data/aclImdb-labeled.tar.gz python scripts/linear_baseline.py --buckets 0 262144
 
@@ -53,7 +54,8 @@ def fit(train, val, test, scale: torch.Tensor, steps: int, lr: float, l2: float)
         opt.step()
         if step % 25 == 0:
             with torch.no_grad():
-                acc = [accuracy(Xs, ys, w * scale, b) for Xs, ys in (val, test)]
+                weights = w * scale
+                acc = [accuracy(Xs, ys, weights, b) for Xs, ys in (val, test)]
             best = max(best, (acc[0], acc[1], step))
     return best
 
@@ -81,7 +83,8 @@ def fit_minibatch(train, val, test, scale: torch.Tensor, epochs: int, batch_size
             loss.backward()
             opt.step()
         with torch.no_grad():
-            out.append(tuple(accuracy(Xs, ys, w.squeeze(1) * scale, b) for Xs, ys in (val, test)))
+            weights = w.squeeze(1) * scale
+            out.append(tuple(accuracy(Xs, ys, weights, b) for Xs, ys in (val, test)))
     return out
 
 
