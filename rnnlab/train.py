@@ -219,7 +219,8 @@ def _train(cfg: DictConfig) -> dict:
     if overrides is not None:
         (out / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
     n_params = module.num_parameters()
-    log.info("%s: %d parameters (%d trainable)", module.hparams.cell, n_params, module.num_parameters(trainable=True))
+    name = module.hparams.cell if module.hparams.get("recurrent", True) else "no recurrent layer"
+    log.info("%s: %d parameters (%d trainable)", name, n_params, module.num_parameters(trainable=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)

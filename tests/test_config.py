@@ -110,10 +110,13 @@ def test_a_hidden_size_that_is_not_a_positive_int_or_a_list_of_them_names_the_se
 @pytest.mark.parametrize("field, value, message", [
     ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'lstm_noforget', 'torch_lstm', "
                      r"'torch_gru'\]: got 'lsmt'"),
-    ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max', 'mean_max'\]: got 'median'"),
+    ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max', 'mean_max', 'sum_sqrt', "
+                          r"'sum_sqrt_max'\]: got 'median'"),
     ("num_layers", 0, r"model\.num_layers must be >= 1 .*: got 0"),
     ("dropout", 1.5, r"model\.dropout must be a probability in \[0, 1\]: got 1.5"),
     ("fixed_length", 0, r"model\.fixed_length must be null or a positive int .*: got 0"),
+    ("recurrent", False, r"model\.recurrent=false pools the token vectors themselves, and the last one is one word: "
+                         r"set model\.pooling to mean, max, sum_sqrt, mean_max or sum_sqrt_max"),
 ])
 def test_a_bad_value_given_in_python_names_the_setting_as_the_config_does(field, value, message):
     with pytest.raises(ValueError, match=message):

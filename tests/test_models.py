@@ -7,7 +7,7 @@ from torch import nn
 
 import rnnlab.conf
 from rnnlab.nn import CELLS
-from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.classifier import SequenceClassifier, bigram_ids
 from rnnlab.models.config import ModelConfig
 from rnnlab.models.module import SequenceClassifierModule
 from rnnlab.models.optim import KerasRMSprop, LazyAdam
@@ -32,7 +32,7 @@ def padded_batch(vocab=50, lengths=LENGTHS, seed=0):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("pooling", ["last", "mean", "max", "mean_max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "mean_max", "sum_sqrt_max"])
 def test_logit_of_a_padded_sequence_equals_its_logit_alone(cell, pooling):
     torch.manual_seed(0)
     model = classifier(50, 6, cell, hidden_size=5, num_layers=2, bidirectional=True, pooling=pooling).eval()
@@ -335,6 +335,36 @@ def test_mean_max_pooling_is_the_mean_and_the_max_side_by_side():
     assert model.head.in_features == pooled.shape[1] == 20
     for b, n in enumerate(LENGTHS):
         torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].mean(0), out[b, :n].amax(0)]))
+
+
+def test_sum_sqrt_max_pooling_is_the_sum_over_root_length_and_the_max():
+    torch.manual_seed(0)
+    model = classifier(50, 6, "gru", hidden_size=5, bidirectional=True, pooling="sum_sqrt_max").eval()
+    ids, lengths = padded_batch()
+    out = model.encoder(model.embedding(ids), lengths=lengths)[0]
+    pooled = model.pool(out, lengths)
+    assert model.head.in_features == pooled.shape[1] == 20
+    for b, n in enumerate(LENGTHS):
+        torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].sum(0) / n ** 0.5, out[b, :n].amax(0)]))
+
+
+def test_without_a_recurrent_layer_the_head_reads_the_pooled_token_vectors():
+    torch.manual_seed(0)
+    model = classifier(50, 6, "gru", hidden_size=5, pooling="sum_sqrt_max", recurrent=False, bigram_buckets=101,
+                       nb_scale=True).eval()
+    assert model.encoder is None and model.head.in_features == 12
+    assert not any(name.startswith("encoder") for name, _ in model.named_parameters())
+    model.load_nb_ratios(torch.rand(50), torch.rand(101))
+    with torch.no_grad():
+        model.bigrams.weight.normal_()
+    ids, lengths = padded_batch()
+    e = (model.embedding(ids) * model.word_scale[ids].unsqueeze(-1)
+         + model.bigrams(bigram_ids(ids, 101)) * model.pair_scale[bigram_ids(ids, 101)].unsqueeze(-1))
+    expected = torch.stack([model.head(torch.cat([e[b, :n].sum(0) / n ** 0.5, e[b, :n].amax(0)]))
+                            for b, n in enumerate(LENGTHS)]).squeeze(-1)
+    torch.testing.assert_close(model(ids, lengths), expected)
+    alone = torch.stack([model(ids[b:b + 1, :n], lengths[b:b + 1]) for b, n in enumerate(LENGTHS)]).squeeze(1)
+    torch.testing.assert_close(model(ids, lengths), alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])

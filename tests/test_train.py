@@ -376,3 +376,13 @@ def test_nb_scale_takes_its_ratios_from_the_training_split_only_and_the_checkpoi
     metrics = train(cfg)
     loaded = load_module(metrics["best_ckpt"])
     torch.testing.assert_close(loaded.model.word_scale, r_words)
+
+
+def test_the_recipe_without_a_recurrent_layer_trains_saves_and_reloads_as_a_bag(archive, tmp_path):
+    cfg = make_cfg(archive, tmp_path, "+experiment=imdb_best", "model.recurrent=false", "model.pooling=sum_sqrt_max",
+                   "model.bigram_buckets=101", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
+    metrics = train(cfg)
+    assert 0 <= metrics["test/acc"] <= 1
+    loaded = load_module(metrics["best_ckpt"])
+    assert loaded.model.encoder is None and loaded.hparams.recurrent is False
+    assert loaded.model.head.in_features == 2 * loaded.hparams.embedding_dim

@@ -13,7 +13,11 @@ evaluation),
 
 - ``last``: the state at each sequence's own last token, both directions: the forward
   direction at :math:`t = L-1`, the reverse direction at :math:`t = 0` (where it ends);
-- ``mean`` / ``max``: over the real tokens :math:`t < L` only; ``mean_max``: both, concatenated.
+- ``mean`` / ``max``: over the real tokens :math:`t < L` only; ``sum_sqrt``: :math:`\\sum_{t<L} h_t / \\sqrt{L}`;
+  ``mean_max`` / ``sum_sqrt_max``: that and the max, concatenated.
+
+With ``recurrent=False`` there is no RNN: :math:`h_t = e_t` (a bag of the inputs, the control for what the recurrent
+layer adds).
 
 Binary tasks have one logit (``BCEWithLogitsLoss``), K > 2 classes K logits (``CrossEntropyLoss``).
 """
@@ -189,8 +193,9 @@ class SequenceClassifier(nn.Module):
     Attributes:
         bigrams: ``nn.Embedding`` (K, D) of the hashed word pairs, or None (``bigram_buckets`` = 0).
         embedding: ``nn.Embedding`` (V, D); a forward hook on it sees e_t (DIAG uses it for dJ/dx_t).
-        encoder: the recurrent module.
-        head: ``nn.Linear`` (H * directions, twice that for ``mean_max`` pooling; 1 or K).
+        encoder: the recurrent module, or None with ``recurrent=False``.
+        head: ``nn.Linear`` (H * directions, or D without a recurrent layer; twice that for ``*_max`` pooling;
+            1 or K).
 
     >>> m = SequenceClassifier(ModelConfig(cell="torch_gru", embedding_dim=8, hidden_size=4), vocab_size=100)
     >>> m(torch.randint(1, 100, (3, 5)), torch.tensor([5, 2, 1])).shape
@@ -207,17 +212,19 @@ class SequenceClassifier(nn.Module):
         D = config.embedding_dim
         self.embedding = nn.Embedding(vocab_size, D, padding_idx=0 if config.use_lengths else None,
                                       sparse=config.sparse_embeddings)
-        if isinstance(config.hidden_size, int):
+        if not config.recurrent:
+            self.encoder, out_size = None, D
+        elif isinstance(config.hidden_size, int):
             self.encoder = build_encoder(config, D, config.hidden_size, config.num_layers, config.rnn_dropout)
-            out_size = config.hidden_size
+            out_size = config.hidden_size * config.num_directions
         else:  # one layer per width, each reading the previous layer's outputs
             sizes = config.hidden_size
             inputs = [D] + [h * config.num_directions for h in sizes[:-1]]
             self.encoder = StackedEncoder([build_encoder(config, i, h, 1, 0.0) for i, h in zip(inputs, sizes)],
                                           config.rnn_dropout)
-            out_size = sizes[-1]
+            out_size = sizes[-1] * config.num_directions
         self.dropout = nn.Dropout(config.dropout)
-        features = out_size * config.num_directions * (2 if config.pooling == "mean_max" else 1)
+        features = out_size * (2 if config.pooling.endswith("_max") else 1)
         self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)
         if config.init == "keras":
             nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras' Embedding default
@@ -261,7 +268,7 @@ class SequenceClassifier(nn.Module):
             buffer.copy_(r)
 
     def pool(self, out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """Pool encoder outputs (B, T, F) over time -> (B, F) ((B, 2F) for ``mean_max``), using real tokens only."""
+        """Pool encoder outputs (B, T, F) over time -> (B, F) ((B, 2F) for ``*_max``), using real tokens only."""
         B, T, F = out.shape
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=out.device)
@@ -277,7 +284,9 @@ class SequenceClassifier(nn.Module):
         pooled = []
         if self.pooling in ("mean", "mean_max"):
             pooled.append((out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype))
-        if self.pooling in ("max", "mean_max"):
+        if self.pooling in ("sum_sqrt", "sum_sqrt_max"):
+            pooled.append((out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype).sqrt())
+        if self.pooling in ("max", "mean_max", "sum_sqrt_max"):
             pooled.append(out.masked_fill(~mask.unsqueeze(-1), -math.inf).amax(1))
         return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]  # (B, F) or (B, 2F)
 
@@ -301,6 +310,6 @@ class SequenceClassifier(nn.Module):
         p = self.config.embedding_dropout
         if self.training and p > 0:  # drop whole token vectors: one mask entry per (sequence, step)
             x = x * x.new_empty(x.shape[:2] + (1,)).bernoulli_(1 - p).div_(1 - p)
-        out = run_encoder(self.encoder, x, lengths)  # (B, T, H * dirs)
+        out = x if self.encoder is None else run_encoder(self.encoder, x, lengths)  # (B, T, H * dirs or D)
         z = self.head(self.dropout(self.pool(out, lengths)))  # (B, 1 or K)
         return z.squeeze(-1) if z.size(-1) == 1 else z

@@ -31,7 +31,7 @@ from rnnlab.nn.registry import CELLS
 
 # rnnlab's cells, then their variants, then torch's: the order Hydra's "expected one of [...]" lists them in
 Cell = Enum("Cell", {c: c for c in sorted(CELLS, key=lambda c: (CELLS[c].is_torch, bool(CELLS[c].kwargs)))}, type=str)
-Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max", "mean_max")}, type=str)
+Pooling = Enum("Pooling", {p: p for p in ("last", "mean", "max", "mean_max", "sum_sqrt", "sum_sqrt_max")}, type=str)
 Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 Interval = Enum("Interval", {i: i for i in ("epoch", "step")}, type=str)
@@ -77,8 +77,12 @@ class ModelConfig:
         embedding_dropout: in training, the probability of dropping a token's whole vector e_t (the others scaled
             by 1 / (1 - p)), so the model cannot lean on a few words. Default 0.
         rnn_dropout: dropout between stacked layers. Default 0.
-        pooling: ``last``, ``mean``, ``max`` or ``mean_max`` (both, side by side: the head sees twice the
-            features) over each sequence's real tokens. Default ``last``.
+        pooling: ``last``, ``mean``, ``max``, ``sum_sqrt`` (the sum over a sequence's L real tokens divided by
+            √L, so a long sequence's evidence is not divided by its length) or ``mean_max`` / ``sum_sqrt_max``
+            (that and the max, side by side: the head sees twice the features). Default ``last``.
+        recurrent: False builds no recurrent layer: the head reads the token vectors e_t themselves, pooled (a bag
+            of the inputs, the control that measures what the recurrent layer adds); ``cell`` and the recurrent
+            widths are then unused and ``last`` pooling is refused. Default True.
         init: ``keras`` (embedding U(-0.05, 0.05), glorot head with zero bias, Keras' cell init) or ``torch``
             (torch's defaults). Default ``keras``: it learns like the Keras reference.
         forget_bias: initial forget-gate bias of the LSTM-like cells. Default 1.
@@ -114,6 +118,7 @@ class ModelConfig:
     embedding_dropout: float = 0.0
     rnn_dropout: float = 0.0
     pooling: Pooling = Pooling.last
+    recurrent: bool = True
     init: Init = Init.keras
     forget_bias: float = 1.0
     nonlinearity: Nonlinearity = Nonlinearity.tanh
@@ -165,6 +170,9 @@ class ModelConfig:
         for name in ("dropout", "embedding_dropout", "rnn_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"model.{name} must be a probability in [0, 1]: got {getattr(self, name)!r}")
+        if not self.recurrent and self.pooling == "last":
+            raise ValueError("model.recurrent=false pools the token vectors themselves, and the last one is one word: "
+                             "set model.pooling to mean, max, sum_sqrt, mean_max or sum_sqrt_max")
         self.optimizer = _plain(self.optimizer) or dict(RMSPROP_KERAS)
         self.scheduler = _plain(self.scheduler)
         optimizer = str(self.optimizer.get("_target_", ""))
