@@ -326,26 +326,17 @@ def test_the_batches_one_accumulated_step_sums_draw_their_own_dropout_masks():
     torch.testing.assert_close(torch.rand(3), draws[0])  # without accumulation: the step alone, as before
 
 
-def test_mean_max_pooling_is_the_mean_and_the_max_side_by_side():
+@pytest.mark.parametrize("pooling, first", [("mean_max", lambda h: h.mean(0)),
+                                             ("sum_sqrt_max", lambda h: h.sum(0) / len(h) ** 0.5)])
+def test_max_pooling_pairs_sit_side_by_side_mean_or_sum_over_root_length_then_max(pooling, first):
     torch.manual_seed(0)
-    model = classifier(50, 6, "gru", hidden_size=5, bidirectional=True, pooling="mean_max").eval()
+    model = classifier(50, 6, "gru", hidden_size=5, bidirectional=True, pooling=pooling).eval()
     ids, lengths = padded_batch()
     out = model.encoder(model.embedding(ids), lengths=lengths)[0]
     pooled = model.pool(out, lengths)
     assert model.head.in_features == pooled.shape[1] == 20
     for b, n in enumerate(LENGTHS):
-        torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].mean(0), out[b, :n].amax(0)]))
-
-
-def test_sum_sqrt_max_pooling_is_the_sum_over_root_length_and_the_max():
-    torch.manual_seed(0)
-    model = classifier(50, 6, "gru", hidden_size=5, bidirectional=True, pooling="sum_sqrt_max").eval()
-    ids, lengths = padded_batch()
-    out = model.encoder(model.embedding(ids), lengths=lengths)[0]
-    pooled = model.pool(out, lengths)
-    assert model.head.in_features == pooled.shape[1] == 20
-    for b, n in enumerate(LENGTHS):
-        torch.testing.assert_close(pooled[b], torch.cat([out[b, :n].sum(0) / n ** 0.5, out[b, :n].amax(0)]))
+        torch.testing.assert_close(pooled[b], torch.cat([first(out[b, :n]), out[b, :n].amax(0)]))
 
 
 def test_without_a_recurrent_layer_the_head_reads_the_pooled_token_vectors():
