@@ -349,8 +349,9 @@ def test_without_a_recurrent_layer_the_head_reads_the_pooled_token_vectors():
     with torch.no_grad():
         model.bigrams.weight.normal_()
     ids, lengths = padded_batch()
+    rows = bigram_ids(ids, 101)
     e = (model.embedding(ids) * model.word_scale[ids].unsqueeze(-1)
-         + model.bigrams(bigram_ids(ids, 101)) * model.pair_scale[bigram_ids(ids, 101)].unsqueeze(-1))
+         + model.bigrams(rows) * model.pair_scale[rows].unsqueeze(-1))
     expected = torch.stack([model.head(torch.cat([e[b, :n].sum(0) / n ** 0.5, e[b, :n].amax(0)]))
                             for b, n in enumerate(LENGTHS)]).squeeze(-1)
     torch.testing.assert_close(model(ids, lengths), expected)

@@ -282,11 +282,10 @@ class SequenceClassifier(nn.Module):
             return torch.cat([last[:, :H], out[:, 0, H:]], dim=1)  # (B, 2H)
         mask = torch.arange(T, device=out.device).view(1, T) < lengths.view(B, 1)  # (B, T)
         pooled = []
-        if self.pooling in ("mean", "mean_max"):
-            pooled.append((out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype))
-        if self.pooling in ("sum_sqrt", "sum_sqrt_max"):
-            pooled.append((out * mask.unsqueeze(-1)).sum(1) / lengths.view(B, 1).to(out.dtype).sqrt())
-        if self.pooling in ("max", "mean_max", "sum_sqrt_max"):
+        if self.pooling != "max":  # mean or sum / sqrt(L), alone or before the max
+            n = lengths.view(B, 1).to(out.dtype)
+            pooled.append((out * mask.unsqueeze(-1)).sum(1) / (n if self.pooling.startswith("mean") else n.sqrt()))
+        if self.pooling.endswith("max"):
             pooled.append(out.masked_fill(~mask.unsqueeze(-1), -math.inf).amax(1))
         return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]  # (B, F) or (B, 2F)
 
