@@ -77,3 +77,60 @@ def test_linear_baseline_trained_in_batches_learns_a_separable_toy():
     y = (reviews % 2).float()
     accs = linear.fit_minibatch((X, y), (X, y), (X, y), torch.ones(11), epochs=30, batch_size=2, lr=0.1)
     assert len(accs) == 30 and accs[-1] == (1.0, 1.0)  # untrained (all weights 0) it would be 0.5
+
+
+def load_script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_crossfit_stack_scores_sum_to_each_bags_logit_and_the_reader_starts_as_the_bag(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    stack = load_script("crossfit_stack")
+    archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
+    monkeypatch.setenv("RNNLAB_IMDB_ARCHIVE", str(archive))
+    monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "root"))
+    with initialize_config_module(version_base="1.3", config_module="rnnlab.conf"):
+        cfg = compose(config_name="train", overrides=stack.BAG + ["model.bigram_buckets=64", "model.embedding_dim=8",
+                                                                  "data.val_block=1"])
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    bag = stack.train_bag(cfg, train, np.arange(0, len(train), 2), dm.vectorizer.vocab_size, seed=0)
+    c, bias = stack.token_scores(bag, train)
+    ids, _, lengths, _ = stack.padded(train, np.arange(len(train)))
+    with torch.no_grad():
+        logits = bag(ids, lengths)
+    per_review = torch.stack([c[train.offsets[i]:train.offsets[i + 1]].sum() for i in range(len(train))])
+    torch.testing.assert_close(per_review / lengths.sqrt() + bias, logits, atol=1e-5, rtol=1e-4)
+
+    ids, scores, lengths, _ = stack.padded(train, np.arange(len(train)), c)
+    for cell in ("torch_gru", "lstm", "none"):
+        reader = stack.ScoreReader(bias, hidden=4, words=10, cell=cell).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(reader(ids, scores, lengths), logits, atol=1e-5, rtol=1e-4)
+
+
+def test_crossfit_stack_runs_both_stages_and_reads_its_saved_scores(tmp_path):
+    archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
+    env = {**ENV, "RNNLAB_IMDB_ARCHIVE": str(archive), "RNNLAB_DATA": str(tmp_path / "root")}
+    args = [sys.executable, str(ROOT / "scripts" / "crossfit_stack.py"), "--scores", str(tmp_path / "s.pt"), "--folds",
+            "2", "--hidden", "4", "--words", "10", "--epochs", "1", "model.bigram_buckets=64", "model.embedding_dim=8",
+            "data.val_block=1"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert re.findall(r"^bag (\d):", first.stdout, re.M) == ["0", "1"], first.stdout
+    assert "out of fold): train acc" in first.stdout and re.search(r"^test \(epoch 1\): acc [\d.]+", first.stdout, re.M)
+    again = subprocess.run(args[:-3] + ["--cell", "none"] + args[-3:], capture_output=True, text=True, timeout=300,
+                           env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "bag 0" not in again.stdout and "test (epoch 1)" in again.stdout
