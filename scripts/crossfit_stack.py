@@ -12,7 +12,8 @@ and each training review gets the scores c_t of the bag that did not see it (out
 reviews get the mean of the K bags' scores.
 
 Stage 2 (the recurrent net). A bidirectional GRU reads, at each step, c_t and a 16-wide vector of the word (the
-``--words`` most frequent words, the rest one row) and corrects the bag's logit two ways (``--cell``: torch's GRU by default, any cell of rnnlab.nn.CELLS),
+``--words`` most frequent words, the rest one row) and corrects the bag's logit two ways (``--cell``: torch's GRU by
+default, or any cell of rnnlab.nn.CELLS),
 
     z = sum_t (1 + tanh(v . h_t)) c_t / sqrt(L) + b + u . dropout([mean_t h_t ; max_t h_t]),
 
@@ -23,8 +24,9 @@ recurrence): the control for what reading the review in order adds.
 
     RNNLAB_IMDB_ARCHIVE=shared/data/aclImdb-labeled.tar.gz python scripts/crossfit_stack.py --scores /tmp/scores.pt
 
-Stage 1 saves the scores to ``--scores`` (and reads them from there when the file exists); further arguments are
-Hydra overrides of the bags' config. Deterministic on CPU.
+Stage 1 saves the scores to ``--scores`` with the settings that made them, and reads them from there when the file
+exists and its settings are the run's (else it stops and says so); further arguments are Hydra overrides of the bags'
+config. Deterministic on CPU.
 Measurements: docs/imdb_best.md.
 """
 from __future__ import annotations
@@ -179,11 +181,11 @@ def evaluate(model, dataset, scores) -> tuple[float, float]:
 
 
 def train_reader(data, scores, args) -> None:
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     model = ScoreReader(scores["val"][1], args.hidden, args.words, args.cell)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
-    order, best = torch.Generator().manual_seed(0), (-1.0, None, -1)
+    order, best = torch.Generator().manual_seed(args.seed), (-1.0, None, -1)
     print("start: val acc %.4f, loss %.4f" % evaluate(model, data["val"], scores["val"][0]), flush=True)
     train = data["train"]
     for epoch in range(args.epochs):
@@ -216,6 +218,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=5000, help="words with a vector of their own in stage 2")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="stage 2's initial weights, batch order and dropout")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides of the bags' config (e.g. data.seed=1)")
     args = parser.parse_args()
     if args.folds < 2:
@@ -227,11 +230,17 @@ def main() -> None:
     datamodule.setup("fit")
     datamodule.setup("test")
     data = {s: datamodule.datasets[s] for s in ("train", "val", "test")}
+    made_by = {"overrides": BAG + args.overrides, "folds": args.folds,
+               "tokens": {s: len(data[s].flat) for s in ("train", "val", "test")}}
     if args.scores.exists():
         scores = torch.load(args.scores)
+        if scores.get("made_by") != made_by:
+            parser.error(f"--scores {args.scores} holds scores made with other settings ({scores.get('made_by')}), "
+                         f"not {made_by}: give another --scores path to make new ones, or run with the settings "
+                         f"they were made with")
     else:
         scores = crossfit_scores(cfg, data, datamodule.vectorizer.vocab_size, args.folds)
-        torch.save(scores, args.scores)
+        torch.save({**scores, "made_by": made_by}, args.scores)
     train_reader(data, scores, args)
 
 

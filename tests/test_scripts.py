@@ -134,3 +134,6 @@ def test_crossfit_stack_runs_both_stages_and_reads_its_saved_scores(tmp_path):
                            env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "bag 0" not in again.stdout and "test (epoch 1)" in again.stdout
+    other = subprocess.run(args[:5] + ["3"] + args[6:], capture_output=True, text=True, timeout=300, env=env)
+    assert other.returncode == 2 and "made with other settings" in other.stderr, other.stderr[-3000:]
+    assert "Traceback" not in other.stderr
