@@ -130,8 +130,9 @@ def crossfit_scores(cfg, data, vocab_size: int, folds: int) -> dict:
         for s in ("val", "test"):
             cs, bs = token_scores(model, data[s])
             out[s] = (out[s][0] + cs / folds, out[s][1] + bs / folds)
-        print(f"bag {k}: val {bag_accuracy(data['val'], *token_scores(model, data['val'])):.4f} "
-              f"({time.time() - start:.0f} s)", flush=True)
+            if s == "val":
+                val_acc = bag_accuracy(data[s], cs, bs)
+        print(f"bag {k}: val {val_acc:.4f} ({time.time() - start:.0f} s)", flush=True)
     for s in ("train", "val", "test"):
         print(f"bags' scores ({'out of fold' if s == 'train' else 'mean of the bags'}): {s} acc "
               f"{bag_accuracy(data[s], *out[s]):.4f}", flush=True)

@@ -63,13 +63,9 @@ def test_linear_baseline_fits_both_models_on_the_experiments_splits_with_exact_a
 
 
 def test_linear_baseline_trained_in_batches_learns_a_separable_toy():
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("linear_baseline", ROOT / "scripts" / "linear_baseline.py")
-    linear = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(linear)
+    linear = load_script("linear_baseline")
     reviews = torch.arange(8)  # review i has feature i % 2 (its label) and feature 2 + i (its own); none has 10
     rows = reviews.repeat_interleave(2)
     cols = torch.stack([reviews % 2, 2 + reviews], 1).flatten()
