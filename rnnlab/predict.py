@@ -62,6 +62,17 @@ def _predict_batch(module: SequenceClassifierModule, vectorizer, texts: list[str
     return out
 
 
+def load_classifier(ckpt, map_location="cpu") -> SequenceClassifierModule:
+    """The text classifier of a checkpoint (:func:`~rnnlab.models.module.load_module`); a model that reads more than
+    text is an error that says how to score it instead."""
+    module = load_module(ckpt, map_location=map_location)
+    if not isinstance(module, SequenceClassifierModule):
+        raise ValueError(f"ckpt {ckpt} is a {type(module).__name__}, which reads more than text (the score reader "
+                         f"reads its bags' scores): predict takes a text classifier's checkpoint; score this one on "
+                         f"its data with python -m rnnlab.evaluate ckpt={ckpt}")
+    return module
+
+
 def read_texts(stream: BinaryIO, encoding: str = "utf-8") -> Iterator[str]:
     """The non-blank lines of a byte stream, decoded as they are read. A line that is not valid ``encoding`` is
     decoded with U+FFFD (the replacement character) for each byte that does not decode, and a warning on stderr
@@ -102,7 +113,7 @@ def quote_text_override(arg: str) -> str:
 @user_errors()
 def main(cfg: DictConfig) -> None:
     device = check_device(cfg.device)
-    module = load_module(cfg.ckpt, map_location=device)  # a wrong path fails before stdin is read
+    module = load_classifier(cfg.ckpt, map_location=device)  # a wrong path fails before stdin is read
     if cfg.text is None:  # bytes, decoded line by line: a line that does not decode is replaced, not fatal
         texts = read_texts(sys.stdin.buffer, sys.stdin.encoding or "utf-8")
     else:

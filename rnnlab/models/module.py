@@ -1,7 +1,8 @@
-"""LightningModule around :class:`SequenceClassifier`: loss, accuracy, optimizer, vocabulary in the checkpoint.
+"""LightningModules of the classifiers: loss, accuracy, optimizer, vocabulary in the checkpoint.
 
-The module takes one :class:`ModelConfig` (or its fields as keywords: Hydra's ``instantiate`` of the ``model``
-group passes them so), builds its network from it and saves its fields as plain hyperparameters, so
+:class:`ClassifierModule` holds what every classifier shares (loss, metrics, steps, optimizer, checkpoint record);
+:class:`SequenceClassifierModule` takes one :class:`ModelConfig` (or its fields as keywords: Hydra's ``instantiate``
+of the ``model`` group passes them so), builds its network from it and saves its fields as plain hyperparameters, so
 ``SequenceClassifierModule.load_from_checkpoint(path)`` needs nothing else. The optimizer and scheduler are
 Hydra ``_partial_: true`` configs kept as plain dicts and instantiated in ``configure_optimizers``.
 
@@ -26,22 +27,15 @@ from rnnlab.models.config import ModelConfig
 from rnnlab.models.resumable import restart_interrupted_validation
 
 
-class SequenceClassifierModule(pl.LightningModule):
-    """Trains a :class:`SequenceClassifier`; logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/acc``.
+class ClassifierModule(pl.LightningModule):
+    """What rnnlab's classifiers share: the loss, accuracy and steps, the optimizer and scheduler of their
+    hyperparameters (``optimizer``, ``scheduler``, ``scheduler_interval``, ``step_seed``) and the data record of
+    their checkpoints. A subclass saves those hyperparameters, builds ``self.model`` and says how a batch
+    ``(ids, lengths, labels, ...)`` becomes logits (:meth:`logits`).
 
-    Args:
-        vocab_size, num_classes: from the datamodule (train.py passes them).
-        config: the :class:`ModelConfig`: the network, the optimizer (default
-            :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
-            (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's place among those one step
-            accumulates) before each training batch, so dropout masks depend only on the step and a run resumed
-            mid-epoch matches an uninterrupted one).
-        **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
-            checkpoint's hyperparameters).
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``.
 
     Attributes:
-        config: the :class:`ModelConfig`; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
-        model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
         vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), read from the checkpoint (the datamodule
             saves it there); None in a module not loaded from a checkpoint.
         class_names: label names, read likewise.
@@ -50,13 +44,8 @@ class SequenceClassifierModule(pl.LightningModule):
             test split from it).
     """
 
-    def __init__(self, vocab_size: int, num_classes: int = 2, config: ModelConfig | None = None, **fields):
+    def __init__(self, num_classes: int):
         super().__init__()
-        self.config = dataclasses.replace(config or ModelConfig(), **fields)  # replace() checks the new values
-        # logged once, with the metric keys, by diagnostics.LogHParams
-        self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
-                                  logger=False)
-        self.model = SequenceClassifier(self.config, vocab_size, num_classes)
         self.binary = num_classes == 2
         self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
         task = dict(task="binary") if self.binary else dict(task="multiclass", num_classes=num_classes)
@@ -67,21 +56,16 @@ class SequenceClassifierModule(pl.LightningModule):
         self.class_names: list[str] | None = None
         self.data_config: dict | None = None
 
-    def forward(self, ids, lengths=None):
-        return self.model(ids, lengths)
-
-    def predict_proba(self, ids, lengths=None) -> torch.Tensor:
-        """P(positive) (B,) for binary tasks, class probabilities (B, K) otherwise."""
-        z = self(ids, lengths)
-        return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
+    def logits(self, batch) -> torch.Tensor:
+        """Logits (B,) or (B, K) of a batch."""
+        raise NotImplementedError
 
     def batch_loss(self, batch) -> torch.Tensor:
         """The training loss of a batch (the diagnostics' probe uses it)."""
         return self._step(batch)[0]
 
     def _step(self, batch):
-        ids, lengths, y = batch
-        z = self(ids, lengths)
+        z, y = self.logits(batch), batch[2]
         y = y.to(z.dtype) if self.binary else y.long()
         loss = self.loss_fn(z, y)
         preds = (z > 0).long() if self.binary else z.argmax(-1)
@@ -143,6 +127,45 @@ class SequenceClassifierModule(pl.LightningModule):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
 
 
+class SequenceClassifierModule(ClassifierModule):
+    """Trains a :class:`SequenceClassifier` on batches ``(ids, lengths, labels)`` (see :class:`ClassifierModule`).
+
+    Args:
+        vocab_size, num_classes: from the datamodule (train.py passes them).
+        config: the :class:`ModelConfig`: the network, the optimizer (default
+            :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
+            (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's place among those one step
+            accumulates) before each training batch, so dropout masks depend only on the step and a run resumed
+            mid-epoch matches an uninterrupted one).
+        **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
+            checkpoint's hyperparameters).
+
+    Attributes:
+        config: the :class:`ModelConfig`; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
+        model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
+        vocabulary, class_names, data_config: see :class:`ClassifierModule`.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int = 2, config: ModelConfig | None = None, **fields):
+        super().__init__(num_classes)
+        self.config = dataclasses.replace(config or ModelConfig(), **fields)  # replace() checks the new values
+        # logged once, with the metric keys, by diagnostics.LogHParams
+        self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
+                                  logger=False)
+        self.model = SequenceClassifier(self.config, vocab_size, num_classes)
+
+    def forward(self, ids, lengths=None):
+        return self.model(ids, lengths)
+
+    def logits(self, batch) -> torch.Tensor:
+        return self(batch[0], batch[1])
+
+    def predict_proba(self, ids, lengths=None) -> torch.Tensor:
+        """P(positive) (B,) for binary tasks, class probabilities (B, K) otherwise."""
+        z = self(ids, lengths)
+        return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
+
+
 def checkpoint_file(path) -> Path:
     """``path`` as a :class:`Path` if it is a file; otherwise an error that says what to pass instead (a run folder's
     own checkpoints are listed)."""
@@ -184,13 +207,27 @@ def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | 
     return data.get("vocabulary"), data.get("class_names"), config
 
 
-def load_module(path, map_location="cpu") -> SequenceClassifierModule:
-    """The :class:`SequenceClassifierModule` of a checkpoint written by ``rnnlab.train``, with its vocabulary, class
-    names and data config; a missing file or a file of another kind is an error naming it."""
+def _module_class(path: Path) -> type:
+    """The class of the module a checkpoint holds: its run config's ``model._target_`` (read without the weights), or
+    :class:`SequenceClassifierModule` when it records none."""
+    target = None
+    if zipfile.is_zipfile(path):  # else the loader says what is wrong with the file
+        peek = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        target = (((peek.get("rnnlab") or {}).get("config") or {}).get("model") or {}).get("_target_")
+    cls = hydra.utils.get_class(target) if target else SequenceClassifierModule
+    if not issubclass(cls, ClassifierModule):
+        raise TypeError(f"its model {target} is not one of rnnlab's classifiers")
+    return cls
+
+
+def load_module(path, map_location="cpu") -> ClassifierModule:
+    """The module of a checkpoint written by ``rnnlab.train`` (a :class:`SequenceClassifierModule`, or the class the
+    run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file or a file of
+    another kind is an error naming it."""
     path = checkpoint_file(path)
     try:
-        module = SequenceClassifierModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
-    except _UNREADABLE as e:
+        module = _module_class(path).load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    except (*_UNREADABLE, ImportError) as e:
         raise _not_a_checkpoint(path, e) from e
     if module.vocabulary is None:
         raise ValueError(f"{path} has no rnnlab vocabulary: it was not written by rnnlab.train, so its texts "
