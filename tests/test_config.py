@@ -60,9 +60,10 @@ def test_every_model_config_builds_the_parameters_and_seeded_logits_it_built_bef
 
 
 def test_each_cell_file_sets_only_its_cell_and_starts_from_the_base_not_from_another_cell():
-    # base: what they start from; task: the synthetic tasks' model (rnnlab.models.tasks), not a cell of the classifier
+    # base: what they start from; task: the synthetic tasks' model (rnnlab.models.tasks); reader: the net over
+    # cross-fitted scores (rnnlab.models.stacking). Neither is a cell of the classifier.
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF / "model").glob("*.yaml")
-             if p.stem not in ("base", "task")}
+             if p.stem not in ("base", "task", "reader")}
     assert set(files) == set(CELLS)
     for name, content in files.items():
         assert content == {"defaults": ["base"], "cell": name}

@@ -74,6 +74,25 @@ def chop(lengths: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray
     return out, np.repeat(np.asarray(labels), pieces)
 
 
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """The fold (0 ... folds - 1) of each of n sequences: a seeded permutation cut into ``folds`` near-equal parts.
+
+    >>> fold_ids(5, 2, seed=0)
+    array([1, 1, 0, 0, 0])
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    for k, part in enumerate(np.array_split(order, folds)):
+        out[part] = k
+    return out
+
+
+def select(flat: np.ndarray, lengths: np.ndarray, labels: np.ndarray, keep: np.ndarray):
+    """``(flat, lengths, labels)`` of the sequences where the boolean mask ``keep`` is true, in order."""
+    lengths = np.asarray(lengths)
+    return np.asarray(flat)[np.repeat(keep, lengths)], lengths[keep], np.asarray(labels)[keep]
+
+
 def collate(batch, pad_to: int | None = None, multiple: int = 1, cap: int | None = None):
     """Pad a list of (ids, label) to the longest sequence rounded up to `multiple` (at most `cap`), or to `pad_to`.
 

@@ -45,7 +45,7 @@ from rnnlab.models.resumable import ResumableLoader
 from rnnlab.utils import is_int_at_least
 
 from . import imdb
-from .batching import BucketBatchSampler, Collate, RaggedDataset, chop, collate, stratified
+from .batching import BucketBatchSampler, Collate, RaggedDataset, chop, collate, fold_ids, select, stratified
 from .folder import (TextSamples, file_blocks, has_txt, list_classes, read_text_folder, stratified_split,
                      stratified_subset)
 from .text import TextVectorizer, check_max_length
@@ -78,6 +78,8 @@ class TextDataModule(L.LightningDataModule):
         fixed_length: bool = False,
         pad_multiple: int = 1,
         train_segment: int | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
         vectorizer: TextVectorizer | str | os.PathLike | None = None,
         cache: bool = True,
     ):
@@ -95,6 +97,10 @@ class TextDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be an int >= {least}{' or None' if name in optional else ''}: got {value!r}")
         if fixed_length and max_length is None:
             raise ValueError("fixed_length=True needs max_length: got max_length=None")
+        if (folds is None) != (fold is None) or folds is not None and not (
+                is_int_at_least(folds, 2) and is_int_at_least(fold, 0) and fold < folds):
+            raise ValueError(f"folds and fold leave fold k of K out of training: expected both null, or an int K >= 2 "
+                             f"and an int 0 <= k < K (e.g. folds=5 fold=0), got folds={folds!r} fold={fold!r}")
         self.root = imdb.data_root(root)
         self.val_fraction = val_fraction
         self.val_block = val_block
@@ -109,6 +115,7 @@ class TextDataModule(L.LightningDataModule):
         self.fixed_length = fixed_length
         self.pad_multiple = pad_multiple
         self.train_segment = train_segment
+        self.folds, self.fold = folds, fold
         self.use_cache = cache
         self.vectorizer_options = dict(max_tokens=max_tokens, ngrams=ngrams, lowercase=lowercase, strip_accents=strip_accents,
                                        strip_punctuation=strip_punctuation, strip_html=strip_html)
@@ -196,6 +203,8 @@ class TextDataModule(L.LightningDataModule):
     def _set_dataset(self, split: str, flat, lengths, labels) -> None:
         self.num_classes = len(self.class_names)
         dtype = torch.float32 if self.num_classes == 2 else torch.long
+        if split == "train" and self.folds is not None:  # the cache keeps the whole training split
+            flat, lengths, labels = select(flat, lengths, labels, fold_ids(len(lengths), self.folds, self.seed) != self.fold)
         if split == "train" and self.train_segment is not None:  # the cache keeps whole reviews
             lengths, labels = chop(lengths, labels, self.train_segment)
         self.datasets[split] = RaggedDataset(flat, lengths, labels, label_dtype=dtype)
@@ -261,12 +270,15 @@ class TextDataModule(L.LightningDataModule):
                              f"hold only HTML tags and punctuation); fill the files or point the data at other ones")
 
     # ----------------------------------------------------------- dataloaders
+    def _collate(self) -> Collate:
+        """How a list of items becomes a batch (`rnnlab.data.batching.collate`)."""
+        return Collate(pad_to=self.max_length) if self.fixed_length else Collate(multiple=self.pad_multiple, cap=self.max_length)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() for the '{split}' split first (setup('fit') for train/val, setup('test') for test)")
         ds = self.datasets[split]
-        fn = Collate(pad_to=self.max_length) if self.fixed_length else Collate(multiple=self.pad_multiple, cap=self.max_length)
-        common = dict(collate_fn=fn, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        common = dict(collate_fn=self._collate(), num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # Under DDP (use_distributed_sampler=False) the ranks are split here: training gives every rank the same
@@ -331,6 +343,9 @@ class IMDBDataModule(TextDataModule):
         fixed_length: pad every batch to ``max_length`` (Keras-style) instead of per batch.
         train_segment: train on the reviews cut into pieces of at most this many tokens, each with its review's
             label (Johnson & Zhang, 2016); validation and test read whole reviews. None: whole reviews. Default: None.
+        folds, fold: train on the training split without fold ``fold`` of ``folds`` (a seeded partition of its
+            reviews, :func:`rnnlab.data.batching.fold_ids`; validation and test unchanged): the bags of cross-fitting
+            (``rnnlab.data.crossfit``). None: the whole split. Default: None.
         pad_multiple: round each batch's length up to a multiple of this (at most ``max_length``): few distinct
             shapes, so oneDNN's kernel cache and the allocator reuse what they built (less memory, another rounding:
             docs/data.md). 1: pad to the longest sequence, the published numbers to the last digit.

@@ -312,3 +312,28 @@ class SequenceClassifier(nn.Module):
         out = x if self.encoder is None else run_encoder(self.encoder, x, lengths)  # (B, T, H * dirs or D)
         z = self.head(self.dropout(self.pool(out, lengths)))  # (B, 1 or K)
         return z.squeeze(-1) if z.size(-1) == 1 else z
+
+
+@torch.no_grad()
+def score_tables(model: SequenceClassifier) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """A bag's logit as a sum of one score per token: ``(u (V,), v (K,) or None, b)`` with
+
+    .. math::
+        z = \\sum_{t<L} (u_{x_t} + v_{b_t}) / \\sqrt{L} + b, \\qquad u = s \\odot (E w), \\quad v = s' \\odot (G w),
+
+    for a model without a recurrent layer, ``sum_sqrt`` pooling and one logit (``recurrent=false
+    pooling=sum_sqrt``): its head :math:`w` is linear in the token vectors, so a word's and a pair's share of the
+    logit are fixed numbers (``s, s'``: the Naive Bayes scales, 1 without ``nb_scale``; dropout is off in evaluation).
+    """
+    if model.encoder is not None or model.pooling != "sum_sqrt" or model.head.out_features != 1 or not model.use_lengths:
+        raise ValueError(f"score tables need a bag: a model with model.recurrent=false, model.pooling=sum_sqrt, "
+                         f"model.use_lengths=true and two classes; got recurrent={model.encoder is None and 'false' or 'true'}, "
+                         f"pooling={model.pooling}, use_lengths={model.use_lengths}, "
+                         f"{model.head.out_features} logit(s)")
+    w = model.head.weight[0]
+    u = model.embedding.weight @ w
+    v = None if model.bigrams is None else model.bigrams.weight @ w
+    if model.config.nb_scale:
+        u = u * model.word_scale
+        v = None if v is None else v * model.pair_scale
+    return u, v, float(model.head.bias[0])
