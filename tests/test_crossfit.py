@@ -188,6 +188,11 @@ def test_stage_two_names_missing_unfinished_or_mismatched_bags(archive, bags, tm
         datamodule(archive, cache, bags=one)
     with pytest.raises(ValueError, match=r"other data than this run reads \(data.max_length: the bag's 40, here 30\)"):
         CrossFitDataModule(archive=archive, root=cache, bags=folder, **{**DATA, "max_length": 30}).setup("fit")
+    recurrent = tmp_path / "recurrent"
+    run(archive, tmp_path, recurrent / "0", "+experiment=imdb_bags", "model.embedding_dim=8", "model.hidden_size=2",
+        "model.bigram_buckets=101", "data.folds=2", "data.fold=0", "model.recurrent=true")
+    with pytest.raises(ValueError, match=r"recurrent/0 in data.bags=.* is not a bag: score tables need a bag"):
+        datamodule(archive, cache, bags=recurrent)
     with pytest.raises(ValueError, match=r"stage 2 reads every fold's bag from data.bags"):
         CrossFitDataModule(bags=folder, folds=2, fold=0)
 

@@ -132,7 +132,11 @@ class CrossFitDataModule(IMDBDataModule):
             if not metrics.exists():
                 raise ValueError(f"the bag run {run} has not finished (no metrics.json): rerun it, or remove it from "
                                  f"data.bags={self.bags}")
-            module = load_module(run / "checkpoints" / Path(json.loads(metrics.read_text())["best_ckpt"]).name)
+            best = json.loads(metrics.read_text()).get("best_ckpt")
+            if not best:
+                raise ValueError(f"the bag run {run} kept no best checkpoint (metrics.json has no best_ckpt): train "
+                                 f"it with the checkpoint callback of +experiment=imdb_bags")
+            module = load_module(run / "checkpoints" / Path(best).name)
             data = module.data_config or {}
             differ = {k: (data.get(k), getattr(self, k)) for k in SHARED if data.get(k) != getattr(self, k)}
             if differ or module.vocabulary != self.vectorizer.to_json():
@@ -143,10 +147,13 @@ class CrossFitDataModule(IMDBDataModule):
                 raise ValueError(f"data.bags={self.bags} must hold one bag per fold (runs with data.folds=K and "
                                  f"data.fold=0 ... K-1): {run} has folds={data.get('folds')} fold={data.get('fold')}"
                                  f"{', a fold already seen' if data.get('fold') in by_fold else ''}")
-            by_fold[data["fold"]] = (data["folds"], score_tables(module.model))
-        K = {folds for folds, _ in by_fold.values()}
-        if len(K) != 1 or sorted(by_fold) != list(range(K.copy().pop())):
+            try:
+                by_fold[data["fold"]] = (data["folds"], score_tables(module.model))
+            except ValueError as e:
+                raise ValueError(f"the run {run} in data.bags={self.bags} is not a bag: {e}") from e
+        ks = sorted({folds for folds, _ in by_fold.values()})
+        if len(ks) != 1 or sorted(by_fold) != list(range(ks[0])):
             raise ValueError(f"data.bags={self.bags} must hold one finished bag for each fold 0 ... K-1 of one K: got "
-                             f"folds {sorted(by_fold)} of K = {sorted(K)}. Train the missing ones: python -m "
+                             f"folds {sorted(by_fold)} of K = {ks}. Train the missing ones: python -m "
                              f"rnnlab.train -m +experiment=imdb_bags data.fold=...")
         return [by_fold[k][1] for k in range(len(by_fold))]
