@@ -19,7 +19,8 @@ from rnnlab.predict import iter_predict, predict
 from rnnlab.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml")
-                     if "override /data:" not in p.read_text())  # IMDB ones; the synthetic: test_synthetic_configs.py
+                     if "override /data:" not in p.read_text())  # IMDB ones; the synthetic: test_synthetic_configs.py;
+# imdb_crossfit, which needs bags: test_crossfit.py
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
