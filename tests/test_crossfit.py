@@ -129,7 +129,8 @@ def test_training_reviews_get_the_scores_of_the_bag_that_did_not_see_them_and_th
 def test_the_reader_trains_on_the_bags_with_any_cell_and_as_the_control_without_recurrence(archive, bags):
     folder, tmp = bags
     metrics = run(archive, tmp, tmp / "reader", "+experiment=imdb_crossfit", f"data.bags={folder}",
-                  "model.hidden_size=4", "model.cell=lstm")
+                  "model.hidden_size=4", "model.cell=lstm", "diagnostics.probe=4", "diagnostics.every_n_steps=2")
+    assert list((tmp / "reader" / "tensorboard").glob("**/grad_t.pt"))  # the probe batch carries the scores too
     assert 0 <= metrics["test/acc"] <= 1 and metrics["num_parameters"] > 0
     module = load_module(metrics["best_ckpt"])  # the class the run trained, from its config
     assert type(module).__name__ == "ScoreReaderModule" and module.hparams.cell == "lstm"

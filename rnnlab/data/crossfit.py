@@ -119,6 +119,11 @@ class CrossFitDataModule(IMDBDataModule):
     def _collate(self) -> Collate:
         return CollateScored(**vars(super()._collate()))
 
+    def probe_batch(self, n: int):
+        """The ``n`` longest validation reviews as one batch with their scores (``diagnostics.probe``)."""
+        data = self.datasets["val"]
+        return self._collate()([data[i] for i in np.argsort(-data.lengths, kind="stable")[:n]])
+
     def _load_bags(self) -> list:
         """Every fold's score tables, after checking that the runs in ``bags`` are one finished bag per fold made
         with this module's data."""
