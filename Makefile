@@ -5,6 +5,7 @@ TORCH ?= torch==2.13.0
 EXPERIMENT ?= bilstm
 # Test processes (pytest-xdist, one test file each at a time): 2 fits the 2-core CI machine; `make test JOBS=8`.
 JOBS ?= 2
+PYTEST = $(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile
 
 .PHONY: help install install-gpu test test-all bench triton-aot train sweep tensorboard clean
 
@@ -20,10 +21,10 @@ install-gpu:  ## also install triton for the GPU kernels
 	$(PYTHON) -m pip install -e ".[dev,sweep,gpu]"
 
 test:  ## fast test suite (what CI runs); slow tests excluded
-	$(PYTHON) -m pytest -m "not slow" -q -n $(JOBS) --dist loadfile
+	$(PYTEST) -m "not slow"
 
 test-all:  ## every test, slow ones included
-	$(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile
+	$(PYTEST)
 
 bench:  ## cell and data benchmarks (ratios against torch.nn / plain Python)
 	$(PYTHON) scripts/bench_cells.py --quick
