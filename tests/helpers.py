@@ -141,3 +141,16 @@ def make_text_folder(root, class_texts: Mapping[str, Sequence[Text]] | None = No
             data = text if isinstance(text, bytes) else text.encode("utf-8")
             (root / cls / f"{i}.txt").write_bytes(data)
     return root
+
+
+def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequence[str]) -> list:
+    """The product ``rows x columns`` as ``pytest.param((row, *column))``, every pair outside the diagonal marked slow.
+
+    The fast suite runs row ``i`` with column ``i mod len(columns)`` (every row, and every column when there are at
+    least as many rows); ``make test-all`` runs the whole product. For grids whose every case costs seconds (the
+    Triton kernels under the CPU interpreter)."""
+    import pytest
+
+    return [pytest.param(row, *column, id=f"{row_id(row)}-{column_ids[j]}",
+                         marks=() if j == i % len(columns) else pytest.mark.slow)
+            for i, row in enumerate(rows) for j, column in enumerate(columns)]
