@@ -7,28 +7,10 @@ import sys
 
 import pytest
 import torch
-from helpers import make_text_folder
-from hydra import compose, initialize_config_module
 
-import rnnlab.conf  # noqa: F401
 from rnnlab.predict import check_device, read_texts
-from rnnlab.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """The last checkpoint of a one-epoch run on a tiny neg/pos folder dataset."""
-    tmp = tmp_path_factory.mktemp("predict")
-    root = make_text_folder(tmp / "texts", n_per_class=12)
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=folder", f"data.train_dir={root}", f"data.root={tmp / 'cache'}", "data.batch_size=8",
-            "model=torch_gru", "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"output_dir={tmp / 'run'}"])
-    train(cfg)
-    return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
 def predict_command(ckpt, stdin: bytes, cwd, *overrides) -> subprocess.CompletedProcess:
@@ -37,9 +19,9 @@ def predict_command(ckpt, stdin: bytes, cwd, *overrides) -> subprocess.Completed
                           capture_output=True, cwd=cwd, env=env, timeout=300)
 
 
-def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(ckpt, tmp_path):
+def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(text_ckpt, tmp_path):
     stdin = b"a great film\n\nbad \xff\xfe bytes\r\nlast line, awful\n"
-    run = predict_command(ckpt, stdin, tmp_path)
+    run = predict_command(text_ckpt, stdin, tmp_path)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     rows = [json.loads(line) for line in run.stdout.decode().splitlines()]
     assert [r["text"] for r in rows] == ["a great film", "bad \ufffd\ufffd bytes", "last line, awful"]
@@ -68,9 +50,9 @@ def test_a_device_that_is_not_one_is_named_with_examples():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_a_cuda_device_on_a_machine_without_one_says_to_use_the_cpu(ckpt, tmp_path):
+def test_a_cuda_device_on_a_machine_without_one_says_to_use_the_cpu(text_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"device=cuda needs a CUDA GPU, and torch sees none .*: use device=cpu"):
         check_device("cuda")
-    run = predict_command(ckpt, b"a film\n", tmp_path, "device=cuda")  # not "is not a checkpoint ... truncated"
+    run = predict_command(text_ckpt, b"a film\n", tmp_path, "device=cuda")  # not "is not a checkpoint ... truncated"
     assert run.returncode != 0 and "device=cuda needs a CUDA GPU" in run.stderr.decode()
     assert "is not a checkpoint" not in run.stderr.decode()
