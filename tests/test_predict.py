@@ -24,17 +24,49 @@ def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_
     run = predict_command(text_ckpt, stdin, tmp_path)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     rows = [json.loads(line) for line in run.stdout.decode().splitlines()]
-    assert [r["text"] for r in rows] == ["a great film", "bad \ufffd\ufffd bytes", "last line, awful"]
-    assert all(r["label"] in ("neg", "pos") for r in rows)
+    assert [r["text"] for r in rows] == ["a great film", "", "bad \ufffd\ufffd bytes", "last line, awful"]
+    assert [r["label"] in ("neg", "pos") for r in rows] == [True, False, True, True]
     stderr = run.stderr.decode()
     assert "warning: stdin line 3 is not valid utf-8 (byte 0xff at position 4)" in stderr
     assert "U+FFFD (\ufffd)" in stderr and "Traceback" not in stderr
 
 
-def test_read_texts_skips_blank_lines_and_counts_them_in_the_line_numbers(capsys):
+def test_read_texts_keeps_every_line_blank_ones_included_and_counts_them_in_the_line_numbers(capsys):
     stream = io.BytesIO(b"one\r\n\n   \ntw\xc3o\nthree")  # \xc3 starts a 2-byte character that 'o' does not finish
-    assert list(read_texts(stream)) == ["one", "tw\ufffdo", "three"]
+    assert list(read_texts(stream)) == ["one", "", "   ", "tw\ufffdo", "three"]
     assert "stdin line 4 is not valid utf-8 (byte 0xc3 at position 2)" in capsys.readouterr().err
+
+
+def test_every_stdin_line_gets_its_output_line_and_a_blank_one_a_null_label_flagged_empty(text_ckpt, tmp_path):
+    stdin = b"a great film\n\n   \nthe worst, awful\n\n"
+    run = predict_command(text_ckpt, stdin, tmp_path, "batch_size=2")  # a batch of blank lines only, too
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    rows = [json.loads(line) for line in run.stdout.decode().splitlines()]
+    assert [r["text"] for r in rows] == ["a great film", "", "   ", "the worst, awful", ""]
+    empty = {"label": None, "probability": None, "error": "empty text"}
+    assert [r for r in rows if r["text"].strip() == ""] == [{**empty, "text": t} for t in ("", "   ", "")]
+    assert all(r["label"] in ("neg", "pos") and "error" not in r for r in rows if r["text"].strip())
+
+
+def test_a_checkpoint_of_a_synthetic_task_is_named_with_what_reads_it(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from rnnlab.predict import load_classifier
+    from rnnlab.train import train
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "+experiment=adding", "data.length=4", "data.train_size=8", "data.val_size=4", "data.test_size=4",
+            "data.batch_size=4", "model.hidden_size=2", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+            "diagnostics.every_n_steps=0", "test=false", f"output_dir={tmp_path}"])
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"last\.ckpt is a checkpoint of rnnlab\.train for a synthetic task \(model "
+                                         r"rnnlab\.models\.tasks\.TaskModule, data rnnlab\.data\.synthetic\."
+                                         r"AddingDataModule\), .*predict and evaluate read text classifiers' .*"
+                                         r"metrics\.json.*python -m rnnlab\.train ckpt_path=.*TaskModule\."
+                                         r"load_from_checkpoint"):
+        load_classifier(ckpt)
 
 
 def test_read_texts_reads_one_line_at_a_time_so_stdin_streams():

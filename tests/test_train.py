@@ -206,6 +206,7 @@ def test_predict_raw_text_does_not_depend_on_the_other_texts_of_the_batch(traine
     texts = ["A great, wonderful film!", "the worst plot " * 30 + "boring", "", "zzzz unknownword"]
     together = predict(module, texts)
     alone = [predict(module, [t])[0] for t in texts]
+    assert together.pop(2) == alone.pop(2) == {"label": None, "probability": None, "error": "empty text", "text": ""}
     for a, b in zip(together, alone):
         assert a["label"] == b["label"] and a["label"] in ("neg", "pos") and a["text"] == b["text"]
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-5) and 0.5 <= a["probability"] <= 1
@@ -354,7 +355,8 @@ def test_predict_command_reads_stdin_and_takes_raw_text_with_commas_and_quotes(t
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [r["text"] for r in rows] == ["great film", "awful, dull"] and all(r["label"] in ("neg", "pos") for r in rows)
+    assert [r["text"] for r in rows] == ["great film", "", "awful, dull"]  # one row per line, the blank one flagged
+    assert [r["label"] for r in rows][1] is None and all(rows[i]["label"] in ("neg", "pos") for i in (0, 2))
     # what the shell hands over for text="it's great, [really] \" — Hydra's grammar would reject it unquoted
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

@@ -216,13 +216,20 @@ def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | 
     return data.get("vocabulary"), data.get("class_names"), config
 
 
-def _module_class(checkpoint: dict) -> type:
+def _module_class(checkpoint: dict, path) -> type:
     """The class of the module a checkpoint holds: its run config's ``model._target_`` (one of rnnlab's, as
-    :func:`read_checkpoint` checked), or :class:`SequenceClassifierModule` when it records none."""
-    target = (((checkpoint.get("rnnlab") or {}).get("config") or {}).get("model") or {}).get("_target_")
+    :func:`read_checkpoint` checked), or :class:`SequenceClassifierModule` when it records none; a checkpoint of
+    another kind of model is an error that says what it is and what reads it."""
+    config = (checkpoint.get("rnnlab") or {}).get("config") or {}
+    target = (config.get("model") or {}).get("_target_")
     cls = hydra.utils.get_class(target) if target else SequenceClassifierModule
     if not issubclass(cls, ClassifierModule):
-        raise TypeError(f"its model {target} is not one of rnnlab's classifiers")
+        data = (config.get("data") or {}).get("_target_")
+        raise ValueError(
+            f"{path} is a checkpoint of rnnlab.train for a synthetic task (model {target}, data {data}), which reads "
+            f"sequences of numbers or symbols, not texts: predict and evaluate read text classifiers' checkpoints. "
+            f"Its test metrics are in its run's metrics.json; python -m rnnlab.train ckpt_path={path} resumes it, "
+            f"and {target}.load_from_checkpoint(path) loads it in Python")
     return cls
 
 
@@ -231,7 +238,7 @@ def load_module(path, map_location="cpu") -> ClassifierModule:
     run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file, a file of
     another kind or one that would run code is an error naming it (:func:`read_checkpoint`)."""
     path = checkpoint_file(path)
-    cls = _module_class(read_checkpoint(path, mmap=zipfile.is_zipfile(path)))  # the weights stay on disk
+    cls = _module_class(read_checkpoint(path, mmap=zipfile.is_zipfile(path)), path)  # the weights stay on disk
     try:
         module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except (*_UNREADABLE, ImportError) as e:
