@@ -87,25 +87,39 @@ def one_line(error: Exception) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def check_targets(tree, where: str, prefix: str = "") -> None:
-    """Refuse a config read from ``where`` (a checkpoint) if a ``_target_`` in it, at any depth, is not one of
-    :data:`TRUSTED_TARGETS`: Hydra would import and call whatever it names (``numpy.savetxt`` writes a file)."""
+def check_targets(tree, where: str, prefix: str = "", trusted=()) -> None:
+    """Refuse a config read from ``where`` (a checkpoint) if a ``_target_`` in it, at any depth, is neither one of
+    :data:`TRUSTED_TARGETS` nor of ``trusted``: Hydra would import and call whatever it names (``numpy.savetxt``
+    writes a file)."""
     if isinstance(tree, dict):
         for key, value in tree.items():
             here = f"{prefix}{key}"
-            if key == "_target_" and value not in TRUSTED_TARGETS:
+            if key == "_target_" and value not in TRUSTED_TARGETS and value not in trusted:
                 raise UntrustedFile(
                     f"{here} of {where} must name a class of rnnlab's own configs: expected one of the "
                     f"{len(TRUSTED_TARGETS)} that docs/security.md lists (e.g. rnnlab.data.datamodule.IMDBDataModule), "
                     f"got {value!r}; refused. A checkpoint is data: rnnlab never calls what its config names")
-            check_targets(value, where, f"{here}.")
+            check_targets(value, where, f"{here}.", trusted)
     elif isinstance(tree, (list, tuple)):
         for i, value in enumerate(tree):
-            check_targets(value, where, f"{prefix}{i}.")
-    elif hasattr(tree, "items"):  # an OmegaConf DictConfig
-        from omegaconf import OmegaConf
+            check_targets(value, where, f"{prefix}{i}.", trusted)
 
-        check_targets(OmegaConf.to_container(tree, resolve=False), where, prefix)
+
+def config_targets(cfg) -> frozenset:
+    """Every ``_target_`` of a config (a DictConfig or plain dict): those of the config the user composed, which a
+    resume trusts in its checkpoint beside :data:`TRUSTED_TARGETS` (an experiment's own callback class)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    found, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found.update(v for k, v in node.items() if k == "_target_" and isinstance(v, str))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return frozenset(found)
 
 
 # ---------------------------------------------------------------- files written atomically, verified on read

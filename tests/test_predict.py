@@ -19,7 +19,8 @@ def predict_command(ckpt, stdin: bytes, cwd, *overrides) -> subprocess.Completed
                           capture_output=True, cwd=cwd, env=env, timeout=300)
 
 
-def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(text_ckpt, tmp_path):
+def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(text_ckpt,
+                                                                                                        tmp_path):
     stdin = b"a great film\n\nbad \xff\xfe bytes\r\nlast line, awful\n"
     run = predict_command(text_ckpt, stdin, tmp_path)
     assert run.returncode == 0, run.stderr.decode()[-2000:]

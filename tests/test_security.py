@@ -14,7 +14,7 @@ import torch
 
 from rnnlab.models.checkpointing import AtomicCheckpointIO
 from rnnlab.models.module import load_module, read_checkpoint
-from rnnlab.security import TRUSTED_TARGETS, check_targets
+from rnnlab.security import TRUSTED_TARGETS, check_targets, config_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,21 +87,42 @@ def test_from_the_command_line_a_pickled_call_is_one_error_line_and_exit_2_and_n
     assert "posix.system" in run.stderr and not marker.exists() and run.stdout == ""
 
 
-@pytest.mark.parametrize("loader", ["load_module", "read_checkpoint"])
-def test_a_saved_config_naming_a_foreign_target_is_refused_before_anything_is_instantiated(config_call, loader):
+def test_a_saved_config_naming_a_foreign_target_is_refused_before_anything_is_instantiated(config_call):
     path, written = config_call
-    with pytest.raises(ValueError, match=r"data\.embeddings\._target_ of checkpoint .*shared\.ckpt must name a class of "
-                                         r"rnnlab's own configs: .*got 'numpy\.savetxt'; refused"):
-        LOADERS[loader](path)
+    with pytest.raises(ValueError, match=r"data\.embeddings\._target_ of checkpoint .*shared\.ckpt must name a class "
+                                         r"of rnnlab's own configs: .*got 'numpy\.savetxt'; refused"):
+        load_module(path)
     assert not written.exists()
+
+
+def test_a_resume_trusts_the_classes_its_own_command_line_names_and_predict_checks_only_what_it_builds(text_ckpt,
+                                                                                                       tmp_path):
+    checkpoint = torch.load(text_ckpt, weights_only=True)
+    config = checkpoint["rnnlab"]["config"]
+    config["callbacks"]["mine"] = {"_target_": "mypkg.MyCallback"}  # an experiment's own callback
+    with pytest.raises(ValueError, match=r"^callbacks\.mine\._target_ of a resume .* got 'mypkg\.MyCallback'"):
+        check_targets(config, "a resume")
+    check_targets(config, "a resume", trusted=config_targets({"callbacks": {"mine": {"_target_": "mypkg.MyCallback"}}}))
+    torch.save(checkpoint, tmp_path / "own.ckpt")
+    assert load_module(tmp_path / "own.ckpt").vocabulary is not None  # predict and evaluate build no callback
+
+
+@pytest.mark.slow
+def test_a_resume_of_a_checkpoint_whose_data_config_calls_numpy_savetxt_is_one_line_and_exit_2(config_call,
+                                                                                                 tmp_path):
+    path, written = config_call
+    run = cli(tmp_path, "rnnlab.train", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert run.returncode == 2 and not written.exists(), run.stderr[-3000:]
+    assert run.stderr.startswith("error: ") and len(run.stderr.strip().splitlines()) == 1
+    assert "data.embeddings" in run.stderr and "numpy.savetxt" in run.stderr
 
 
 def test_evaluate_refuses_a_saved_data_config_that_calls_numpy_savetxt_in_one_line_with_exit_2(config_call, tmp_path):
     path, written = config_call
     run = cli(tmp_path, "rnnlab.evaluate", f"ckpt={path}", "split=val")
     assert run.returncode == 2 and not written.exists(), run.stderr[-3000:]
-    assert re.fullmatch(r"error: data\.embeddings\._target_ of checkpoint \S+ must name [^\n]*'numpy\.savetxt'[^\n]*\n",
-                        run.stderr)
+    one_line = r"error: data\.embeddings\._target_ of checkpoint \S+ must name [^\n]*'numpy\.savetxt'[^\n]*\n"
+    assert re.fullmatch(one_line, run.stderr)
 
 
 def test_a_foreign_target_is_found_at_any_depth_and_named_by_its_key():

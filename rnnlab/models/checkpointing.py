@@ -61,10 +61,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
         _fsync_folder(path.parent)  # the rename itself survives a power cut
 
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+    def load_checkpoint(self, path, *args, weights_only=None, **kwargs) -> dict:
         """Lightning's reader, always weights-only (whatever the caller asks): a checkpoint is data, never code."""
         try:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
         except pickle.UnpicklingError as e:
             if "://" in str(path):
                 raise

@@ -188,22 +188,21 @@ def _not_a_checkpoint(path, error: Exception) -> ValueError:
                       f"{one_line(error)}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
 
 
-def read_checkpoint(path, mmap: bool = False) -> dict:
-    """The dict of a checkpoint file written by ``rnnlab.train``, loaded weights-only, with every ``_target_`` of its
-    saved config and hyperparameters among the classes rnnlab builds (:mod:`rnnlab.security`); a missing file, a file
-    of another kind or one that would run code is an error naming it."""
-    path = checkpoint_file(path)
+def _load(path: Path, mmap: bool = False) -> dict:
     try:
         checkpoint = load_weights(path, map_location="cpu", mmap=mmap)
     except _UNREADABLE as e:
         raise _not_a_checkpoint(path, e) from e
-    if not isinstance(checkpoint, dict):
-        raise _not_a_checkpoint(path, TypeError(f"it holds a {type(checkpoint).__name__}, not a dict"))
-    record, where = checkpoint.get("rnnlab") or {}, f"checkpoint {path}"
-    check_targets(record.get("config"), where)  # keys named as the run config's: data.root._target_
-    check_targets({k: v for k, v in record.items() if k != "config"}, where, "rnnlab.")
-    check_targets(checkpoint.get("hyper_parameters"), where, "hyper_parameters.")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnnlab") or {}, dict):
+        raise _not_a_checkpoint(path, TypeError(f"it holds a {type(checkpoint).__name__} of another layout"))
     return checkpoint
+
+
+def read_checkpoint(path) -> dict:
+    """The dict of a checkpoint file written by ``rnnlab.train``, loaded weights-only; a missing file, a file of another
+    kind or one that would run code when loaded is an error naming it. What its saved config may build is checked
+    where it is built (:func:`load_module`; a resume checks the config it restores)."""
+    return _load(checkpoint_file(path))
 
 
 def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | None]:
@@ -238,7 +237,14 @@ def load_module(path, map_location="cpu") -> ClassifierModule:
     run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file, a file of
     another kind or one that would run code is an error naming it (:func:`read_checkpoint`)."""
     path = checkpoint_file(path)
-    cls = _module_class(read_checkpoint(path, mmap=zipfile.is_zipfile(path)), path)  # the weights stay on disk
+    checkpoint = _load(path, mmap=zipfile.is_zipfile(path))  # the weights stay on disk
+    record, where = checkpoint.get("rnnlab") or {}, f"checkpoint {path}"
+    config = record.get("config") or {}
+    # what is built from it: the model's class, and the data config rnnlab.evaluate instantiates
+    model = {k: v for k, v in (config.get("model") or {}).items() if k == "_target_"}
+    check_targets({"model": model, "data": config.get("data")}, where)
+    check_targets(record.get("data"), where, "rnnlab.data.")  # where earlier versions kept the data config
+    cls = _module_class(checkpoint, path)
     try:
         module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except (*_UNREADABLE, ImportError) as e:
