@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from rnnlab.predict import check_device, read_texts
+from rnnlab.predict import check_device, iter_predict, load_classifier, read_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,21 +38,19 @@ def test_read_texts_keeps_every_line_blank_ones_included_and_counts_them_in_the_
     assert "stdin line 4 is not valid utf-8 (byte 0xc3 at position 2)" in capsys.readouterr().err
 
 
-def test_every_stdin_line_gets_its_output_line_and_a_blank_one_a_null_label_flagged_empty(text_ckpt, tmp_path):
-    stdin = b"a great film\n\n   \nthe worst, awful\n\n"
-    run = predict_command(text_ckpt, stdin, tmp_path, "batch_size=2")  # a batch of blank lines only, too
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    rows = [json.loads(line) for line in run.stdout.decode().splitlines()]
-    assert [r["text"] for r in rows] == ["a great film", "", "   ", "the worst, awful", ""]
+def test_a_blank_text_gets_a_null_label_flagged_empty_in_its_place_even_in_a_batch_of_blanks_only(text_ckpt):
+    module = load_classifier(text_ckpt)
+    texts = ["a great film", "", "   ", "the worst, awful", ""]
+    rows = list(iter_predict(module, texts, batch_size=2))  # the third batch holds a blank line only
+    assert [r["text"] for r in rows] == texts
     empty = {"label": None, "probability": None, "error": "empty text"}
-    assert [r for r in rows if r["text"].strip() == ""] == [{**empty, "text": t} for t in ("", "   ", "")]
-    assert all(r["label"] in ("neg", "pos") and "error" not in r for r in rows if r["text"].strip())
+    assert [rows[i] for i in (1, 2, 4)] == [{**empty, "text": t} for t in ("", "   ", "")]
+    assert all(rows[i]["label"] in ("neg", "pos") and "error" not in rows[i] for i in (0, 3))
 
 
 def test_a_checkpoint_of_a_synthetic_task_is_named_with_what_reads_it(tmp_path):
     from hydra import compose, initialize_config_module
 
-    from rnnlab.predict import load_classifier
     from rnnlab.train import train
 
     with initialize_config_module("rnnlab.conf", version_base="1.3"):

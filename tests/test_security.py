@@ -117,6 +117,7 @@ def test_a_resume_of_a_checkpoint_whose_data_config_calls_numpy_savetxt_is_one_l
     assert "data.embeddings" in run.stderr and "numpy.savetxt" in run.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_saved_data_config_that_calls_numpy_savetxt_in_one_line_with_exit_2(config_call, tmp_path):
     path, written = config_call
     run = cli(tmp_path, "rnnlab.evaluate", f"ckpt={path}", "split=val")
