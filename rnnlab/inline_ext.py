@@ -17,13 +17,13 @@ rnnlab has one, :mod:`rnnlab.nn.backends.cpp` (the fused cells' per-step loops, 
 * what is loaded is what was built (the folder's name is predictable, and ``$TORCH_EXTENSIONS_DIR`` may be a shared
   folder): the build folder must belong to the user and be writable by no one else, or nothing in it is loaded (a
   warning names it, and the fallback runs); ``READY`` records the SHA-256 of the library the build made, and a
-  library that does not match it is not loaded: the folder is emptied and the library built again, with a warning.
+  library that does not match it is not loaded: it is removed with ``READY`` and built again, with a warning.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -101,11 +101,13 @@ class InlineExtension:
             folder = self._private_build_dir()
             ready = os.path.exists(os.path.join(folder, "READY"))
             wrong = self._unbuilt(folder) if ready else None
-            if wrong:  # never loaded: built again from the source
+            if wrong:  # never loaded: removed with its READY, and built again (in a private folder: only relinked)
                 warnings.warn(f"{self.module}: the build folder {folder} {wrong}: not loaded; building it again "
                               f"(until then, {self.fallback})", RuntimeWarning)
-                shutil.rmtree(folder)
-                folder, ready = self._private_build_dir(), False
+                for name in ("READY", f"{self.name}.so"):
+                    with contextlib.suppress(FileNotFoundError):  # another process may have removed it first
+                        os.remove(os.path.join(folder, name))
+                ready = False
             if ready:
                 torch.ops.load_library(self.library())
                 st["ops"] = getattr(torch.ops, self.name)

@@ -125,7 +125,7 @@ def test_a_library_planted_in_the_build_folder_is_never_loaded_and_is_built_agai
                                             r"not loaded; building it again") as record:
         assert ext.ops() is None
     assert len(record) == 1 and not marker.exists()
-    assert not os.path.exists(ext.library()) and no_background_build  # emptied, and the build started again
+    assert not os.path.exists(ext.library()) and no_background_build  # removed, and the build started again
 
 
 def test_a_library_that_differs_from_the_one_its_build_recorded_is_never_loaded(ext, planted, no_background_build):
