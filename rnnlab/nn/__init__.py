@@ -5,9 +5,11 @@
 is :func:`rnnlab.nn.backends.loop.run_layer`.
 """
 from rnnlab.nn.base import BACKENDS, RNNBase
+from rnnlab.nn.errors import DTypeError, ShapeError, SizeTypeError
 from rnnlab.nn.gru import GRU
 from rnnlab.nn.lstm import LSTM, CIFGLSTM
 from rnnlab.nn.rnn import RNN
 from rnnlab.nn.registry import CELLS, build_cell
 
-__all__ = ["LSTM", "CIFGLSTM", "GRU", "RNN", "RNNBase", "BACKENDS", "CELLS", "build_cell"]
+__all__ = ["LSTM", "CIFGLSTM", "GRU", "RNN", "RNNBase", "BACKENDS", "CELLS", "build_cell",
+           "ShapeError", "DTypeError", "SizeTypeError"]

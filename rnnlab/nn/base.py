@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnlab.nn.backends import fused, loop
 from rnnlab.nn.backends import triton as triton_backend
+from rnnlab.nn.errors import DTypeError, ShapeError, SizeTypeError
 from rnnlab.nn.init import INITS, reset_parameters_
 
 #: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.backends.loop.run_layer`. Adding one is one
@@ -94,7 +95,9 @@ class RNNBase(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SizeTypeError(f"`{name}` must be a positive int: got {value!r}")
+            if value <= 0:
                 raise ValueError(f"`{name}` must be a positive int: got {value!r}")
         for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
@@ -285,19 +288,19 @@ class RNNBase(nn.Module):
     # --- checks -------------------------------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
         if x.size(-1) != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"`input.size(-1)` must equal input_size: expected {self.input_size}, got {x.size(-1)}"
             )
         w = self.weight_ih_l0
         if x.dtype != w.dtype:
-            raise TypeError(
+            raise DTypeError(
                 f"`input.dtype` must equal the parameters' dtype: expected {w.dtype}, got {x.dtype} "
                 f"(cast the input, or the module with .to({x.dtype}))"
             )
         if x.device != w.device:
             raise ValueError(f"`input.device` must equal the parameters' device: expected {w.device}, got {x.device}")
         if x.size(0) == 0:
-            raise ValueError("`input` must have at least one time step: got sequence length 0")
+            raise ShapeError("`input` must have at least one time step: got sequence length 0")
 
     def _check_lengths(self, lengths, x: Tensor) -> Tensor:
         T, B = x.shape[:2]
@@ -342,12 +345,12 @@ class RNNBase(nn.Module):
         out = []
         for name, s in states:
             if tuple(s.shape) != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"`{name}` must have shape (num_layers * num_directions, batch, hidden_size)"
                     f"{'' if batched else ' without batch for 2-D input'}: expected {expected}, got {tuple(s.shape)}"
                 )
             if s.dtype != x.dtype or s.device != x.device:
-                raise ValueError(
+                raise (DTypeError if s.dtype != x.dtype else ValueError)(
                     f"`{name}` must match the input's dtype and device: expected {x.dtype} on {x.device}, "
                     f"got {s.dtype} on {s.device}"
                 )
