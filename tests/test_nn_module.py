@@ -141,3 +141,33 @@ def test_under_autocast_the_recurrence_runs_in_float32_and_gives_its_numbers(cls
     assert torch.equal(torch.nn.utils.rnn.pad_packed_sequence(packed)[0], ref)
     out.sum().backward()
     assert x.grad.dtype == torch.bfloat16 and x.grad.abs().sum() > 0
+
+
+EMPTY_PEERS = [(rn.LSTM, torch.nn.LSTM), (rn.GRU, torch.nn.GRU), (rn.RNN, torch.nn.RNN), (rn.CIFGLSTM, torch.nn.LSTM)]
+
+
+def _empty_batch_shapes(backend):
+    for ours, peer in EMPTY_PEERS:
+        for kwargs in ({}, {"num_layers": 2, "bidirectional": True, "batch_first": True}):
+            x = torch.zeros((0, 5, 3) if kwargs else (5, 0, 3), requires_grad=True)
+            out, state = ours(3, 4, backend=backend, **kwargs)(x)
+            want_out, want_state = peer(3, 4, **kwargs)(x)
+            states = state if isinstance(state, tuple) else (state,)
+            want_states = want_state if isinstance(want_state, tuple) else (want_state,)
+            assert out.shape == want_out.shape and [s.shape for s in states] == [s.shape for s in want_states]
+            out.sum().backward()
+            assert x.grad.shape == x.shape
+
+
+def test_an_empty_batch_gives_torch_nn_shapes_on_the_loop_backend():
+    """``LSTM(3, 4)(torch.zeros(5, 0, 3))`` is ``(5, 0, 4)`` as in torch.nn, and the backward runs."""
+    _empty_batch_shapes("loop")
+
+
+def test_an_empty_batch_gives_torch_nn_shapes_on_the_fused_backend(loops):
+    _empty_batch_shapes("fused")
+
+
+def test_an_empty_batch_with_lengths():
+    out, h = rn.GRU(3, 4)(torch.zeros(5, 0, 3), lengths=torch.zeros(0, dtype=torch.int64))
+    assert out.shape == (5, 0, 4) and h.shape == (1, 0, 4)

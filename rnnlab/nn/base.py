@@ -319,7 +319,9 @@ class RNNBase(nn.Module):
         if lengths.dim() != 1 or lengths.size(0) != B:
             raise ValueError(f"`lengths` must have shape (batch,): expected ({B},), got {tuple(lengths.shape)}")
         lengths = lengths.long()
-        if lengths.device.type == "cpu":
+        if B == 0:
+            pass  # an empty batch has no lengths to check
+        elif lengths.device.type == "cpu":
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 1 or hi > T:
                 raise ValueError(f"`lengths` must lie in [1, T={T}] (T = input's time steps): got min {lo}, max {hi}")

@@ -352,5 +352,8 @@ def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_h
         mask = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
     if cell in ("gru", "rnn"):
         c0 = None
+    if B == 0:  # an empty batch: nothing to compute, and the reference's ops give torch.nn's empty shapes
+        return loop.run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                              nonlinearity=nonlinearity, forget_gate=forget_gate, grad_norms=grad_norms)
     return _BPTTLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mask, bool(reverse), cell,
                             nonlinearity, forget_gate, grad_norms, loops)
