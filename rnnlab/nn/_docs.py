@@ -55,10 +55,11 @@ def args_doc(name: str, forget: bool = False, nonlinearity: bool = False) -> str
             gradient is the product of powers of W_hh and can be computed in closed form). Default: ``'tanh'``
 """
     if forget:
-        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation (Jozefowicz et al.
-            2015, "An Empirical Exploration of Recurrent Network Architectures"; Keras' ``unit_forget_bias``).
-            ``forget_bias=0`` reproduces torch's initial distribution. With ``bias=False`` there is no bias to
-            add it to, so it has no effect. Default: 1.0
+        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation. ``1.0`` is Jozefowicz et
+            al. (2015), "An Empirical Exploration of Recurrent Network Architectures", and Keras'
+            ``unit_forget_bias`` (rnnlab's experiments set it through ``model.forget_bias``); the default ``0``
+            draws torch's initial weights. With ``bias=False`` there is no bias to add it to, so it has no
+            effect. Default: 0.0
 """
     s += """        init: ``'torch'`` (U(-1/sqrt(H), 1/sqrt(H)), the same draws as ``torch.nn``) or ``'keras'``
             (Glorot-uniform ``weight_ih``, orthogonal ``weight_hh``, zero biases); see :mod:`rnnlab.nn.init`.

@@ -422,7 +422,7 @@ class RNNBase(nn.Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.cell == "lstm" and not self.forget_gate:
             s += ", forget_gate=False"
-        if self.forget_slice() is not None and self.forget_bias != 1.0:
+        if self.forget_slice() is not None and self.forget_bias != 0.0:
             s += f", forget_bias={self.forget_bias}"
         if self.init != "torch":
             s += f", init={self.init!r}"

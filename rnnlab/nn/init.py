@@ -3,7 +3,7 @@
 ``'torch'``
     Every parameter, in registration order, drawn from :math:`\\mathcal{U}(-k, k)` with
     :math:`k = 1/\\sqrt{H}`, exactly as ``torch.nn.RNNBase.reset_parameters``: with the same seed and
-    ``forget_bias=0``, ``rnnlab.nn.LSTM`` and ``torch.nn.LSTM`` hold identical weights.
+    ``forget_bias=0`` (the default), ``rnnlab.nn.LSTM`` and ``torch.nn.LSTM`` hold identical weights.
 ``'keras'``
     Keras' defaults for ``LSTM``/``GRU``/``SimpleRNN``: ``kernel_initializer='glorot_uniform'`` on the input
     weights (Keras' kernel is ``(I, G*H)``, ours its transpose ``(G*H, I)``, so the bound

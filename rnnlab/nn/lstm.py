@@ -62,7 +62,7 @@ class LSTM(RNNBase):
     torch_peer = nn.LSTM
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, forget_bias=1.0, forget_gate=True, init="torch",
+                 bidirectional=False, device=None, dtype=None, *, forget_bias=0.0, forget_gate=True, init="torch",
                  backend="auto"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
                          forget_gate=forget_gate, forget_bias=forget_bias, init=init, backend=backend)
@@ -106,6 +106,6 @@ class CIFGLSTM(RNNBase):
     torch_peer = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, forget_bias=1.0, init="torch", backend="auto"):
+                 bidirectional=False, device=None, dtype=None, *, forget_bias=0.0, init="torch", backend="auto"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
                          forget_bias=forget_bias, init=init, backend=backend)
