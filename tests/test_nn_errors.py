@@ -143,8 +143,6 @@ def test_from_torch_wrong_class():
         rn.LSTM.from_torch(torch.nn.GRU(I, H))
     with pytest.raises(TypeError, match=r"CIFGLSTM has no torch.nn peer"):
         rn.CIFGLSTM.from_torch(torch.nn.LSTM(I, H))
-    with pytest.raises(ValueError, match=r"`module.proj_size` must be 0.*got 1"):
-        rn.LSTM.from_torch(torch.nn.LSTM(I, H, proj_size=1))
 
 
 @pytest.mark.cuda
@@ -197,11 +195,26 @@ TORCH_TYPE_CASES = {  # id -> (class name, constructor args, forward args or Non
                           rf"`hx` must have shape .*: expected \(1, {B}, {H}\), got \(1, {H}\)"),
     "hx_dtype": ("RNN", (I, H), (torch.randn(T, B, I), torch.zeros(1, B, H, dtype=torch.float64)),
                  r"`hx` must match the input's dtype and device: expected torch.float32 on cpu, got torch.float64"),
+    "proj_size_negative": ("LSTM", (I, H, 1, True, False, 0.0, False, -1), None,
+                           r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 2, got -1"),
+    "proj_size_hidden": ("LSTM", (I, H, 1, True, False, 0.0, False, H), None,
+                         r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 2, got 2"),
+    "proj_size_float": ("LSTM", (I, 3, 1, True, False, 0.0, False, 1.0), None,
+                        r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 3, got 1.0"),
     "sequence_length_zero": ("LSTM", (I, H), (torch.randn(0, B, I),),
                              r"`input` must have at least one time step: got sequence length 0"),
     "sequence_length_zero_unbatched": ("GRU", (I, H), (torch.randn(0, I),),
                                        r"`input` must have at least one time step: got sequence length 0"),
 }
+
+
+@pytest.mark.parametrize("cls", ["GRU", "RNN"])
+@pytest.mark.parametrize("proj_size", [0, 1])
+def test_proj_size_on_gru_or_rnn_is_torch_nn_s_value_error(cls, proj_size):
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM, not RNN or GRU"):
+        getattr(torch.nn, cls)(I, H, proj_size=proj_size)
+    with pytest.raises(ValueError, match=rf"`proj_size` is only supported for LSTM: {cls} got proj_size={proj_size}"):
+        getattr(rn, cls)(I, H, proj_size=proj_size)
 
 
 @pytest.mark.parametrize("case", list(TORCH_TYPE_CASES))
