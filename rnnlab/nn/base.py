@@ -47,6 +47,15 @@ def _to_float(t, dtype: torch.dtype):
     return t.to(dtype) if isinstance(data, Tensor) and data.is_floating_point() else t
 
 
+def check_sizes(**sizes) -> None:
+    """Each keyword a positive int (not a bool): :class:`SizeTypeError` for another type, ValueError if <= 0."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SizeTypeError(f"`{name}` must be a positive int: got {value!r}")
+        if value <= 0:
+            raise ValueError(f"`{name}` must be a positive int: got {value!r}")
+
+
 def _check_backend(name) -> None:
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"`backend` must be one of {['auto', *BACKENDS]}: got {name!r}")
@@ -95,11 +104,7 @@ class RNNBase(nn.Module):
         proj_size: Optional[int] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SizeTypeError(f"`{name}` must be a positive int: got {value!r}")
-            if value <= 0:
-                raise ValueError(f"`{name}` must be a positive int: got {value!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if proj_size is not None and self.cell != "lstm":  # torch.nn.GRU/RNN refuse even proj_size=0
             raise ValueError(f"`proj_size` is only supported for LSTM: {type(self).__name__} got proj_size={proj_size!r}")
         proj_size = 0 if proj_size is None else proj_size
