@@ -466,6 +466,8 @@ class RNNBase(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"  # where torch prints it
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if self.bias is not True:
@@ -476,8 +478,6 @@ class RNNBase(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
         if self.cell == "rnn" and self.nonlinearity != "tanh":
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.cell == "lstm" and not self.forget_gate:

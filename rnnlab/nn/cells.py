@@ -66,12 +66,11 @@ class RNNCellBase(nn.Module):
                  nonlinearity: str = "tanh", forget_bias: float = 0.0) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
-        if not isinstance(bias, bool):
-            raise TypeError(f"`bias` must be a bool: got {type(bias).__name__} {bias!r}")
         if nonlinearity not in loop.NONLINEARITIES:
             raise ValueError(f"`nonlinearity` must be one of {list(loop.NONLINEARITIES)}: got {nonlinearity!r}")
         if not isinstance(forget_bias, numbers.Real) or isinstance(forget_bias, bool):
             raise TypeError(f"`forget_bias` must be a float: got {forget_bias!r}")
+        bias = bool(bias)  # as torch's cells, any truthy value (torch's layers insist on a bool)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.nonlinearity, self.forget_bias = nonlinearity, float(forget_bias)
         G, factory = self.num_gates * hidden_size, {"device": device, "dtype": dtype}
