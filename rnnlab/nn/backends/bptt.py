@@ -335,6 +335,19 @@ def _inline_lstm_bwd(loops, x):
     return getattr(loops, "lstm_bwd_inline", None)
 
 
+def _traced_or_transformed(*tensors) -> bool:
+    """Whether this call is being traced (``torch.compile`` / ``torch.export``, i.e. Dynamo; ``torch.jit.trace``)
+    or runs under a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...). The per-step loops write into
+    buffers in place, outside the dispatcher's view (the C++ ones are ops without fake kernels or batching rules),
+    so none of these can see through them, and the layer runs the loop reference instead: same numbers, made of
+    torch ops. ``torch._C._functorch.is_functorch_wrapped_tensor`` (a torch internal) tells a transform's wrapped
+    tensor; without it the transform meets the fused Function and raises its own error."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return wrapped is not None and any(t is not None and wrapped(t) for t in tensors)
+
+
 def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                    *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
     """:func:`rnnlab.nn.backends.loop.run_layer` with a given implementation of the six per-step loops."""
@@ -352,7 +365,9 @@ def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_h
         mask = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
     if cell in ("gru", "rnn"):
         c0 = None
-    if B == 0:  # an empty batch: nothing to compute, and the reference's ops give torch.nn's empty shapes
+    if B == 0 or _traced_or_transformed(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+        # an empty batch: nothing to compute, and the reference's ops give torch.nn's empty shapes. Traced or
+        # transformed: the reference is made of torch ops that every tracer and transform sees through
         return loop.run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                               nonlinearity=nonlinearity, forget_gate=forget_gate, grad_norms=grad_norms)
     return _BPTTLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mask, bool(reverse), cell,
