@@ -1,4 +1,6 @@
 """Module plumbing around run_layer: inter-layer dropout as torch, the backend dispatch table, lengths forms."""
+import warnings
+
 import pytest
 import torch
 
@@ -210,6 +212,14 @@ def test_torch_export_of_the_fused_backend_runs_to_the_eager_numbers():
     m, x = _gru_and_input()
     exported = torch.export.export(m, (x,))
     torch.testing.assert_close(exported.module()(x)[0], m(x)[0], atol=1e-6, rtol=1e-6)
+
+
+def test_torch_jit_trace_of_the_fused_backend_runs_to_the_eager_numbers():
+    m, x = _gru_and_input(T=3)
+    with pytest.warns(torch.jit.TracerWarning), warnings.catch_warnings():  # unrolled for T = 3: the tracer says so
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace is deprecated, not gone
+        traced = torch.jit.trace(m, (x,), check_trace=False)
+    torch.testing.assert_close(traced(x)[0], m(x)[0], atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.slow
