@@ -64,8 +64,8 @@ def args_doc(name: str, forget: bool = False, nonlinearity: bool = False, proj: 
             Runs on the ``'loop'`` backend (another backend warns once and steps aside to it). Default: 0
 """
     if forget:
-        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation. ``1.0`` is Jozefowicz et
-            al. (2015), "An Empirical Exploration of Recurrent Network Architectures", and Keras'
+        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation. ``1.0`` is
+            Jozefowicz et al. (2015), "An Empirical Exploration of Recurrent Network Architectures", and Keras'
             ``unit_forget_bias`` (rnnlab's experiments set it through ``model.forget_bias``); the default ``0``
             draws torch's initial weights. With ``bias=False`` there is no bias to add it to, so it has no
             effect. Default: 0.0

@@ -106,10 +106,13 @@ class RNNBase(nn.Module):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         if proj_size is not None and self.cell != "lstm":  # torch.nn.GRU/RNN refuse even proj_size=0
-            raise ValueError(f"`proj_size` is only supported for LSTM: {type(self).__name__} got proj_size={proj_size!r}")
+            raise ValueError(
+                f"`proj_size` is only supported for LSTM: {type(self).__name__} got proj_size={proj_size!r}"
+            )
         proj_size = 0 if proj_size is None else proj_size
-        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size:
-            raise (SizeTypeError if not isinstance(proj_size, int) or isinstance(proj_size, bool) else ValueError)(
+        is_int = isinstance(proj_size, int) and not isinstance(proj_size, bool)
+        if not is_int or not 0 <= proj_size < hidden_size:
+            raise (ValueError if is_int else SizeTypeError)(
                 f"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < "
                 f"{hidden_size}, got {proj_size!r}"
             )
@@ -287,7 +290,6 @@ class RNNBase(nn.Module):
         h0, c0 = self._check_hx(hx, x, batched)  # (L*D, B, H) each; c0 None for gru/rnn
 
         backend = _resolved(self.backend, x.device, x.dtype)
-        proj = {}
         if self.proj_size:  # the projection is written in the loop reference only
             if backend != "loop" and not self._warned_proj_backend:
                 warnings.warn(f"LSTM(proj_size={self.proj_size}) runs on the 'loop' backend: the {backend!r} "

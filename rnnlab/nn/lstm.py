@@ -6,7 +6,6 @@ from torch import nn
 from rnnlab.nn._docs import args_doc, shapes_doc
 from rnnlab.nn.base import RNNBase
 
-_ARGS, _SHAPES = args_doc("LSTM", forget=True), shapes_doc(lstm=True)  # CIFGLSTM's
 
 class LSTM(RNNBase):
     __doc__ = r"""Multi-layer long short-term memory (LSTM) RNN, a drop-in peer of :class:`torch.nn.LSTM`.
@@ -31,7 +30,8 @@ class LSTM(RNNBase):
 
     With ``forget_gate=False`` this is the original LSTM of Hochreiter & Schmidhuber (1997), "Long Short-Term
     Memory": there is no :math:`f_t` and :math:`c_t = c_{t-1} + i_t \odot g_t`. It has no ``torch.nn`` peer.
-    """ + args_doc("LSTM", forget=True, proj=True) + r"""        forget_gate: ``False`` removes the forget gate (1997 LSTM, 3 gates). Default: ``True``
+    """ + args_doc("LSTM", forget=True, proj=True) + r"""        forget_gate: ``False`` removes the forget gate (1997
+            LSTM, 3 gates). Default: ``True``
     """ + shapes_doc(lstm=True, proj=True) + r"""
     Attributes:
         weight_ih_l[k]: input-hidden weights of layer k, :math:`(W_{ii}|W_{if}|W_{ig}|W_{io})`, shape
@@ -88,7 +88,7 @@ class CIFGLSTM(RNNBase):
         \end{array}
 
     with the symbols of :class:`LSTM`; :math:`i_t = 1 - f_t` is not a parameterised gate.
-    """ + _ARGS + _SHAPES + r"""
+    """ + args_doc("LSTM", forget=True) + shapes_doc(lstm=True) + r"""
     Attributes:
         weight_ih_l[k]: :math:`(W_{if}|W_{ig}|W_{io})`, ``(3*hidden_size, input_size)`` for k = 0, else
             ``(3*hidden_size, num_directions * hidden_size)``
