@@ -18,6 +18,21 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(params=["python", "cpp"])
+def loops(request, monkeypatch):
+    """Both implementations of the fused backend's per-step loops: the Python one and the C++ extension."""
+    from rnnlab.nn.backends import cpp, fused
+
+    impl = fused.PythonLoops
+    if request.param == "cpp":
+        monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")  # build now (once per source version, cached)
+        impl = cpp.loops()
+        if impl is None:
+            pytest.skip("the C++ extension could not be built here (no compiler?)")
+    monkeypatch.setattr(fused, "loops", lambda: impl)
+    return impl
+
+
 @pytest.fixture
 def no_data_env(monkeypatch):
     """CI sets RNNLAB_IMDB_ARCHIVE / RNNLAB_DATA; tests that choose the archive and cache explicitly unset them."""

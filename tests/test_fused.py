@@ -35,19 +35,6 @@ def variant_id(v):
     return f"{v[0]}-fg{int(v[1])}-{v[2]}"
 
 
-@pytest.fixture(params=["python", "cpp"])
-def loops(request, monkeypatch):
-    """Both implementations of the per-step loops: the Python one and the C++ extension."""
-    impl = fused.PythonLoops
-    if request.param == "cpp":
-        monkeypatch.setenv("RNNLAB_FUSED_EXT", "wait")  # build now (once per source version, cached)
-        impl = cpp.loops()
-        if impl is None:
-            pytest.skip("the C++ extension could not be built here (no compiler?)")
-    monkeypatch.setattr(fused, "loops", lambda: impl)
-    return impl
-
-
 def _run(backend, variant, tensors, lengths, reverse, gout):
     cell, forget_gate, nl, _ = variant
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = tensors

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import rnnlab.nn as rn
-from rnnlab.nn import base, gru, lstm, norms, registry, rnn
+from rnnlab.nn import base, cells, gru, lstm, norms, registry, rnn
 
 
-@pytest.mark.parametrize("module", [lstm, gru, rnn, base, norms, registry])
+@pytest.mark.parametrize("module", [lstm, gru, rnn, base, cells, norms, registry])
 def test_docstring_examples(module):
     globs = {"torch": torch, **{name: getattr(rn, name) for name in rn.__all__}}
     result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)

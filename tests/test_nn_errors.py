@@ -1,5 +1,6 @@
 """Each documented argument/input error is raised, and its message names the argument, the expectation and what
 was got, e.g. "`input.size(-1)` must equal input_size: expected 5, got 3"."""
+import re
 import subprocess
 import sys
 
@@ -142,8 +143,6 @@ def test_from_torch_wrong_class():
         rn.LSTM.from_torch(torch.nn.GRU(I, H))
     with pytest.raises(TypeError, match=r"CIFGLSTM has no torch.nn peer"):
         rn.CIFGLSTM.from_torch(torch.nn.LSTM(I, H))
-    with pytest.raises(ValueError, match=r"`module.proj_size` must be 0.*got 1"):
-        rn.LSTM.from_torch(torch.nn.LSTM(I, H, proj_size=1))
 
 
 @pytest.mark.cuda
@@ -159,3 +158,82 @@ def test_cuda_lengths_out_of_range_fail_at_sync():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "assert" in proc.stderr.lower()  # "device-side assert triggered"
+
+
+# --- the same exception types as torch.nn for the same mistakes (issue 29); rnnlab's messages stay -----------------
+def _raised(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the type is what is compared
+        return e
+    raise AssertionError("no exception raised")
+
+
+TORCH_TYPE_CASES = {  # id -> (class name, constructor args, forward args or None, rnnlab's message)
+    "hidden_size_float": ("LSTM", (I, 3.0), None, r"`hidden_size` must be a positive int: got 3.0"),
+    "hidden_size_str": ("GRU", (I, "10"), None, r"`hidden_size` must be a positive int: got '10'"),
+    "input_size_float": ("RNN", (3.0, H), None, r"`input_size` must be a positive int: got 3.0"),
+    "num_layers_float": ("LSTM", (I, H, 2.0), None, r"`num_layers` must be a positive int: got 2.0"),
+    "hidden_size_zero": ("GRU", (I, 0), None, r"`hidden_size` must be a positive int: got 0"),
+    "num_layers_zero": ("RNN", (I, H, 0), None, r"`num_layers` must be a positive int: got 0"),
+    "input_feature_size": ("LSTM", (I, H), (torch.randn(T, B, 3),),
+                           rf"`input.size\(-1\)` must equal input_size: expected {I}, got 3"),
+    "input_dtype": ("GRU", (I, H), (torch.randn(T, B, I, dtype=torch.float64),),
+                    r"`input.dtype` must equal the parameters' dtype: expected torch.float32, got torch.float64"),
+    "input_int": ("RNN", (I, H), (torch.ones(T, B, I, dtype=torch.int64),),
+                  r"`input.dtype` must equal the parameters' dtype: expected torch.float32, got torch.int64"),
+    "input_rank": ("LSTM", (I, H), (torch.randn(1, T, B, I),), r"`input` must be 3-D \(batched\) or 2-D"),
+    "hx_layers": ("GRU", (I, H, 1, True, False, 0.0, True), (torch.randn(T, B, I), torch.zeros(1, B, H)),
+                  rf"`hx` must have shape .*: expected \(2, {B}, {H}\), got \(1, {B}, {H}\)"),
+    "hx_batch": ("RNN", (I, H), (torch.randn(T, B, I), torch.zeros(1, B + 1, H)),
+                 rf"`hx` must have shape .*: expected \(1, {B}, {H}\), got \(1, {B + 1}, {H}\)"),
+    "hx_hidden": ("LSTM", (I, H), (torch.randn(T, B, I), (torch.zeros(1, B, H), torch.zeros(1, B, 3))),
+                  rf"`hx\[1\]` must have shape .*: expected \(1, {B}, {H}\), got \(1, {B}, 3\)"),
+    "hx_3d_for_unbatched": ("RNN", (I, H), (torch.randn(T, I), torch.zeros(1, 1, H)),
+                            rf"`hx` must have shape .*without batch.*expected \(1, {H}\), got \(1, 1, {H}\)"),
+    "hx_2d_for_batched": ("GRU", (I, H), (torch.randn(T, B, I), torch.zeros(1, H)),
+                          rf"`hx` must have shape .*: expected \(1, {B}, {H}\), got \(1, {H}\)"),
+    "hx_dtype": ("RNN", (I, H), (torch.randn(T, B, I), torch.zeros(1, B, H, dtype=torch.float64)),
+                 r"`hx` must match the input's dtype and device: expected torch.float32 on cpu, got torch.float64"),
+    "proj_size_negative": ("LSTM", (I, H, 1, True, False, 0.0, False, -1), None,
+                           r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 2, got -1"),
+    "proj_size_hidden": ("LSTM", (I, H, 1, True, False, 0.0, False, H), None,
+                         r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 2, got 2"),
+    "proj_size_float": ("LSTM", (I, 3, 1, True, False, 0.0, False, 1.0), None,
+                        r"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < 3, got 1.0"),
+    "sequence_length_zero": ("LSTM", (I, H), (torch.randn(0, B, I),),
+                             r"`input` must have at least one time step: got sequence length 0"),
+    "sequence_length_zero_unbatched": ("GRU", (I, H), (torch.randn(0, I),),
+                                       r"`input` must have at least one time step: got sequence length 0"),
+}
+
+
+@pytest.mark.parametrize("cls", ["GRU", "RNN"])
+@pytest.mark.parametrize("proj_size", [0, 1])
+def test_proj_size_on_gru_or_rnn_is_torch_nn_s_value_error(cls, proj_size):
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM, not RNN or GRU"):
+        getattr(torch.nn, cls)(I, H, proj_size=proj_size)
+    with pytest.raises(ValueError, match=rf"`proj_size` is only supported for LSTM: {cls} got proj_size={proj_size}"):
+        getattr(rn, cls)(I, H, proj_size=proj_size)
+
+
+@pytest.mark.parametrize("case", list(TORCH_TYPE_CASES))
+def test_an_error_is_of_the_type_torch_nn_raises_for_the_same_inputs(case):
+    """Code written for torch.nn (``except RuntimeError``) catches rnnlab's error; the message is rnnlab's."""
+    name, args, forward, match = TORCH_TYPE_CASES[case]
+    torch_cls, ours_cls = getattr(torch.nn, name), getattr(rn, name)
+    if forward is None:
+        want, got = _raised(lambda: torch_cls(*args)), _raised(lambda: ours_cls(*args))
+    else:
+        want = _raised(lambda: torch_cls(*args)(*forward))
+        got = _raised(lambda: ours_cls(*args)(*forward))
+    assert isinstance(got, type(want)), f"torch.nn raises {type(want).__name__}, rnnlab {type(got).__name__}: {got}"
+    assert re.search(match, str(got)), str(got)
+
+
+@pytest.mark.parametrize("error,also", [(rn.ShapeError, ValueError), (rn.DTypeError, TypeError),
+                                        (rn.SizeTypeError, ValueError)])
+def test_errors_are_still_the_types_rnnlab_raised_before(error, also):
+    """Callers written against rnnlab's earlier types (ValueError for shapes and sizes, TypeError for dtypes) keep
+    catching them."""
+    assert issubclass(error, also)

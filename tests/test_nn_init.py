@@ -14,6 +14,8 @@ I, H = 6, 5
     "ours,ref",
     [
         (lambda: rn.LSTM(I, H, 3, bidirectional=True, forget_bias=0.0), lambda: torch.nn.LSTM(I, H, 3, bidirectional=True)),
+        (lambda: rn.LSTM(I, H), lambda: torch.nn.LSTM(I, H)),  # the defaults are torch.nn's: forget_bias=0 (issue 29)
+        (lambda: rn.CIFGLSTM(I, H), lambda: rn.CIFGLSTM(I, H, forget_bias=0.0)),
         (lambda: rn.GRU(I, H, 2, bias=False), lambda: torch.nn.GRU(I, H, 2, bias=False)),
         (lambda: rn.RNN(I, H, 2, "relu"), lambda: torch.nn.RNN(I, H, 2, "relu")),
     ],
@@ -52,7 +54,7 @@ def test_cifg_forget_slice_is_first():
     torch.manual_seed(0)
     base = rn.CIFGLSTM(I, H, forget_bias=0.0)
     torch.manual_seed(0)
-    shifted = rn.CIFGLSTM(I, H)  # default 1.0
+    shifted = rn.CIFGLSTM(I, H, forget_bias=1.0)
     diff = shifted.bias_ih_l0 - base.bias_ih_l0
     assert torch.allclose(diff[:H], torch.ones(H)) and diff[H:].abs().max() == 0  # (f, g, o)
     assert torch.equal(shifted.bias_hh_l0, base.bias_hh_l0)
@@ -71,7 +73,7 @@ def test_no_forget_gate_or_no_bias_ignores_forget_bias():
 @pytest.mark.parametrize("cls,G,forget", [(rn.LSTM, 4, slice(H, 2 * H)), (rn.CIFGLSTM, 3, slice(0, H)), (rn.GRU, 3, None), (rn.RNN, 1, None)])
 def test_keras_init(cls, G, forget):
     torch.manual_seed(0)
-    m = cls(I, H, 2, bidirectional=True, init="keras")
+    m = cls(I, H, 2, bidirectional=True, init="keras", **({"forget_bias": 1.0} if forget is not None else {}))
     for name, p in m.named_parameters():
         if name.startswith("weight_ih"):
             fan_in = p.shape[1]
@@ -117,7 +119,7 @@ def test_keras_init_applies_to_torch_modules_with_the_same_draws(ours_cls, torch
 
     ref = torch_cls(I, H, 2, bidirectional=True)
     torch.manual_seed(7)
-    ours = ours_cls(I, H, 2, bidirectional=True, init="keras")
+    ours = ours_cls(I, H, 2, bidirectional=True, init="keras", **({"forget_bias": 1.0} if ours_cls is rn.LSTM else {}))
     torch.manual_seed(7)
     keras_init_(ref, forget_bias=1.0)
     for (name, p), q in zip(ours.named_parameters(), ref.parameters()):

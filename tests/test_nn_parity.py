@@ -206,3 +206,74 @@ def test_bfloat16_runs_close_to_float32():
     out16.float().sum().backward()
     assert out16.dtype == torch.bfloat16 and ours16.weight_hh_l0.grad.dtype == torch.bfloat16
     assert_close(out16.float(), out32, 5e-2, "bfloat16 output")
+
+
+# --- LSTM with projections (torch.nn.LSTM(..., proj_size=P)): h_t = W_hr (o_t ⊙ tanh(c_t)) (issue 29) ------------
+def make_proj_pair(num_layers, bidirectional, batch_first, backend="loop", proj_size=2):
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, num_layers, bidirectional=bidirectional, batch_first=batch_first, proj_size=proj_size,
+                        dtype=torch.float64)
+    ours = rn.LSTM(I, H, num_layers, bidirectional=bidirectional, batch_first=batch_first, proj_size=proj_size,
+                   dtype=torch.float64, backend=backend)
+    ours.load_state_dict(ref.state_dict())
+    return ours, ref
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,with_hx,with_lengths",
+                         [(1, False, False, False, False), (2, True, True, True, True), (2, False, False, True, True),
+                          (3, True, False, False, False)])
+def test_projected_lstm_equals_torch_nn(num_layers, bidirectional, batch_first, with_hx, with_lengths):
+    P = 2
+    ours, ref = make_proj_pair(num_layers, bidirectional, batch_first)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=torch.float64)
+    LD = num_layers * (2 if bidirectional else 1)
+    hx = (torch.randn(LD, B, P, generator=g, dtype=torch.float64),
+          torch.randn(LD, B, H, generator=g, dtype=torch.float64)) if with_hx else None
+    lengths = LENGTHS if with_lengths else None
+    xr, hxr, in_ref = leaves(x, hx)
+    out_r, hn_r = run_torch(ref, xr, hxr, lengths, batch_first)
+    loss_of(out_r, hn_r, torch.Generator().manual_seed(2)).backward()
+    xo, hxo, in_ours = leaves(x, hx)
+    out_o, hn_o = ours(xo, hxo, lengths=lengths)
+    loss_of(out_o, hn_o, torch.Generator().manual_seed(2)).backward()
+    assert out_o.shape == out_r.shape and out_o.shape[-1] == P * (2 if bidirectional else 1)
+    assert_close(out_o, out_r, 1e-10, "output")
+    for a, b in zip(hn_o, hn_r):
+        assert a.shape == b.shape
+        assert_close(a, b, 1e-10, "final state")
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert_close(p.grad, q.grad, 1e-10, f"grad of {name}")
+    for a, b in zip(in_ours, in_ref):
+        assert_close(a.grad, b.grad, 1e-10, "grad of input/hx")
+
+
+def test_projected_lstm_on_the_fused_backend_warns_once_and_runs_the_loop():
+    ours, ref = make_proj_pair(2, True, False, backend="fused")
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"proj_size.*runs on the 'loop' backend"):
+        out, _ = ours(x)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours(x)  # once per module
+    assert_close(out, ref(x)[0], 1e-10, "output")
+
+
+@pytest.mark.parametrize("backend", ["loop", "fused"])
+def test_proj_size_zero_is_the_plain_lstm(backend):
+    torch.manual_seed(0)
+    a = rn.LSTM(I, H, 2, proj_size=0, backend=backend)
+    torch.manual_seed(0)
+    b = rn.LSTM(I, H, 2, backend=backend)
+    x = torch.randn(T, B, I)
+    assert torch.equal(a(x)[0], b(x)[0]) and a.proj_size == 0
+
+
+def test_from_torch_and_to_torch_keep_the_projection():
+    ref = torch.nn.LSTM(I, H, 2, proj_size=3, dtype=torch.float64)
+    ours = rn.LSTM.from_torch(ref, backend="loop")
+    assert ours.proj_size == 3 and ours.to_torch().proj_size == 3
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    assert_close(ours(x)[0], ref(x)[0], 1e-10, "output")

@@ -65,3 +65,55 @@ def test_extra_repr_like_torch():
     assert repr(rn.GRU(I, H)) == repr(torch.nn.GRU(I, H))
     assert repr(rn.RNN(I, H, nonlinearity="identity", init="keras")) == "RNN(5, 4, nonlinearity='identity', init='keras')"
     assert repr(rn.CIFGLSTM(I, H, forget_bias=2.0)) == "CIFGLSTM(5, 4, forget_bias=2.0)"
+
+
+# --- torch.nn's module attributes that third-party code reads (AWD-LSTM's WeightDrop, weight_norm) (issue 29) -----
+ATTR_PAIRS = PAIRS + [(rn.RNN, torch.nn.RNN, {}), (rn.LSTM, torch.nn.LSTM, {"proj_size": 2})]
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,extra", ATTR_PAIRS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_flat_weights_all_weights_and_mode_are_torch_nn_s(ours_cls, torch_cls, extra, bias):
+    ours, ref = ours_cls(I, H, 2, bias=bias, bidirectional=True, **extra), torch_cls(I, H, 2, bias=bias,
+                                                                                      bidirectional=True, **extra)
+    assert ours.mode == ref.mode
+    assert ours._flat_weights_names == ref._flat_weights_names
+    assert ours._all_weights == ref._all_weights
+    assert [id(w) for w in ours._flat_weights] == [id(getattr(ours, n)) for n in ref._flat_weights_names]
+    assert [w.shape for w in ours._flat_weights] == [w.shape for w in ref._flat_weights]
+
+
+def test_modes_of_the_variants_without_a_torch_peer():
+    assert rn.CIFGLSTM(I, H).mode == "CIFG"
+    assert rn.LSTM(I, H, forget_gate=False).mode == "LSTM_NOFORGET"
+    assert rn.RNN(I, H, nonlinearity="identity").mode == "RNN_IDENTITY"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize("name,extra,num_params", [("weight_ih_l0", {}, 4), ("weight_hr_l0", {"proj_size": 2}, 5)])
+def test_weight_norm_turns_one_flat_weight_into_a_tensor_and_back(name, extra, num_params):
+    """The facts of torch's test_rnn_weight_norm, and the reparametrised module still runs torch.nn's function."""
+    ours = rn.LSTM(I, H, **extra, dtype=torch.float64, backend="loop")
+    ref = torch.nn.LSTM(I, H, **extra, dtype=torch.float64)
+    ref.load_state_dict(ours.state_dict())
+    torch.nn.utils.weight_norm(ours, name=name)
+    torch.nn.utils.weight_norm(ref, name=name)
+    assert sum(isinstance(p, torch.nn.Parameter) for p in ours._flat_weights) == num_params - 1
+    x = torch.randn(3, 2, I, dtype=torch.float64)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=1e-12, rtol=0)
+    torch.nn.utils.remove_weight_norm(ours, name=name)
+    assert sum(isinstance(p, torch.nn.Parameter) for p in ours._flat_weights) == num_params
+    assert name in dict(ours.named_parameters()) and name + "_v" not in dict(ours.named_parameters())
+
+
+def test_a_weight_replaced_by_a_plain_tensor_is_used_by_forward():
+    """WeightDrop (AWD-LSTM) deletes weight_hh_l0 and sets a dropped copy as a plain tensor before each forward."""
+    m = rn.LSTM(I, H, dtype=torch.float64)
+    x = torch.randn(3, 2, I, dtype=torch.float64)
+    raw = m.weight_hh_l0
+    del m._parameters["weight_hh_l0"]
+    m.weight_hh_l0 = torch.zeros_like(raw)
+    assert m._flat_weights[1] is m.weight_hh_l0
+    ref = rn.LSTM(I, H, dtype=torch.float64)
+    ref.load_state_dict({**m.state_dict(), "weight_hh_l0": torch.zeros_like(raw)})
+    torch.testing.assert_close(m(x)[0], ref(x)[0], atol=0, rtol=0)

@@ -1,11 +1,15 @@
 """Docstring pieces shared by the recurrent modules (Args and the Inputs/Outputs shape table)."""
 
 
-def shapes_doc(lstm: bool) -> str:
+def shapes_doc(lstm: bool, proj: bool = False) -> str:
     hx = "(h_0, c_0)" if lstm else "h_0"
     hn = "(h_n, c_n)" if lstm else "h_n"
     c0 = "\n        * **c_0**: same shape as ``h_0``." if lstm else ""
     cn = "\n        * **c_n**: same shape, the cell state." if lstm else ""
+    h_out = r"\text{proj\_size if proj\_size > 0 otherwise hidden\_size}" if proj else r"\text{hidden\_size}"
+    if proj:
+        c0 = c0.replace("same shape as ``h_0``", "as ``h_0`` with ``hidden_size`` columns")
+        cn = cn.replace("same shape", "as ``h_n`` with ``hidden_size`` columns")
     return rf"""
     Inputs: input, {hx}, lengths
         * **input**: tensor of shape :math:`(L, H_{{in}})` for unbatched input, :math:`(L, N, H_{{in}})` when
@@ -25,7 +29,7 @@ def shapes_doc(lstm: bool) -> str:
                 L ={{}} & \text{{sequence length}} \\
                 D ={{}} & 2 \text{{ if bidirectional=True otherwise }} 1 \\
                 H_{{in}} ={{}} & \text{{input\_size}} \\
-                H_{{out}} ={{}} & \text{{hidden\_size}}
+                H_{{out}} ={{}} & {h_out}
             \end{{aligned}}
 
     Outputs: output, {hn}
@@ -36,7 +40,7 @@ def shapes_doc(lstm: bool) -> str:
 """
 
 
-def args_doc(name: str, forget: bool = False, nonlinearity: bool = False) -> str:
+def args_doc(name: str, forget: bool = False, nonlinearity: bool = False, proj: bool = False) -> str:
     s = f"""
     Args:
         input_size: The number of expected features in the input `x`
@@ -54,11 +58,17 @@ def args_doc(name: str, forget: bool = False, nonlinearity: bool = False) -> str
         s += """        nonlinearity: ``'tanh'``, ``'relu'`` or ``'identity'`` (a linear RNN, whose vanishing or exploding
             gradient is the product of powers of W_hh and can be computed in closed form). Default: ``'tanh'``
 """
+    if proj:
+        s += """        proj_size: If ``> 0``, an LSTM with projections of this size: :math:`h_t = W_{hr} (o_t \\odot
+            \\tanh(c_t))`, so :math:`h_t`, the output and ``h_n`` have ``proj_size`` entries per direction.
+            Runs on the ``'loop'`` backend (another backend warns once and steps aside to it). Default: 0
+"""
     if forget:
-        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation (Jozefowicz et al.
-            2015, "An Empirical Exploration of Recurrent Network Architectures"; Keras' ``unit_forget_bias``).
-            ``forget_bias=0`` reproduces torch's initial distribution. With ``bias=False`` there is no bias to
-            add it to, so it has no effect. Default: 1.0
+        s += """        forget_bias: added to the forget-gate slice of ``bias_ih`` after initialisation. ``1.0`` is
+            Jozefowicz et al. (2015), "An Empirical Exploration of Recurrent Network Architectures", and Keras'
+            ``unit_forget_bias`` (rnnlab's experiments set it through ``model.forget_bias``); the default ``0``
+            draws torch's initial weights. With ``bias=False`` there is no bias to add it to, so it has no
+            effect. Default: 0.0
 """
     s += """        init: ``'torch'`` (U(-1/sqrt(H), 1/sqrt(H)), the same draws as ``torch.nn``) or ``'keras'``
             (Glorot-uniform ``weight_ih``, orthogonal ``weight_hh``, zero biases); see :mod:`rnnlab.nn.init`.

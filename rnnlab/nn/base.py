@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnlab.nn.backends import fused, loop
 from rnnlab.nn.backends import triton as triton_backend
+from rnnlab.nn.errors import DTypeError, ShapeError, SizeTypeError
 from rnnlab.nn.init import INITS, reset_parameters_
 
 #: backend name -> ``run_layer`` with the signature of :func:`rnnlab.nn.backends.loop.run_layer`. Adding one is one
@@ -44,6 +45,15 @@ def _to_float(t, dtype: torch.dtype):
     argument checks to name."""
     data = t.data if isinstance(t, PackedSequence) else t
     return t.to(dtype) if isinstance(data, Tensor) and data.is_floating_point() else t
+
+
+def check_sizes(**sizes) -> None:
+    """Each keyword a positive int (not a bool): :class:`SizeTypeError` for another type, ValueError if <= 0."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SizeTypeError(f"`{name}` must be a positive int: got {value!r}")
+        if value <= 0:
+            raise ValueError(f"`{name}` must be a positive int: got {value!r}")
 
 
 def _check_backend(name) -> None:
@@ -91,11 +101,21 @@ class RNNBase(nn.Module):
         forget_bias: float = 0.0,
         init: str = "torch",
         backend: str = "auto",
+        proj_size: Optional[int] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive int: got {value!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if proj_size is not None and self.cell != "lstm":  # torch.nn.GRU/RNN refuse even proj_size=0
+            raise ValueError(
+                f"`proj_size` is only supported for LSTM: {type(self).__name__} got proj_size={proj_size!r}"
+            )
+        proj_size = 0 if proj_size is None else proj_size
+        is_int = isinstance(proj_size, int) and not isinstance(proj_size, bool)
+        if not is_int or not 0 <= proj_size < hidden_size:
+            raise (ValueError if is_int else SizeTypeError)(
+                f"`proj_size` must be a non-negative int smaller than hidden_size: expected 0 <= proj_size < "
+                f"{hidden_size}, got {proj_size!r}"
+            )
         for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool: got {type(value).__name__} {value!r}")
@@ -119,22 +139,26 @@ class RNNBase(nn.Module):
         self.dropout = float(dropout)
         self.nonlinearity, self.forget_gate = nonlinearity, bool(forget_gate)
         self.forget_bias, self.init, self.backend = float(forget_bias), init, backend
-        self.proj_size = 0  # for code that reads torch.nn.LSTM.proj_size
+        self.proj_size = proj_size  # P: h_t = W_hr (o_t ⊙ tanh(c_t)) has P entries; 0 = no projection
+        self._warned_proj_backend = False
         self._record_grad_norms = False
         self.grad_norms: dict[str, Tensor] = {}
         self._last_lengths: Optional[Tensor] = None
 
         D, G, H = self.num_directions, self.num_gates, hidden_size
+        H_out = proj_size or H  # the width of h_t
         factory = {"device": device, "dtype": dtype}
         for k in range(num_layers):  # registration order = torch's, so init='torch' draws the same numbers
-            layer_input = input_size if k == 0 else H * D
+            layer_input = input_size if k == 0 else H_out * D
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
                 self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **factory)))
-                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H, **factory)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H_out, **factory)))
                 if bias:
                     self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
                     self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
+                if proj_size:
+                    self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(proj_size, H, **factory)))
         self.reset_parameters()
 
     # --- layout -------------------------------------------------------------------------------------------------
@@ -161,14 +185,43 @@ class RNNBase(nn.Module):
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         return [getattr(self, n + sfx) if self.bias or n.startswith("weight") else None for n in names]
 
+    def _projection(self, k: int, d: int) -> Optional[Tensor]:
+        """``weight_hr_l{k}{_reverse}`` (P, H), or None without ``proj_size``."""
+        return getattr(self, f"weight_hr_l{k}" + ("_reverse" if d == 1 else "")) if self.proj_size else None
+
+    # torch.nn.RNNBase's attributes, which third-party code reads (AWD-LSTM's WeightDrop, weight_norm on an RNN).
+    # Computed on each read, so a weight replaced by a plain tensor (weight_norm, WeightDrop) is the one listed.
+    @property
+    def mode(self) -> str:
+        """torch's ``mode``: ``'LSTM'``, ``'GRU'``, ``'RNN_TANH'``, ``'RNN_RELU'``; rnnlab's variants without a torch
+        peer: ``'CIFG'``, ``'LSTM_NOFORGET'``, ``'RNN_IDENTITY'``."""
+        if self.cell == "rnn":
+            return "RNN_" + self.nonlinearity.upper()
+        if self.cell == "lstm" and not self.forget_gate:
+            return "LSTM_NOFORGET"
+        return self.cell.upper()
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """Per (layer, direction), the parameter names in torch's order: weight_ih, weight_hh, bias_ih, bias_hh
+        (without ``bias``: none), weight_hr (with ``proj_size``)."""
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        names += ["weight_hr"] if self.proj_size else []
+        return [[n + f"_l{k}" + ("_reverse" if d == 1 else "") for n in names]
+                for k in range(self.num_layers) for d in range(self.num_directions)]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [n for names in self._all_weights for n in names]
+
+    @property
+    def _flat_weights(self) -> list[Optional[Tensor]]:
+        return [getattr(self, n, None) for n in self._flat_weights_names]
+
     @property
     def all_weights(self) -> list[list[Tensor]]:
-        """Per (layer, direction): [weight_ih, weight_hh, bias_ih, bias_hh] (biases left out if bias=False), as torch."""
-        return [
-            [w for w in self._layer_weights(k, d) if w is not None]
-            for k in range(self.num_layers)
-            for d in range(self.num_directions)
-        ]
+        """Per (layer, direction): the weights named in :attr:`_all_weights`, as torch."""
+        return [[getattr(self, n) for n in names] for names in self._all_weights]
 
     def reset_parameters(self) -> None:
         reset_parameters_(self, self.init, self.forget_bias)
@@ -236,7 +289,14 @@ class RNNBase(nn.Module):
         lengths = self._check_lengths(lengths, x) if lengths is not None else None
         h0, c0 = self._check_hx(hx, x, batched)  # (L*D, B, H) each; c0 None for gru/rnn
 
-        run = BACKENDS[_resolved(self.backend, x.device, x.dtype)]
+        backend = _resolved(self.backend, x.device, x.dtype)
+        if self.proj_size:  # the projection is written in the loop reference only
+            if backend != "loop" and not self._warned_proj_backend:
+                warnings.warn(f"LSTM(proj_size={self.proj_size}) runs on the 'loop' backend: the {backend!r} "
+                              "backend has no projection")
+                self._warned_proj_backend = True
+            backend = "loop"
+        run = BACKENDS[backend]
         record = self._record_grad_norms
         self.grad_norms = {}
         self._last_lengths = lengths
@@ -253,7 +313,8 @@ class RNNBase(nn.Module):
                 out, h, c = run(
                     self.cell, layer_input, h0[idx], None if c0 is None else c0[idx], *self._layer_weights(k, d),
                     lengths_dev, d == 1, nonlinearity=self.nonlinearity, forget_gate=self.forget_gate, grad_norms=buf,
-                )  # (T, B, H), (B, H), (B, H) | None
+                    **({"weight_hr": self._projection(k, d)} if self.proj_size else {}),
+                )  # (T, B, H_out), (B, H_out), (B, H) | None
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -285,19 +346,19 @@ class RNNBase(nn.Module):
     # --- checks -------------------------------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
         if x.size(-1) != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"`input.size(-1)` must equal input_size: expected {self.input_size}, got {x.size(-1)}"
             )
         w = self.weight_ih_l0
         if x.dtype != w.dtype:
-            raise TypeError(
+            raise DTypeError(
                 f"`input.dtype` must equal the parameters' dtype: expected {w.dtype}, got {x.dtype} "
                 f"(cast the input, or the module with .to({x.dtype}))"
             )
         if x.device != w.device:
             raise ValueError(f"`input.device` must equal the parameters' device: expected {w.device}, got {x.device}")
         if x.size(0) == 0:
-            raise ValueError("`input` must have at least one time step: got sequence length 0")
+            raise ShapeError("`input` must have at least one time step: got sequence length 0")
 
     def _check_lengths(self, lengths, x: Tensor) -> Tensor:
         T, B = x.shape[:2]
@@ -316,7 +377,9 @@ class RNNBase(nn.Module):
         if lengths.dim() != 1 or lengths.size(0) != B:
             raise ValueError(f"`lengths` must have shape (batch,): expected ({B},), got {tuple(lengths.shape)}")
         lengths = lengths.long()
-        if lengths.device.type == "cpu":
+        if B == 0:
+            pass  # an empty batch has no lengths to check
+        elif lengths.device.type == "cpu":
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 1 or hi > T:
                 raise ValueError(f"`lengths` must lie in [1, T={T}] (T = input's time steps): got min {lo}, max {hi}")
@@ -326,10 +389,10 @@ class RNNBase(nn.Module):
 
     def _check_hx(self, hx, x: Tensor, batched: bool) -> tuple[Tensor, Optional[Tensor]]:
         LD, B, H = self.num_layers * self.num_directions, x.size(1), self.hidden_size
+        H_out = self.proj_size or H
         is_lstm = self.cell in ("lstm", "cifg")
         if hx is None:
-            zeros = x.new_zeros(LD, B, H)
-            return zeros, (zeros if is_lstm else None)
+            return x.new_zeros(LD, B, H_out), (x.new_zeros(LD, B, H) if is_lstm else None)
         if is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"`hx` must be a tuple (h_0, c_0) for {type(self).__name__}: got {type(hx).__name__}")
@@ -338,16 +401,17 @@ class RNNBase(nn.Module):
             if not isinstance(hx, Tensor):
                 raise TypeError(f"`hx` must be a Tensor for {type(self).__name__}: got {type(hx).__name__}")
             states = [("hx", hx)]
-        expected = (LD, B, H) if batched else (LD, H)
         out = []
         for name, s in states:
+            width = H if name == "hx[1]" else H_out  # c_0 has hidden_size columns, h_0 proj_size if projected
+            expected = (LD, B, width) if batched else (LD, width)
             if tuple(s.shape) != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"`{name}` must have shape (num_layers * num_directions, batch, hidden_size)"
                     f"{'' if batched else ' without batch for 2-D input'}: expected {expected}, got {tuple(s.shape)}"
                 )
             if s.dtype != x.dtype or s.device != x.device:
-                raise ValueError(
+                raise (DTypeError if s.dtype != x.dtype else ValueError)(
                     f"`{name}` must match the input's dtype and device: expected {x.dtype} on {x.device}, "
                     f"got {s.dtype} on {s.device}"
                 )
@@ -356,10 +420,11 @@ class RNNBase(nn.Module):
 
     # --- conversion to and from torch.nn ------------------------------------------------------------------------
     def _torch_kwargs(self) -> dict:
-        return dict(
+        kwargs = dict(
             input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers, bias=self.bias,
             batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
         )
+        return {**kwargs, "proj_size": self.proj_size} if self.proj_size else kwargs
 
     @classmethod
     def from_torch(cls, module: nn.Module, **kwargs) -> "RNNBase":
@@ -369,8 +434,6 @@ class RNNBase(nn.Module):
             raise TypeError(f"{cls.__name__} has no torch.nn peer to convert from")
         if not isinstance(module, cls.torch_peer):
             raise TypeError(f"`module` must be a {cls.torch_peer.__module__}.{cls.torch_peer.__name__}: got {type(module).__name__}")
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"`module.proj_size` must be 0 (projections are not supported): got {module.proj_size}")
         w = next(module.parameters())
         args = dict(
             input_size=module.input_size, hidden_size=module.hidden_size, num_layers=module.num_layers,
@@ -379,6 +442,8 @@ class RNNBase(nn.Module):
         )
         if cls.cell == "rnn":
             args["nonlinearity"] = module.nonlinearity
+        if getattr(module, "proj_size", 0):
+            args["proj_size"] = module.proj_size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the dropout/num_layers warning was already given for `module`
             new = cls(**args, **kwargs)
@@ -403,6 +468,8 @@ class RNNBase(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"  # where torch prints it
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if self.bias is not True:
@@ -417,7 +484,7 @@ class RNNBase(nn.Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.cell == "lstm" and not self.forget_gate:
             s += ", forget_gate=False"
-        if self.forget_slice() is not None and self.forget_bias != 1.0:
+        if self.forget_slice() is not None and self.forget_bias != 0.0:
             s += f", forget_bias={self.forget_bias}"
         if self.init != "torch":
             s += f", init={self.init!r}"

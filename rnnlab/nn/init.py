@@ -3,7 +3,7 @@
 ``'torch'``
     Every parameter, in registration order, drawn from :math:`\\mathcal{U}(-k, k)` with
     :math:`k = 1/\\sqrt{H}`, exactly as ``torch.nn.RNNBase.reset_parameters``: with the same seed and
-    ``forget_bias=0``, ``rnnlab.nn.LSTM`` and ``torch.nn.LSTM`` hold identical weights.
+    ``forget_bias=0`` (the default), ``rnnlab.nn.LSTM`` and ``torch.nn.LSTM`` hold identical weights.
 ``'keras'``
     Keras' defaults for ``LSTM``/``GRU``/``SimpleRNN``: ``kernel_initializer='glorot_uniform'`` on the input
     weights (Keras' kernel is ``(I, G*H)``, ours its transpose ``(G*H, I)``, so the bound
@@ -43,8 +43,8 @@ def init_torch_(module: nn.Module) -> None:
 def init_keras_(module: nn.Module) -> None:
     """Keras' defaults: Glorot-uniform input weights, orthogonal recurrent weights, zero biases."""
     for name, weight in module.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.xavier_uniform_(weight)  # fan_in = I, fan_out = G*H, as Keras' kernel (I, G*H)
+        if name.startswith(("weight_ih", "weight_hr")):
+            nn.init.xavier_uniform_(weight)  # fan_in = I, fan_out = G*H, as Keras' kernel (I, G*H); W_hr likewise
         elif name.startswith("weight_hh"):
             # (G*H, H) with orthonormal columns = transpose of Keras' (H, G*H) kernel with orthonormal rows.
             # orthogonal_ has no half-precision QR: draw in float32 and copy.

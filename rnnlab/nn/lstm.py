@@ -6,7 +6,6 @@ from torch import nn
 from rnnlab.nn._docs import args_doc, shapes_doc
 from rnnlab.nn.base import RNNBase
 
-_ARGS, _SHAPES = args_doc("LSTM", forget=True), shapes_doc(lstm=True)
 
 class LSTM(RNNBase):
     __doc__ = r"""Multi-layer long short-term memory (LSTM) RNN, a drop-in peer of :class:`torch.nn.LSTM`.
@@ -31,8 +30,9 @@ class LSTM(RNNBase):
 
     With ``forget_gate=False`` this is the original LSTM of Hochreiter & Schmidhuber (1997), "Long Short-Term
     Memory": there is no :math:`f_t` and :math:`c_t = c_{t-1} + i_t \odot g_t`. It has no ``torch.nn`` peer.
-    """ + _ARGS + r"""        forget_gate: ``False`` removes the forget gate (1997 LSTM, 3 gates). Default: ``True``
-    """ + _SHAPES + r"""
+    """ + args_doc("LSTM", forget=True, proj=True) + r"""        forget_gate: ``False`` removes the forget gate (1997
+            LSTM, 3 gates). Default: ``True``
+    """ + shapes_doc(lstm=True, proj=True) + r"""
     Attributes:
         weight_ih_l[k]: input-hidden weights of layer k, :math:`(W_{ii}|W_{if}|W_{ig}|W_{io})`, shape
             ``(4*hidden_size, input_size)`` for k = 0, else ``(4*hidden_size, num_directions * hidden_size)``;
@@ -40,6 +40,9 @@ class LSTM(RNNBase):
         weight_hh_l[k]: hidden-hidden weights, :math:`(W_{hi}|W_{hf}|W_{hg}|W_{ho})`, ``(4*hidden_size, hidden_size)``
         bias_ih_l[k]: :math:`(b_{ii}|b_{if}|b_{ig}|b_{io})`, ``(4*hidden_size)``; ``forget_bias`` is added to :math:`b_{if}`
         bias_hh_l[k]: :math:`(b_{hi}|b_{hf}|b_{hg}|b_{ho})`, ``(4*hidden_size)``
+        weight_hr_l[k]: the projection :math:`W_{hr}`, ``(proj_size, hidden_size)``; only with ``proj_size > 0``,
+            where ``weight_hh_l[k]`` is ``(4*hidden_size, proj_size)`` and layers k > 0 take
+            ``num_directions * proj_size`` inputs.
         weight_*_l[k]_reverse: the same for the reverse direction (``bidirectional=True``).
 
     Gates are packed (i, f, g, o) as in torch, so ``state_dict()`` loads into ``torch.nn.LSTM`` and back;
@@ -62,10 +65,11 @@ class LSTM(RNNBase):
     torch_peer = nn.LSTM
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, forget_bias=1.0, forget_gate=True, init="torch",
-                 backend="auto"):
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, forget_bias=0.0, forget_gate=True,
+                 init="torch", backend="auto"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
-                         forget_gate=forget_gate, forget_bias=forget_bias, init=init, backend=backend)
+                         forget_gate=forget_gate, forget_bias=forget_bias, init=init, backend=backend,
+                         proj_size=proj_size)
 
 
 class CIFGLSTM(RNNBase):
@@ -84,7 +88,7 @@ class CIFGLSTM(RNNBase):
         \end{array}
 
     with the symbols of :class:`LSTM`; :math:`i_t = 1 - f_t` is not a parameterised gate.
-    """ + _ARGS + _SHAPES + r"""
+    """ + args_doc("LSTM", forget=True) + shapes_doc(lstm=True) + r"""
     Attributes:
         weight_ih_l[k]: :math:`(W_{if}|W_{ig}|W_{io})`, ``(3*hidden_size, input_size)`` for k = 0, else
             ``(3*hidden_size, num_directions * hidden_size)``
@@ -106,6 +110,6 @@ class CIFGLSTM(RNNBase):
     torch_peer = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, forget_bias=1.0, init="torch", backend="auto"):
+                 bidirectional=False, device=None, dtype=None, *, forget_bias=0.0, init="torch", backend="auto"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
                          forget_bias=forget_bias, init=init, backend=backend)

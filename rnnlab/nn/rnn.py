@@ -41,6 +41,7 @@ class RNN(RNNBase):
     torch_peer = nn.RNN
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, init="torch", backend="auto"):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, init="torch", backend="auto",
+                 proj_size=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
-                         nonlinearity=nonlinearity, init=init, backend=backend)
+                         nonlinearity=nonlinearity, init=init, backend=backend, proj_size=proj_size)

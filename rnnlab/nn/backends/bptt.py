@@ -55,15 +55,21 @@ name           shape             content
 =============  ================  ==================================================================================
 
 Integer codes: ``kind`` (:data:`~rnnlab.nn.backends.LSTM`, ``LSTM_NOFORGET``, ``CIFG``) and ``act`` (``TANH``,
-``RELU``, ``IDENTITY``), defined once in :mod:`rnnlab.nn.backends`. Double backward is not supported (the backward is
-``once_differentiable``).
+``RELU``, ``IDENTITY``), defined once in :mod:`rnnlab.nn.backends`.
+
+Double backward (``torch.autograd.grad(..., create_graph=True)``: gradient penalties, MAML, Hessian-vector
+products): the hand-written backward above writes into buffers in place and is not itself differentiable. The
+autograd engine runs a Function's backward with grad mode on exactly when a graph of the backward is asked for
+(``create_graph=True``), so :meth:`_BPTTLayer.backward` checks :func:`torch.is_grad_enabled` and then computes the
+first-order gradients through the differentiable reference (:func:`rnnlab.nn.backends.loop.run_layer`, re-run on
+the saved inputs), whose graph carries the second-order terms. The first-order path (``create_graph=False``) is
+unchanged: one check, nothing recomputed.
 """
 import os
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from rnnlab.nn.backends import ACTS, CIFG, LSTM, LSTM_NOFORGET
+from rnnlab.nn.backends import ACTS, CIFG, LSTM, LSTM_NOFORGET, loop
 
 __all__ = ["run_layer_with", "states", "walk"]
 
@@ -179,17 +185,19 @@ class _BPTTLayer(torch.autograd.Function):
 
         h_n = (out[0 if reverse else T - 1] if Hs is None else Hs[0 if reverse else T]).clone()
         c_n = saved["Cs"][0 if reverse else T].clone() if "Cs" in saved else None
-        saved.update(Hs=Hs, Mf=Mf, reverse=reverse, cell=cell, nonlinearity=nonlinearity,
+        saved.update(Hs=Hs, Mf=Mf, reverse=reverse, cell=cell, nonlinearity=nonlinearity, forget_gate=forget_gate,
                      grad_norms=grad_norms, loops=loops)
         ctx.saved = saved
         ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)  # `out` also: in-place edits of it are caught
+        # `out` also: in-place edits of it are caught; c0, the biases and the mask for a differentiable backward
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out, c0, b_ih, b_hh, mask)
         return out, h_n, c_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gout, gh_n, gc_n):
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must carry their own graph
+            return _differentiable_backward(ctx, gout, gh_n, gc_n)
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors[:5]
         s = ctx.saved
         T, B, _ = x.shape
         if s["Hs"] is not None:  # (T, B, H) states before / after each step
@@ -215,6 +223,26 @@ class _BPTTLayer(torch.autograd.Function):
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(s["loops"], ctx.needs_input_grad, ctx.has_bias, x, Hprev,
                                                        w_ih, DX, DH)
         return dx, dh, dc0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None, None, None, None
+
+
+def _differentiable_backward(ctx, gout, gh_n, gc_n):
+    """The first-order gradients as differentiable functions of the inputs and of ``gout``, ``gh_n``, ``gc_n``: the
+    layer re-run through :func:`rnnlab.nn.backends.loop.run_layer` (same numbers, tests/test_fused.py) on the saved
+    inputs, then ``torch.autograd.grad(..., create_graph=True)`` of it. Costs one more forward, only when asked."""
+    x, h0, w_ih, w_hh, _, c0, b_ih, b_hh, mask = ctx.saved_tensors
+    s = ctx.saved
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    wanted = [k for k, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[k]]
+    lengths = None if mask is None else mask.sum(0)  # (B,): the mask is m_t = [t < len]
+    outs = loop.run_layer(s["cell"], x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, s["reverse"],
+                          nonlinearity=s["nonlinearity"], forget_gate=s["forget_gate"], grad_norms=s["grad_norms"])
+    pairs = [(o, g) for o, g in zip(outs, (gout, gh_n, gc_n)) if o is not None and g is not None]
+    grads = torch.autograd.grad([o for o, _ in pairs], [inputs[k] for k in wanted], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True)
+    result = [None] * 14  # one per forward argument
+    for k, g in zip(wanted, grads):
+        result[k] = g
+    return tuple(result)
 
 
 def _lstm_backward(s, x, w_hh, gout, DG, dh, dc, NR):
@@ -307,6 +335,19 @@ def _inline_lstm_bwd(loops, x):
     return getattr(loops, "lstm_bwd_inline", None)
 
 
+def _traced_or_transformed(*tensors) -> bool:
+    """Whether this call is being traced (``torch.compile`` / ``torch.export``, i.e. Dynamo; ``torch.jit.trace``)
+    or runs under a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...). The per-step loops write into
+    buffers in place, outside the dispatcher's view (the C++ ones are ops without fake kernels or batching rules),
+    so none of these can see through them, and the layer runs the loop reference instead: same numbers, made of
+    torch ops. ``torch._C._functorch.is_functorch_wrapped_tensor`` (a torch internal) tells a transform's wrapped
+    tensor; without it the transform meets the fused Function and raises its own error."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return wrapped is not None and any(t is not None and wrapped(t) for t in tensors)
+
+
 def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                    *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
     """:func:`rnnlab.nn.backends.loop.run_layer` with a given implementation of the six per-step loops."""
@@ -324,5 +365,10 @@ def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_h
         mask = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
     if cell in ("gru", "rnn"):
         c0 = None
+    if B == 0 or _traced_or_transformed(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+        # an empty batch: nothing to compute, and the reference's ops give torch.nn's empty shapes. Traced or
+        # transformed: the reference is made of torch ops that every tracer and transform sees through
+        return loop.run_layer(cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
+                              nonlinearity=nonlinearity, forget_gate=forget_gate, grad_norms=grad_norms)
     return _BPTTLayer.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mask, bool(reverse), cell,
                             nonlinearity, forget_gate, grad_norms, loops)

@@ -58,6 +58,7 @@ def run_layer(
     nonlinearity: str = "tanh",
     forget_gate: bool = True,
     grad_norms: Optional[Tensor] = None,
+    weight_hr: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""Run one recurrent layer in one direction over a time-major batch.
 
@@ -78,6 +79,9 @@ def run_layer(
             :math:`\lVert \partial J / \partial h_t \rVert_2` over hidden units: the total derivative of the loss
             with respect to :math:`h_t` (through the output at ``t`` and through the recurrence), ``t`` in input
             order, zero at padded steps.
+        weight_hr: ``'lstm'`` only: ``None``, or the projection ``(P, H)`` of torch's ``LSTM(proj_size=P)``,
+            :math:`h_t = W_{hr} (o_t \odot \tanh(c_t))`; then ``h0``, ``out`` and ``h_n`` have ``P`` columns and
+            ``weight_hh`` is ``(G*H, P)``.
 
     Returns:
         ``(out, h_n, c_n)``: ``out`` ``(T, B, H)`` zero at padded steps; ``h_n``, ``c_n`` ``(B, H)`` the states at
@@ -87,6 +91,8 @@ def run_layer(
     """
     if cell not in CELLS:
         raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
+    if weight_hr is not None and cell != "lstm":
+        raise ValueError(f"`weight_hr` (a projection) must be None unless cell is 'lstm': got cell {cell!r}")
     T = x.size(0)
     act = NONLINEARITIES[nonlinearity]
     gi = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): the input projection of every step in one matmul
@@ -125,6 +131,8 @@ def run_layer(
         else:
             h_new = act(gi[t] + gh)  # h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
             c_new = None
+        if weight_hr is not None:
+            h_new = F.linear(h_new, weight_hr)  # h_t = W_hr (o_t ⊙ tanh(c_t)): (B, P)
 
         if record and h_new.requires_grad:
             h_new.register_hook(_norm_writer(grad_norms, t))
