@@ -46,8 +46,8 @@ class TaskNet(nn.Module):
             number of input features per step (no input layer: the features go to the cell as they are).
         num_outputs: 1 (regression) or ``K`` logits.
         head: ``last`` (the state at the last step) or ``per_step`` (every step).
-        cell, hidden_size, num_layers, init, forget_bias, nonlinearity, backend: as
-            :class:`rnnlab.models.classifier.SequenceClassifier`.
+        cell, hidden_size, num_layers, init, forget_bias, nonlinearity, backend, variant, peephole: as
+            :class:`rnnlab.models.classifier.SequenceClassifier` (:class:`rnnlab.models.config.ModelConfig`).
         recurrent_init: ``None`` (keep ``init``'s draw) or one of ``orthogonal``, ``identity``, ``uniform``
             (:func:`rnnlab.nn.init.recurrent_init_`), with spectral radius ``recurrent_scale``.
 
@@ -66,7 +66,8 @@ class TaskNet(nn.Module):
     def __init__(self, vocab_size: int, num_outputs: int, head: str = "last", cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0):
+                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, variant: str = "vanilla",
+                 peephole: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"`model.cell` must be one of {tuple(CELLS)}: got {cell!r}")
@@ -78,7 +79,8 @@ class TaskNet(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
         encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
                               forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend,
-                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale)
+                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, variant=variant,
+                              peephole=peephole)
         self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
         self.head = nn.Linear(hidden_size, num_outputs)
 
@@ -95,21 +97,23 @@ class TaskModule(pl.LightningModule):
     Args:
         vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
             and outputs (1: regression).
-        head ... recurrent_scale: passed to :class:`TaskNet`.
+        head ... recurrent_scale, variant, peephole: passed to :class:`TaskNet`.
         optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, head: str = "last", cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None):
+                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
+                 variant: str = "vanilla", peephole: bool = False):
         super().__init__()
         if isinstance(optimizer, DictConfig):
             optimizer = OmegaConf.to_container(optimizer, resolve=True)
         optimizer = dict(optimizer or ADAM)
         self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = TaskNet(vocab_size, num_classes, head, cell, hidden_size, num_layers, embedding_dim, init,
-                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale)
+                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, variant=variant,
+                             peephole=peephole)
         self.regression = num_classes == 1
         self.vocabulary: str | None = None
         self.class_names: list[str] | None = None
