@@ -1,0 +1,108 @@
+"""What a resumed run may change, what it takes from its checkpoint, and what it refuses.
+
+Every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run given
+``ckpt_path`` takes the checkpoint's config, except the settings of :data:`RESUME_MAY_CHANGE` (the command line's) and
+:data:`RESUME_MAY_MOVE` (the command line's if it gives them); any other setting the command line gives another value
+is refused, naming each key with both values.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+# Settings a resumed run may change. These are the command line's (or their defaults): how long the run goes on, what
+# it reports, where it writes (callbacks and loggers write under output_dir).
+RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
+                     "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.limit_test_batches", "test",
+                     "ckpt_path", "output_dir", "callbacks", "logger", "diagnostics")
+# Where the data is read from: the command line's when it gives them, the checkpoint's otherwise. The vocabulary
+# built from the data must still equal the checkpoint's.
+RESUME_MAY_MOVE = ("data.root", "data.archive", "data.num_workers", "data.progressbar")
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    """A new run must not write its checkpoints and metrics over those of an earlier run in the same folder."""
+    ckpts = sorted((out / "checkpoints").glob("*.ckpt"))
+    if ckpts or (out / "metrics.json").exists():
+        raise FileExistsError(
+            f"{out} already holds a run ({'checkpoints/' if ckpts else 'metrics.json'}); a new run would overwrite it. "
+            f"Resume it with ckpt_path={out / 'checkpoints' / 'last.ckpt'}, or give the new run its own folder "
+            f"(leave hydra.run.dir / output_dir at their timestamped defaults)")
+
+
+def _plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python values (the schema's enums as their names), for checkpoints."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """A nested config as ``{"model.cell": "gru", ...}`` (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return out
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _given_keys(overrides: list[str] | None, config_keys) -> list[str] | None:
+    """The config keys the command line sets (a group choice such as ``model=cifg`` sets ``model``); None when the
+    overrides are unknown or one of them may set any key (``+experiment=...``, a global config group)."""
+    if overrides is None:
+        return None
+    keys = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~").replace("/", ".")
+        if key.split(".")[0] not in config_keys:  # e.g. experiment: a global package
+            return None
+        keys.append(key)
+    return keys
+
+
+def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[str] | None) -> DictConfig:
+    """The config a resumed run runs with: the checkpoint's, with the settings of :data:`RESUME_MAY_CHANGE` taken from
+    ``cfg``, and those of :data:`RESUME_MAY_MOVE` when the command line sets them. Any other key whose value in ``cfg``
+    differs from the checkpoint's is refused when the command line set it (every differing key when ``overrides`` is
+    None, a config composed in-process) and restored otherwise. A checkpoint without a run config (an earlier rnnlab)
+    is checked against ``cfg.model`` only."""
+    saved = (checkpoint.get("rnnlab") or {}).get("config")
+    new = _plain(cfg)
+    if saved is None:  # a checkpoint of an earlier rnnlab: check at least that the model is the same
+        hparams = checkpoint.get("hyper_parameters") or {}
+        differ = {f"model.{k}": (hparams[k], v) for k, v in new["model"].items()  # the cell and sizes; not the
+                  if k in hparams and not isinstance(v, dict) and hparams[k] != v}  # optimizer's dict of defaults
+        _refuse(differ, ckpt_path)
+        return cfg
+    old_flat, new_flat = _flat(saved), _flat(new)
+    differ = {k: (old_flat.get(k, "<unset>"), new_flat.get(k, "<unset>")) for k in old_flat.keys() | new_flat.keys()
+              if old_flat.get(k) != new_flat.get(k) and not _under(k, RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}
+    given = _given_keys(overrides, new)
+    _refuse({k: v for k, v in differ.items() if given is None or _under(k, given)}, ckpt_path)
+    if differ:
+        log.info("resume: restored from the checkpoint: %s", ", ".join(f"{k}={v[0]}" for k, v in sorted(differ.items())))
+    merged = dict(saved)
+    for key in RESUME_MAY_CHANGE + RESUME_MAY_MOVE:
+        if key in RESUME_MAY_MOVE and given is not None and not _under(key, given):
+            continue
+        group, _, name = key.partition(".")
+        if name and group in new and name in new[group]:
+            merged[group] = {**merged.get(group, {}), name: new[group][name]}
+        elif not name and key in new:
+            merged[key] = new[key]
+    return OmegaConf.create(merged)
+
+
+def _refuse(differ: dict, ckpt_path) -> None:
+    if differ:
+        keys = "; ".join(f"{k}: expected {a!r} (the checkpoint's), got {b!r}" for k, (a, b) in sorted(differ.items()))
+        raise ValueError(
+            f"a resumed run must keep the settings of its checkpoint {ckpt_path}: {keys}. Drop these overrides to "
+            f"resume the run as it was, or start a new run without ckpt_path. A resume may change only: "
+            f"{', '.join(RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}")
