@@ -26,6 +26,7 @@ set_defaults()  # before torch loads
 
 import hydra  # noqa: E402  (after the environment above)
 import lightning.pytorch as pl
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,7 +36,9 @@ from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
 from rnnlab.models.module import data_record, read_checkpoint
 from rnnlab.security import check_targets, config_targets
-from rnnlab.training.resume import _plain, _refuse_to_overwrite, resume_config
+from rnnlab.training.resume import _plain, _refuse_to_overwrite, checkpoint_to_resume, resume_config
+from rnnlab.training.run_folder import (first_process, hold_run_folder, recorded_job, write_atomically, write_hydra_record,
+                                        write_metrics)
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,12 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 def _check_settings(cfg: DictConfig) -> None:
     """Settings that Lightning or torch would take without complaint and then do something else than asked."""
+    accelerator = str(cfg.trainer.get("accelerator"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        ddp = "trainer=ddp uses GPUs; " if "ddp" in str(cfg.trainer.get("strategy")) else ""
+        raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: {ddp}"
+                         f"expected trainer.accelerator=cpu here (trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
+                         f"runs DDP on 2 CPU processes), got trainer.accelerator={accelerator}")
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and (not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0):
         raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0 or null: no clipping): expected e.g. "
@@ -69,6 +78,11 @@ def build(cfg: DictConfig, overrides: list[str] | None = None):
         raise ValueError(f"model.embedding_dim must equal the dimension of the vectors of data.embeddings "
                          f"({cfg.data.embeddings}): expected {pretrained.shape[1]}, got {cfg.model.embedding_dim}; "
                          f"set model.embedding_dim={pretrained.shape[1]}")
+    needs = getattr(datamodule, "model_target", None)  # data whose batches only one model reads (the synthetic tasks)
+    if needs is not None and cfg.model.get("_target_") != needs:
+        raise ValueError(f"data={datamodule.task} needs the model made for its batches and targets: expected model="
+                         f"{datamodule.model_choice} (+experiment={datamodule.task} sets it, with its settings), got "
+                         f"model._target_={cfg.model.get('_target_')}")
     module = hydra.utils.instantiate(cfg.model, vocab_size=datamodule.vectorizer.vocab_size,
                                      num_classes=datamodule.num_classes, _recursive_=False)
     if pretrained is not None:
@@ -103,19 +117,21 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig) -> dict:
+    composed = cfg  # as the command line composed it: Hydra's record in .hydra/
     if OmegaConf.get_type(cfg.model) is ModelConfig:  # the classifier's description (model=task has its own)
         model_config(cfg.model)  # a bad model value (hidden_size=abc, which Hydra's types cannot catch) fails here
     overrides = _command_line_overrides()
     checkpoint = None
-    if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry") and "://" not in cfg.ckpt_path:
-        checkpoint = read_checkpoint(cfg.ckpt_path)  # checked before the data and model are built
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, cfg.output_dir)  # ckpt_path=last: the run folder's last.ckpt
+    if ckpt_path is not None and "://" not in ckpt_path:
+        checkpoint = read_checkpoint(ckpt_path)  # checked before the data and model are built
         given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
-        cfg = resume_config(cfg, checkpoint, cfg.ckpt_path, _command_line_overrides())
-        check_targets(_plain(cfg), f"checkpoint {cfg.ckpt_path}", trusted=given_targets)  # what is built from it
+        cfg = resume_config(cfg, checkpoint, ckpt_path, _command_line_overrides())
+        check_targets(_plain(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
     _check_settings(cfg)
     out = Path(cfg.output_dir)
-    if cfg.ckpt_path is None:
+    if ckpt_path is None:
         _refuse_to_overwrite(out)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -123,25 +139,38 @@ def _train(cfg: DictConfig) -> dict:
     if checkpoint is not None:
         vocabulary = data_record(checkpoint)[0]
         if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():
-            raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {cfg.ckpt_path}: "
+            raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {ckpt_path}: "
                              f"expected the data the run was trained on (data.archive / data.train_dir)")
-    out.mkdir(parents=True, exist_ok=True)  # the run is accepted: from here on it writes in its folder
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    if overrides is not None:
-        (out / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    with hold_run_folder(out):  # the run is accepted: from here on it writes in its folder, and no other process does
+        if ckpt_path is None:
+            _refuse_to_overwrite(out)  # again: another run may have written here since the check above
+        if first_process():
+            write_atomically(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            if overrides is not None:
+                write_atomically(out / "overrides.yaml", yaml.safe_dump(list(overrides)))
+            write_hydra_record(out, composed)
+        metrics = _fit_and_test(cfg, datamodule, module, trainer, ckpt_path, out)
+        end_distributed()
+    return metrics
+
+
+def _fit_and_test(cfg, datamodule, module, trainer, ckpt_path, out: Path) -> dict:
     n_params = module.num_parameters()
     name = module.hparams.cell if module.hparams.get("recurrent", True) else "no recurrent layer"
     log.info("%s: %d parameters (%d trainable)", name, n_params, module.num_parameters(trainable=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
-    epoch_times = list(timer.times) if timer else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if k.startswith(("val/", "train/")) or k == "grad/clipped_fraction"}  # the last epoch's values
     best = trainer.checkpoint_callback
     if best is not None and best.best_model_score is not None:
         metrics["best/val/acc"] = float(best.best_model_score)
         metrics["best_ckpt"] = best.best_model_path
+    metrics.update({"epoch_times_s": list(timer.times) if timer else [], "num_parameters": n_params,
+                    "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
+    if trainer.is_global_zero:  # merged with the file's: a resume of a finished run trains nothing and keeps val/*
+        metrics = write_metrics(out, metrics)
     if cfg.test and cfg.data.get("test_dir", "") is not None:  # a folder dataset may have no test split
         if best is not None and best.best_model_path:
             # The weights its validation scored, which evaluate and predict load: the checkpoint's state_dict. Not
@@ -149,19 +178,18 @@ def _train(cfg: DictConfig) -> dict:
             module.load_state_dict(read_checkpoint(best.best_model_path)["state_dict"])
         results = trainer.test(module, datamodule=datamodule)  # no best checkpoint: the current weights
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
-    metrics.update({"epoch_times_s": epoch_times, "num_parameters": n_params,
-                    "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
+        if trainer.is_global_zero:
+            metrics = write_metrics(out, metrics)
     if trainer.is_global_zero:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS}))
-    end_distributed()
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="pkg://rnnlab.conf", config_name="train")
 @user_errors()
 def main(cfg: DictConfig) -> float:
-    return train(cfg).get("val/acc", math.nan)  # the value a Hydra sweeper optimises
+    # the value a Hydra sweeper optimises; nan for a multirun job that failed (its folder's error.txt says why)
+    return recorded_job(train, cfg).get("val/acc", math.nan)
 
 
 if __name__ == "__main__":

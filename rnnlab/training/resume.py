@@ -13,14 +13,41 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-# Settings a resumed run may change. These are the command line's (or their defaults): how long the run goes on, what
-# it reports, where it writes (callbacks and loggers write under output_dir).
+# Settings a resumed run may change: how long the run goes on, what it reports, what its callbacks and loggers do. A
+# resume keeps the checkpoint's values unless its command line gives them (a config composed in-process, which has no
+# command line, gives them all).
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.max_steps", "trainer.enable_progress_bar",
                      "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.limit_test_batches", "test",
-                     "ckpt_path", "output_dir", "callbacks", "logger", "diagnostics")
+                     "callbacks", "logger", "diagnostics")
 # Where the data is read from: the command line's when it gives them, the checkpoint's otherwise. The vocabulary
 # built from the data must still equal the checkpoint's.
 RESUME_MAY_MOVE = ("data.root", "data.archive", "data.num_workers", "data.progressbar")
+# Always the resume's own: the checkpoint it starts from and the folder it writes in. Every setting of the checkpoint
+# that lies in the run's folder (trainer.default_root_dir, the checkpoints' dirpath, the loggers' save_dir) moves with
+# it: a run folder may be moved, copied or resumed into a new folder.
+RESUME_OWN = ("ckpt_path", "output_dir")
+# What Lightning's fit accepts for ckpt_path besides a file: "last" is the run folder's checkpoints/last.ckpt here.
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def checkpoint_to_resume(ckpt_path, output_dir) -> str | None:
+    """The checkpoint file ``ckpt_path`` names: ``last`` (Lightning's shorthand) is ``<output_dir>/checkpoints/
+    last.ckpt``; a remote URL (``s3://...``) is left to Lightning; ``best``, ``hpc`` and ``registry`` are refused, as
+    they name no checkpoint of this run before it trains."""
+    if ckpt_path is None or "://" in str(ckpt_path):
+        return ckpt_path
+    if ckpt_path == "last":
+        last = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last resumes the last.ckpt of the run folder: expected {last}, got no such file. Give the "
+                f"run's folder (hydra.run.dir=<run> or output_dir=<run>) or the checkpoint (ckpt_path=<run>/checkpoints"
+                f"/last.ckpt)")
+        return str(last)
+    if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+        raise ValueError(f"ckpt_path must be a checkpoint file or `last` (the run folder's checkpoints/last.ckpt): "
+                         f"expected e.g. ckpt_path=<run>/checkpoints/last.ckpt, got {ckpt_path!r}")
+    return str(ckpt_path)
 
 
 def _refuse_to_overwrite(out: Path) -> None:
@@ -66,12 +93,40 @@ def _given_keys(overrides: list[str] | None, config_keys) -> list[str] | None:
     return keys
 
 
+def _moved(tree, old: str, new: str):
+    """``tree`` with every string that is the folder ``old`` or a path inside it moved to ``new``."""
+    if isinstance(tree, dict):
+        return {k: _moved(v, old, new) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_moved(v, old, new) for v in tree]
+    if isinstance(tree, str) and old and (tree == old or tree.startswith(old.rstrip("/") + "/")):
+        return new.rstrip("/") + tree[len(old.rstrip("/")):]
+    return tree
+
+
+def _nested(flat: dict) -> dict:
+    """The inverse of :func:`_flat`."""
+    out: dict = {}
+    for key, value in flat.items():
+        *path, name = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = value
+    return out
+
+
 def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[str] | None) -> DictConfig:
-    """The config a resumed run runs with: the checkpoint's, with the settings of :data:`RESUME_MAY_CHANGE` taken from
-    ``cfg``, and those of :data:`RESUME_MAY_MOVE` when the command line sets them. Any other key whose value in ``cfg``
-    differs from the checkpoint's is refused when the command line set it (every differing key when ``overrides`` is
-    None, a config composed in-process) and restored otherwise. A checkpoint without a run config (an earlier rnnlab)
-    is checked against ``cfg.model`` only."""
+    """The config a resumed run runs with: the checkpoint's, moved to ``cfg.output_dir``, with
+
+    - the settings of :data:`RESUME_OWN` from ``cfg``;
+    - those of :data:`RESUME_MAY_CHANGE` from ``cfg`` when the command line sets them (all of them when ``overrides``
+      is None, a config composed in-process), else the checkpoint's;
+    - those of :data:`RESUME_MAY_MOVE` from ``cfg`` when the command line sets them, else the checkpoint's.
+
+    Any other key whose value in ``cfg`` differs from the checkpoint's is refused when the command line set it (every
+    differing key when ``overrides`` is None) and restored otherwise. A checkpoint without a run config (an earlier
+    rnnlab) is checked against ``cfg.model`` only."""
     saved = (checkpoint.get("rnnlab") or {}).get("config")
     new = _plain(cfg)
     if saved is None:  # a checkpoint of an earlier rnnlab: check at least that the model is the same
@@ -80,23 +135,27 @@ def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[
                   if k in hparams and not isinstance(v, dict) and hparams[k] != v}  # optimizer's dict of defaults
         _refuse(differ, ckpt_path)
         return cfg
+    new["ckpt_path"] = str(ckpt_path)  # the file it resumes from (ckpt_path=last: the run folder's last.ckpt)
+    saved = _moved(saved, str(saved.get("output_dir", "")), str(new["output_dir"]))
     old_flat, new_flat = _flat(saved), _flat(new)
+    free = RESUME_OWN + RESUME_MAY_CHANGE + RESUME_MAY_MOVE
     differ = {k: (old_flat.get(k, "<unset>"), new_flat.get(k, "<unset>")) for k in old_flat.keys() | new_flat.keys()
-              if old_flat.get(k) != new_flat.get(k) and not _under(k, RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}
+              if old_flat.get(k) != new_flat.get(k) and not _under(k, free)}
     given = _given_keys(overrides, new)
     _refuse({k: v for k, v in differ.items() if given is None or _under(k, given)}, ckpt_path)
     if differ:
         log.info("resume: restored from the checkpoint: %s", ", ".join(f"{k}={v[0]}" for k, v in sorted(differ.items())))
-    merged = dict(saved)
-    for key in RESUME_MAY_CHANGE + RESUME_MAY_MOVE:
-        if key in RESUME_MAY_MOVE and given is not None and not _under(key, given):
-            continue
-        group, _, name = key.partition(".")
-        if name and group in new and name in new[group]:
-            merged[group] = {**merged.get(group, {}), name: new[group][name]}
-        elif not name and key in new:
-            merged[key] = new[key]
-    return OmegaConf.create(merged)
+
+    def from_cfg(key: str) -> bool:
+        if _under(key, RESUME_OWN):
+            return True
+        if _under(key, RESUME_MAY_CHANGE):
+            return given is None or _under(key, given)
+        return _under(key, RESUME_MAY_MOVE) and given is not None and _under(key, given)
+
+    merged = {k: v for k, v in old_flat.items() if not from_cfg(k)}
+    merged.update({k: v for k, v in new_flat.items() if from_cfg(k)})
+    return OmegaConf.create(_nested(merged))
 
 
 def _refuse(differ: dict, ckpt_path) -> None:
@@ -105,4 +164,4 @@ def _refuse(differ: dict, ckpt_path) -> None:
         raise ValueError(
             f"a resumed run must keep the settings of its checkpoint {ckpt_path}: {keys}. Drop these overrides to "
             f"resume the run as it was, or start a new run without ckpt_path. A resume may change only: "
-            f"{', '.join(RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}")
+            f"{', '.join(RESUME_OWN + RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}")
