@@ -5,16 +5,13 @@ import os
 import re
 import shutil
 import signal
-from contextlib import contextmanager
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from helpers import make_imdb_archive
+from helpers import command_line, make_imdb_archive
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from rnnlab.train import train
 
@@ -133,21 +130,6 @@ def killed(archive, tmp_path_factory):
     shutil.rmtree(tmp / "run")
     shutil.copytree(tmp / "at-kill", tmp / "run" / "checkpoints")
     return tmp / "run"
-
-
-@contextmanager
-def command_line(*overrides):
-    """The config of ``python -m rnnlab.train OVERRIDES``: with Hydra's job config set, rnnlab.train knows which
-    settings the command line gives (a config composed in-process gives them all)."""
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        with open_dict(cfg):
-            del cfg["hydra"]  # as Hydra hands the config to its task
-        yield cfg
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 def test_a_bare_resume_keeps_the_runs_max_epochs_and_callbacks_the_command_line_does_not_give(archive, full, killed,

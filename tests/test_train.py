@@ -272,6 +272,18 @@ def test_a_wrong_config_key_or_value_is_a_hydra_error_at_composition(archive, tm
     assert re.search(message, str(error.value) + str(error.value.__cause__))
 
 
+def test_trainer_ddp_without_a_gpu_says_it_uses_gpus_and_how_to_run_ddp_on_cpu_before_anything_is_built(
+        archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("hydra.utils.instantiate", lambda *a, **k: pytest.fail("built something"))
+    with pytest.raises(ValueError, match=r"^trainer\.accelerator=gpu needs a CUDA GPU and this machine has none: "
+                                         r"trainer=ddp uses GPUs; expected trainer\.accelerator=cpu here \(trainer=ddp "
+                                         r"trainer\.accelerator=cpu trainer\.devices=2 runs DDP on 2 CPU processes\), "
+                                         r"got trainer\.accelerator=gpu$"):
+        train(make_cfg(archive, tmp_path, "trainer=ddp"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_tensorboard_has_the_metrics_the_gradient_figures_and_one_hparams_entry(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
