@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_module
 from rnnlab.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc")
+KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc", "train/acc")
 
 
 @pytest.fixture(scope="module")
