@@ -3,10 +3,12 @@
 Everything is built from the Hydra config (``conf/``) with ``hydra.utils.instantiate``. Every run writes in its
 output folder (``output_dir``, Hydra's run dir or a sweep job's subdir), once the run is accepted:
 
-- ``config.yaml``: the resolved config; ``overrides.yaml``: the command-line overrides that composed it;
-- ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=.../last.ckpt`` resumes);
+- ``config.yaml``: the resolved config; ``overrides.yaml``: the command-line overrides that composed it; ``.hydra/``:
+  Hydra's record of the job;
+- ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=last`` resumes);
 - ``tensorboard/``: scalars, gradient diagnostics and the HParams entry of the run;
-- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count.
+- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count;
+- ``.lock``: held by the process that runs in the folder (:mod:`rnnlab.training.run_folder`).
 
 Resume: every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run
 given ``ckpt_path`` takes the checkpoint's config, except the settings :mod:`rnnlab.training.resume` lets it change
@@ -36,9 +38,9 @@ from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
 from rnnlab.models.module import data_record, read_checkpoint
 from rnnlab.security import check_targets, config_targets
-from rnnlab.training.resume import _plain, _refuse_to_overwrite, checkpoint_to_resume, resume_config
-from rnnlab.training.run_folder import (first_process, hold_run_folder, recorded_job, write_atomically, write_hydra_record,
-                                        write_metrics)
+from rnnlab.training.resume import checkpoint_to_resume, plain_config, refuse_to_overwrite, resume_config
+from rnnlab.training.run_folder import (first_process, hold_run_folder, recorded_job, write_atomically,
+                                        write_hydra_record, write_metrics)
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,10 @@ def _check_settings(cfg: DictConfig) -> None:
     """Settings that Lightning or torch would take without complaint and then do something else than asked."""
     accelerator = str(cfg.trainer.get("accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        ddp = "trainer=ddp uses GPUs; " if "ddp" in str(cfg.trainer.get("strategy")) else ""
-        raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: {ddp}"
-                         f"expected trainer.accelerator=cpu here (trainer=ddp trainer.accelerator=cpu trainer.devices=2 "
-                         f"runs DDP on 2 CPU processes), got trainer.accelerator={accelerator}")
+        hint = ("trainer=ddp uses GPUs, and trainer=ddp trainer.accelerator=cpu trainer.devices=2 runs DDP on 2 CPU "
+                "processes" if "ddp" in str(cfg.trainer.get("strategy")) else "trainer=cpu trains on the CPU")
+        raise ValueError(f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: {hint}; "
+                         f"expected trainer.accelerator=cpu here, got trainer.accelerator={accelerator}")
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and (not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0):
         raise ValueError(f"trainer.gradient_clip_val must be a number >= 0 (0 or null: no clipping): expected e.g. "
@@ -93,7 +95,7 @@ def build(cfg: DictConfig, overrides: list[str] | None = None):
                                                          datamodule.vectorizer.vocab_size, cfg.model.bigram_buckets,
                                                          cfg.model.nb_alpha))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    callbacks.append(RunConfig(_plain(cfg), overrides))
+    callbacks.append(RunConfig(plain_config(cfg), overrides))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
@@ -128,11 +130,11 @@ def _train(cfg: DictConfig) -> dict:
         given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
         cfg = resume_config(cfg, checkpoint, ckpt_path, _command_line_overrides())
-        check_targets(_plain(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
+        check_targets(plain_config(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
     _check_settings(cfg)
     out = Path(cfg.output_dir)
     if ckpt_path is None:
-        _refuse_to_overwrite(out)
+        refuse_to_overwrite(out)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule, module, trainer = build(cfg, overrides)
@@ -143,7 +145,7 @@ def _train(cfg: DictConfig) -> dict:
                              f"expected the data the run was trained on (data.archive / data.train_dir)")
     with hold_run_folder(out):  # the run is accepted: from here on it writes in its folder, and no other process does
         if ckpt_path is None:
-            _refuse_to_overwrite(out)  # again: another run may have written here since the check above
+            refuse_to_overwrite(out)  # again: another run may have written here since the check above
         if first_process():
             write_atomically(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             if overrides is not None:

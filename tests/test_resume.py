@@ -138,14 +138,15 @@ def test_a_bare_resume_keeps_the_runs_max_epochs_and_callbacks_the_command_line_
     # command, whose defaults say 2 epochs and val/acc
     shutil.copytree(killed, tmp_path / "cut")
     shutil.copytree(full[0] / "full", tmp_path / "full")
-    with command_line(f"ckpt_path={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path / 'cut'}") as cfg:
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}") as cfg:
         assert cfg.trainer.max_epochs == 2 and cfg.callbacks.model_checkpoint.monitor == "val/acc"
         resumed = train(cfg)
     assert_same_run(resumed, full[1], tmp_path)
     config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 3 and config["callbacks"]["model_checkpoint"]["monitor"] == "val/loss"
-    with command_line(f"ckpt_path={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path / 'cut'}",
-                      "trainer.max_epochs=4", "callbacks.model_checkpoint.monitor=val/acc") as cfg:
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", "trainer.max_epochs=4",
+                      "callbacks.model_checkpoint.monitor=val/acc") as cfg:
         given = train(cfg)  # what the command line gives, it changes
     config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
     assert given["epochs"] == 4 and config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
@@ -156,9 +157,9 @@ def test_ckpt_path_last_is_the_run_folders_last_ckpt_and_goes_through_every_chec
     before = files(tmp_path / "run")
     for override, key in [("model.optimizer.lr=0.5", "model.optimizer.lr"), ("model.dropout=0.25", "model.dropout"),
                           ("data.max_length=30", "data.max_length")]:
-        with pytest.raises(ValueError, match=rf"must keep the settings of its checkpoint {re.escape(str(tmp_path))}/run/"
-                                             rf"checkpoints/last\.ckpt: {re.escape(key)}: expected .* \(the checkpoint's\), "
-                                             rf"got "):
+        last = re.escape(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+        with pytest.raises(ValueError, match=rf"must keep the settings of its checkpoint {last}: {re.escape(key)}: "
+                                             rf"expected .* \(the checkpoint's\), got "):
             train(make_cfg(archive, tmp_path, *EPOCH0_BEST, "ckpt_path=last", override))
     assert files(tmp_path / "run") == before
     with pytest.raises(FileNotFoundError, match=rf"ckpt_path=last resumes the last.ckpt of the run folder: expected "
@@ -173,8 +174,8 @@ def test_ckpt_path_last_is_the_run_folders_last_ckpt_and_goes_through_every_chec
 def test_a_copied_run_folder_keeps_its_best_checkpoint_and_ends_like_the_original(archive, full, killed, tmp_path):
     shutil.copytree(killed, tmp_path / "copy")  # another path: ModelCheckpoint keyed its best score by the old one
     shutil.copytree(full[0] / "full", tmp_path / "full")
-    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={tmp_path / 'copy' / 'checkpoints' / 'last.ckpt'}",
-                             name="copy"))
+    last = tmp_path / "copy" / "checkpoints" / "last.ckpt"
+    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={last}", name="copy"))
     assert_same_run(resumed, full[1], tmp_path, b="copy")  # the final test scored the best (epoch 0) weights
     assert resumed["best_ckpt"].startswith(str(tmp_path / "copy" / "checkpoints" / "epoch00"))
 
@@ -241,7 +242,8 @@ def test_metrics_json_is_replaced_whole_or_not_at_all_and_merges_the_keys_it_had
     monkeypatch.setattr(run_folder.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         run_folder.write_metrics(tmp_path, {"test/acc": 1.0})
-    assert (tmp_path / "metrics.json").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
 
 
 def test_a_run_folder_held_by_a_live_process_is_refused_and_a_dead_ones_lock_file_is_not(archive, tmp_path):
@@ -251,8 +253,9 @@ def test_a_run_folder_held_by_a_live_process_is_refused_and_a_dead_ones_lock_fil
     os.write(holder, b"4242\n")
     fcntl.flock(holder, fcntl.LOCK_EX)
     quick = ["model.cell=gru", "trainer.max_epochs=1", "test=false"]
+    lock = re.escape(str(run / ".lock"))
     with pytest.raises(BlockingIOError, match=rf"{re.escape(str(run))} is in use by another run \(process 4242 holds "
-                                              rf"{re.escape(str(run / '.lock'))}\): a run folder belongs to one process"):
+                                              rf"{lock}\): a run folder belongs to one process"):
         train(make_cfg(archive, tmp_path, *quick))
     assert files(run) == {run / ".lock": b"4242\n"}
     os.close(holder)  # the holder dies: the kernel drops its lock, the file stays behind

@@ -277,9 +277,9 @@ def test_trainer_ddp_without_a_gpu_says_it_uses_gpus_and_how_to_run_ddp_on_cpu_b
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr("hydra.utils.instantiate", lambda *a, **k: pytest.fail("built something"))
     with pytest.raises(ValueError, match=r"^trainer\.accelerator=gpu needs a CUDA GPU and this machine has none: "
-                                         r"trainer=ddp uses GPUs; expected trainer\.accelerator=cpu here \(trainer=ddp "
-                                         r"trainer\.accelerator=cpu trainer\.devices=2 runs DDP on 2 CPU processes\), "
-                                         r"got trainer\.accelerator=gpu$"):
+                                         r"trainer=ddp uses GPUs, and trainer=ddp trainer\.accelerator=cpu "
+                                         r"trainer\.devices=2 runs DDP on 2 CPU processes; expected "
+                                         r"trainer\.accelerator=cpu here, got trainer\.accelerator=gpu$"):
         train(make_cfg(archive, tmp_path, "trainer=ddp"))
     assert not (tmp_path / "run").exists()
 

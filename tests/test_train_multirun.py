@@ -96,7 +96,7 @@ def test_a_multirun_job_that_fails_writes_its_error_in_its_folder_and_returns_na
         assert recorded_job(train, cfg) == {}  # main returns its val/acc: nan
     error = (job / "error.txt").read_text()
     assert error.startswith("error: model.hidden_size must be a positive int") and error.count("\n") == 1
-    assert capsys.readouterr().err.startswith(f"error: model.hidden_size must be a positive int")
+    assert capsys.readouterr().err.startswith("error: model.hidden_size must be a positive int")
 
     def bug(cfg):
         raise KeyError("a bug")

@@ -1,9 +1,11 @@
 """What a resumed run may change, what it takes from its checkpoint, and what it refuses.
 
 Every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run given
-``ckpt_path`` takes the checkpoint's config, except the settings of :data:`RESUME_MAY_CHANGE` (the command line's) and
-:data:`RESUME_MAY_MOVE` (the command line's if it gives them); any other setting the command line gives another value
-is refused, naming each key with both values.
+``ckpt_path`` (a file, or ``last``: :func:`checkpoint_to_resume`) takes the checkpoint's config, moved to the resume's
+folder (every path inside the run folder follows it), except the settings of :data:`RESUME_OWN` (the resume's),
+:data:`RESUME_MAY_CHANGE` and :data:`RESUME_MAY_MOVE` (the command line's when it gives them). Any other setting the
+command line gives another value is refused, naming each key with both values (:func:`resume_config`). A new run
+never writes over an earlier one (:func:`refuse_to_overwrite`).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def checkpoint_to_resume(ckpt_path, output_dir) -> str | None:
     return str(ckpt_path)
 
 
-def _refuse_to_overwrite(out: Path) -> None:
+def refuse_to_overwrite(out: Path) -> None:
     """A new run must not write its checkpoints and metrics over those of an earlier run in the same folder."""
     ckpts = sorted((out / "checkpoints").glob("*.ckpt"))
     if ckpts or (out / "metrics.json").exists():
@@ -60,7 +62,7 @@ def _refuse_to_overwrite(out: Path) -> None:
             f"(leave hydra.run.dir / output_dir at their timestamped defaults)")
 
 
-def _plain(cfg: DictConfig) -> dict:
+def plain_config(cfg: DictConfig) -> dict:
     """The resolved config as plain Python values (the schema's enums as their names), for checkpoints."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
@@ -128,7 +130,7 @@ def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[
     differing key when ``overrides`` is None) and restored otherwise. A checkpoint without a run config (an earlier
     rnnlab) is checked against ``cfg.model`` only."""
     saved = (checkpoint.get("rnnlab") or {}).get("config")
-    new = _plain(cfg)
+    new = plain_config(cfg)
     if saved is None:  # a checkpoint of an earlier rnnlab: check at least that the model is the same
         hparams = checkpoint.get("hyper_parameters") or {}
         differ = {f"model.{k}": (hparams[k], v) for k, v in new["model"].items()  # the cell and sizes; not the
@@ -144,7 +146,8 @@ def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[
     given = _given_keys(overrides, new)
     _refuse({k: v for k, v in differ.items() if given is None or _under(k, given)}, ckpt_path)
     if differ:
-        log.info("resume: restored from the checkpoint: %s", ", ".join(f"{k}={v[0]}" for k, v in sorted(differ.items())))
+        restored = ", ".join(f"{k}={v[0]}" for k, v in sorted(differ.items()))
+        log.info("resume: restored from the checkpoint: %s", restored)
 
     def from_cfg(key: str) -> bool:
         if _under(key, RESUME_OWN):
