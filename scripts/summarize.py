@@ -95,12 +95,15 @@ def expected_jobs(root: Path) -> int | None:
 
 def job_status(root: Path) -> tuple[dict[str, str], list[str]]:
     """``(failed, missing)``: the folders (relative to ``root``) holding an ``error.txt``, with its first line; and the
-    jobs of ``multirun.yaml`` (folders ``0`` ... ``N-1``) with neither ``metrics.json`` nor ``error.txt``."""
+    jobs of ``multirun.yaml`` (folders ``0`` ... ``N-1``) with neither ``metrics.json`` nor ``error.txt`` (none when
+    the job folders are not named by job number)."""
     failed = {str(p.parent.relative_to(root)): (p.read_text().strip().splitlines() or [""])[0]
               for p in sorted(root.rglob("error.txt"))}
+    done = [str(p.parent.relative_to(root)) for p in root.rglob("metrics.json")]
+    if not all(job.isdigit() for job in [*done, *failed]):  # hydra.sweep.subdir is not the job number
+        return failed, []
     n = expected_jobs(root)
-    missing = [str(i) for i in range(n or 0)
-               if not (root / str(i) / "metrics.json").exists() and str(i) not in failed]
+    missing = [str(i) for i in range(n or 0) if str(i) not in done and str(i) not in failed]
     return failed, missing
 
 

@@ -126,6 +126,9 @@ def test_summarize_lists_the_failed_and_the_missing_jobs_of_a_multirun(tmp_path,
     assert summarize.expected_jobs(tmp_path) == 6
     assert summarize.job_status(tmp_path) == ({"1": "error: model.hidden_size must be a positive int: got 0"},
                                               ["2", "4", "5"])
+    (tmp_path / "3").rename(tmp_path / "seed=2")  # hydra.sweep.subdir=${hydra.job.override_dirname}: numbers unknown
+    assert summarize.job_status(tmp_path)[1] == []
+    (tmp_path / "seed=2").rename(tmp_path / "3")
     summarize.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "failed: job 1: error: model.hidden_size must be a positive int: got 0" in out
