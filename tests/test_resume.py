@@ -139,13 +139,14 @@ def test_a_bare_resume_keeps_the_runs_max_epochs_and_callbacks_the_command_line_
     shutil.copytree(killed, tmp_path / "cut")
     shutil.copytree(full[0] / "full", tmp_path / "full")
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}") as cfg:
+    own = f"+callbacks.copy._target_={__name__}.CopyCheckpointsAtEpochStart"  # a class of its own: trusted when named
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", own) as cfg:  # (docs/security.md)
         assert cfg.trainer.max_epochs == 2 and cfg.callbacks.model_checkpoint.monitor == "val/acc"
         resumed = train(cfg)
     assert_same_run(resumed, full[1], tmp_path)
     config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 3 and config["callbacks"]["model_checkpoint"]["monitor"] == "val/loss"
-    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", "trainer.max_epochs=4",
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", own, "trainer.max_epochs=4",
                       "callbacks.model_checkpoint.monitor=val/acc") as cfg:
         given = train(cfg)  # what the command line gives, it changes
     config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
