@@ -4,7 +4,10 @@ Reads every job's ``metrics.json``, resolved ``config.yaml`` and ``+experiment=`
 ``overrides.yaml``, written by rnnlab.train once the run is accepted; Hydra's ``.hydra/overrides.yaml`` for older runs,
 which a refused later run in the same folder rewrites) under MULTIRUN_DIR and writes, next to them (or in
 ``--out``): ``summary.md`` (Markdown table), ``summary.csv`` (one row per run) and ``summary.png`` (test accuracy
-against the swept axis with the most values, one line per combination of the other swept settings).
+against the swept axis with the most values, one line per combination of the other swept settings). Jobs that
+failed (an ``error.txt`` in their folder, which rnnlab.train writes for a job of a multirun that fails) and jobs
+missing (launched per Hydra's ``multirun.yaml`` but with neither ``metrics.json`` nor ``error.txt``: never run, or
+killed) are listed under the table.
 """
 from __future__ import annotations
 
@@ -69,6 +72,49 @@ def collect(root: Path) -> list[dict]:
     return sorted(rows, key=lambda r: [str(r[a]) for a in AXES])
 
 
+def expected_jobs(root: Path) -> int | None:
+    """How many jobs the multirun in ``root`` launches, from Hydra's ``multirun.yaml``: the basic sweeper's swept
+    overrides (``params`` and the command line's, split as the sweeper splits them) or a sweeper's ``n_trials``; None
+    when unknown."""
+    path = root / "multirun.yaml"
+    if not path.exists():
+        return None
+    hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra", {})
+    sweeper = hydra.get("sweeper") or {}
+    if sweeper.get("n_trials") is not None:
+        return int(sweeper["n_trials"])
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + list((hydra.get("overrides") or {}).get("task") or []))
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+
+
+def job_status(root: Path) -> tuple[dict[str, str], list[str]]:
+    """``(failed, missing)``: the folders (relative to ``root``) holding an ``error.txt``, with its first line; and the
+    jobs of ``multirun.yaml`` (folders ``0`` ... ``N-1``) with neither ``metrics.json`` nor ``error.txt`` (none when
+    the job folders are not named by job number)."""
+    failed = {str(p.parent.relative_to(root)): (p.read_text().strip().splitlines() or [""])[0]
+              for p in sorted(root.rglob("error.txt"))}
+    done = [str(p.parent.relative_to(root)) for p in root.rglob("metrics.json")]
+    if not all(job.isdigit() for job in [*done, *failed]):  # hydra.sweep.subdir is not the job number
+        return failed, []
+    n = expected_jobs(root)
+    missing = [str(i) for i in range(n or 0) if str(i) not in done and str(i) not in failed]
+    return failed, missing
+
+
+def status_lines(failed: dict[str, str], missing: list[str]) -> list[str]:
+    lines = [f"failed: job {job}: {error}" for job, error in failed.items()]
+    if missing:
+        lines.append(f"missing: job{'s' if len(missing) > 1 else ''} {', '.join(missing)} (neither metrics.json nor "
+                     f"error.txt: not run, or killed)")
+    return lines
+
+
 def swept(rows: list[dict]) -> list[str]:
     """Columns among AXES whose value differs between runs."""
     return [a for a in AXES if len({str(r[a]) for r in rows}) > 1]
@@ -121,18 +167,24 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for summary.{md,csv,png} (default: MULTIRUN_DIR)")
     args = parser.parse_args(argv)
     rows = collect(args.multirun_dir)
+    failed, missing = job_status(args.multirun_dir)
+    status = status_lines(failed, missing)
     if not rows:
-        raise SystemExit(f"no metrics.json under {args.multirun_dir}: expected a multirun folder of rnnlab.train jobs")
+        raise SystemExit("\n".join(status + [f"no metrics.json under {args.multirun_dir}: expected a multirun folder "
+                                              f"of rnnlab.train jobs"]))
     out = args.out or args.multirun_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(markdown(rows))
+    (out / "summary.md").write_text(markdown(rows) + "".join(f"\n{line}\n" for line in status))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, out / "summary.png")
     print(markdown(rows))
-    print(f"wrote {out / 'summary.md'}, summary.csv, summary.png ({len(rows)} runs; swept: {', '.join(swept(rows))})")
+    if status:
+        print("\n".join(status))
+    print(f"wrote {out / 'summary.md'}, summary.csv, summary.png ({len(rows)} runs, {len(failed)} failed, "
+          f"{len(missing)} missing; swept: {', '.join(swept(rows))})")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ and punctuation, with lengths that vary so that bucketing has work to do.
 
     >>> from helpers import make_imdb_archive  # tests/ is on sys.path under pytest
     >>> path = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=8)
+
+`command_line` composes the train config as ``python -m rnnlab.train OVERRIDES`` hands it to its task, with Hydra's
+job config set.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import io
 import random
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -154,3 +158,23 @@ def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequ
     return [pytest.param(row, *column, id=f"{row_id(row)}-{column_ids[j]}",
                          marks=() if j == i % len(columns) else pytest.mark.slow)
             for i, row in enumerate(rows) for j, column in enumerate(columns)]
+
+
+@contextmanager
+def command_line(*overrides: str):
+    """The config of ``python -m rnnlab.train OVERRIDES`` inside the block: with Hydra's job config set, rnnlab.train
+    knows which settings the command line gives (a config composed in-process gives them all). ``hydra.mode=MULTIRUN``
+    and ``hydra.runtime.output_dir=...`` make it a job of a multirun."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]  # as Hydra hands the config to its task
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None
