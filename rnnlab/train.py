@@ -6,7 +6,8 @@ output folder (``output_dir``, Hydra's run dir or a sweep job's subdir), once th
 - ``config.yaml``: the resolved config; ``overrides.yaml``: the command-line overrides that composed it;
 - ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=.../last.ckpt`` resumes);
 - ``tensorboard/``: scalars, gradient diagnostics and the HParams entry of the run;
-- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count.
+- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count, and
+  ``stopped_by``: ``max_time`` for a run the wall clock cut short (:func:`rnnlab.budget.stopped_by`).
 
 Resume: every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run
 given ``ckpt_path`` takes the checkpoint's config, except the settings of :data:`RESUME_MAY_CHANGE` (the command
@@ -30,6 +31,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
+from rnnlab.budget import stopped_by
 from rnnlab.models.callbacks import EpochTimer, RunConfig
 from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
@@ -223,6 +225,7 @@ def _train(cfg: DictConfig) -> dict:
     log.info("%s: %d parameters (%d trainable)", name, n_params, module.num_parameters(trainable=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    stop = stopped_by(trainer)  # before testing touches the trainer's state
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
     epoch_times = list(timer.times) if timer else []
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
@@ -240,6 +243,7 @@ def _train(cfg: DictConfig) -> dict:
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     metrics.update({"epoch_times_s": epoch_times, "num_parameters": n_params,
                     "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
+    metrics["stopped_by"] = stop  # rnnlab.budget: max_steps, max_epochs, max_time (the wall clock cut the run), ...
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k in METRIC_KEYS}))
