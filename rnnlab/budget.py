@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Timer
-
 __all__ = ["STOP_REASONS", "stopped_by", "step_budget", "max_time_seconds"]
 
 log = logging.getLogger(__name__)
@@ -21,11 +18,14 @@ log = logging.getLogger(__name__)
 STOP_REASONS = ("max_steps", "max_epochs", "max_time", "diverged", "callback")
 
 
-def stopped_by(trainer: pl.Trainer) -> str:
-    """Why ``trainer.fit`` returned, one of :data:`STOP_REASONS`; a warning is logged when it was the wall clock.
+def stopped_by(trainer) -> str:
+    """Why ``trainer.fit`` of a ``lightning.pytorch.Trainer`` returned, one of :data:`STOP_REASONS`; a warning is
+    logged when it was the wall clock.
 
     A run that reached its step or epoch budget counts as complete even if its time ran out at the same step.
     """
+    from lightning.pytorch.callbacks import Timer  # here: the summary reads budgets without loading Lightning
+
     if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
         return "max_steps"
     if trainer.max_epochs not in (None, -1) and trainer.current_epoch >= trainer.max_epochs:
