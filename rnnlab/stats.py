@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SeedSummary", "Comparison", "summarize_seeds", "compare", "flatten", "seed_groups", "SEED_KEY"]
+__all__ = ["SeedSummary", "Comparison", "summarize_seeds", "compare", "flatten", "seed_groups", "plot_groups",
+           "SEED_KEY"]
 
 SEED_KEY = "seed"
 CONFIDENCE = 0.95
@@ -148,3 +149,31 @@ def seed_groups(configs: list[dict]) -> tuple[list[int], list[str]]:
     keys = sorted({k for d in settings for k in d if len({other.get(k, "<unset>") for other in settings}) > 1})
     order: dict[tuple, int] = {}
     return [order.setdefault(sig, len(order)) for sig in signatures], keys
+
+
+def plot_groups(panels: dict, path) -> None:
+    """One panel per metric, ``{metric: [(label, [(seed, value), ...], SeedSummary), ...]}``: every seed's value as a
+    point and each group's mean with its 95 % interval beside them, saved as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widest = max(len(groups) for groups in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.2 * widest + 2) * len(panels), 4), squeeze=False)
+    for ax, (metric, groups) in zip(axes[0], panels.items()):
+        for x, (_, values, summary) in enumerate(groups):
+            points = [v for _, v in values]
+            ax.scatter([x - 0.12 + 0.05 * (i - (len(points) - 1) / 2) for i in range(len(points))], points, s=14,
+                       alpha=0.7, label="one seed" if x == 0 else None)
+            if summary.n > 1:
+                ax.errorbar([x + 0.12], [summary.mean], yerr=[[summary.mean - summary.low], [summary.high - summary.mean]],
+                            fmt="_", color="black", capsize=6, markersize=16,
+                            label="mean, 95 % CI" if x == 0 else None)
+        ax.set_xticks(range(len(groups)), [label for label, _, _ in groups], fontsize=7)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from rnnlab.budget import max_time_seconds
-from rnnlab.stats import compare, flatten, seed_groups, summarize_seeds
+from rnnlab.stats import SeedSummary, compare, flatten, plot_groups, seed_groups, summarize_seeds
 from rnnlab.utils import user_errors
 
 COLUMNS = {  # column -> (file, dotted key)
@@ -249,33 +249,15 @@ def _num(v, digits: int = 4) -> str:
 
 def seed_plot(table: list[dict], found: list[tuple[dict, dict]], keys: list[str], path: Path) -> None:
     """One panel per metric: every seed's value as a point, and each group's mean with its 95 % interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(dict.fromkeys(r["metric"] for r in table))
     rows, configs = [r for r, _ in found], [c for _, c in found]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4, 1.2 * len(table) / len(metrics) + 2) * len(metrics), 4),
-                             squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        groups = [r for r in table if r["metric"] == metric]
-        for x, g in enumerate(groups):
-            label = tuple(str(g[k]) for k in keys)
-            points = [r[metric] for r, c in zip(rows, configs)
-                      if tuple(str(c.get(k, "")) for k in keys) == label and r[metric] is not None]
-            ax.scatter([x - 0.12 + 0.05 * (i - (len(points) - 1) / 2) for i in range(len(points))], points, s=14,
-                       alpha=0.7, label="one seed" if x == 0 else None)
-            if g["n"] > 1:
-                ax.errorbar([x + 0.12], [g["mean"]], yerr=[[g["mean"] - g["ci95_low"]], [g["ci95_high"] - g["mean"]]],
-                            fmt="_", color="black", capsize=6, markersize=16, label="mean, 95 % CI" if x == 0 else None)
-        ax.set_xticks(range(len(groups)), ["\n".join(f"{g[k]}" for k in keys) for g in groups], fontsize=7)
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    panels: dict[str, list] = {}
+    for g in table:
+        label = tuple(str(g[k]) for k in keys)
+        values = [(r["seed"], r[g["metric"]]) for r, c in zip(rows, configs)
+                  if tuple(str(c.get(k, "")) for k in keys) == label and r[g["metric"]] is not None]
+        summary = SeedSummary(g["n"], g["mean"], g["sd"], g["ci95_low"], g["ci95_high"])
+        panels.setdefault(g["metric"], []).append(("\n".join(label), values, summary))
+    plot_groups(panels, path)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
