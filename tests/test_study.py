@@ -73,6 +73,7 @@ def test_the_search_space_reads_hydras_sweep_syntax_into_optuna_distributions():
         space({"lr": "interval(1"})
 
 
+@pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
 def test_a_study_killed_with_sigkill_mid_trial_goes_on_from_its_storage_and_reruns_that_trial(tmp_path):
     cfg = tiny_study(tmp_path, "study.grace_period=1")
     child = forked(work, cfg)
@@ -106,6 +107,7 @@ def test_a_study_killed_with_sigkill_mid_trial_goes_on_from_its_storage_and_reru
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trial.params
 
 
+@pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
 def test_two_processes_on_one_study_share_its_trials_and_run_none_twice(tmp_path):
     cfg = tiny_study(tmp_path)
     storage(cfg)  # the tables exist before the two start
@@ -117,6 +119,18 @@ def test_two_processes_on_one_study_share_its_trials_and_run_none_twice(tmp_path
     pids = {t.user_attrs.get("pid") for trials in trials_of(cfg).values() for t in trials
             if t.state == TrialState.COMPLETE}
     assert pids == {os.getpid(), child.pid}
+
+
+@pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
+def test_a_diverged_trial_counts_toward_its_cells_trials_and_the_study_still_ends(tmp_path):
+    cfg = tiny_study(tmp_path, "search.cells=[lstm]", "search.trials=2")
+    # the divergence stop after one step above 1e-9 x the first loss: every trial diverges (FloatingPointError)
+    cfg.search.overrides = [*cfg.search.overrides, "callbacks.divergence.factor=1e-9", "callbacks.divergence.patience=1"]
+    state = work(cfg)
+    assert (state["lstm"].done, state["lstm"].taken) == (2, 2)
+    trials = trials_of(cfg)["lstm"]
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs["diverged"].startswith("training diverged") for t in trials)
 
 
 @pytest.mark.slow  # 2 x 3 trials and 2 x 2 reruns: ~8 s on the loaded 2-core machine
