@@ -134,7 +134,8 @@ def seed_groups(configs: list[dict]) -> tuple[list[int], list[str]]:
 
     Returns:
         ``(group, keys)``: ``group[i]`` numbers run ``i``'s group (0, 1, ... in order of first appearance), and
-        ``keys`` lists the settings that tell the groups apart (``["model.cell", "data.length"]``), for labels.
+        ``keys`` lists the settings that tell the groups apart (``["data.length", "model.cell"]``), for labels; of
+        settings equal in every run, the one with the shortest name.
 
     Set aside: ``seed``; a setting equal to the seed in every run, which follows it (``data.seed: ${seed}``, so it
     varies with the seed alone); and each run's own paths (``output_dir`` and the settings under it).
@@ -147,6 +148,9 @@ def seed_groups(configs: list[dict]) -> tuple[list[int], list[str]]:
                                        and k not in follows_seed and not _is_run_path(k, v, config))))
     settings = [dict(sig) for sig in signatures]
     keys = sorted({k for d in settings for k in d if len({other.get(k, "<unset>") for other in settings}) > 1})
+    column = {k: tuple(d.get(k, "<unset>") for d in settings) for k in keys}
+    # a setting that copies another in every run (callbacks.log_hparams.settings.data.batch_size) labels nothing new
+    keys = [k for k in keys if not any(column[o] == column[k] and (len(o), o) < (len(k), k) for o in keys)]
     order: dict[tuple, int] = {}
     return [order.setdefault(sig, len(order)) for sig in signatures], keys
 

@@ -197,7 +197,7 @@ def seed_table(found: list[tuple[dict, dict]], metrics,
     members: dict[int, list[int]] = {}
     for i, g in enumerate(group_of):
         members.setdefault(g, []).append(i)
-    label = {g: tuple(str(configs[ids[0]].get(k, "")) for k in keys) for g, ids in members.items()}
+    label = {g: tuple(_label(configs[ids[0]].get(k, "")) for k in keys) for g, ids in members.items()}
     table = []
     for metric in metrics:
         values = {g: [(rows[i]["seed"], rows[i][metric]) for i in ids if rows[i][metric] is not None]
@@ -220,6 +220,11 @@ def seed_table(found: list[tuple[dict, dict]], metrics,
                     row.update(test=result.test, diff=result.diff, t=result.t, df=result.df, p=result.p)
             table.append(row)
     return table, keys
+
+
+def _label(value) -> str:
+    """A setting's value as a group's label: floats to 4 significant digits (0.0001270, not 0.0001269772403622572)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def seed_markdown(table: list[dict], keys: list[str]) -> str:
@@ -254,7 +259,7 @@ def seed_plot(table: list[dict], found: list[tuple[dict, dict]], keys: list[str]
     for g in table:
         label = tuple(str(g[k]) for k in keys)
         values = [(r["seed"], r[g["metric"]]) for r, c in zip(rows, configs)
-                  if tuple(str(c.get(k, "")) for k in keys) == label and r[g["metric"]] is not None]
+                  if tuple(_label(c.get(k, "")) for k in keys) == label and r[g["metric"]] is not None]
         summary = SeedSummary(g["n"], g["mean"], g["sd"], g["ci95_low"], g["ci95_high"])
         panels.setdefault(g["metric"], []).append(("\n".join(label), values, summary))
     plot_groups(panels, path)

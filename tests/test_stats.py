@@ -66,7 +66,8 @@ def test_groups_with_other_seeds_are_compared_by_welchs_test():
 def test_runs_that_differ_only_in_their_seed_and_what_follows_it_form_one_group():
     configs = [stats.flatten({"seed": s, "output_dir": f"/runs/{i}", "data": {"seed": s, "length": 50},
                               "model": {"cell": cell, "step_seed": s},
-                              "callbacks": {"ckpt": {"dirpath": f"/runs/{i}/checkpoints"}}})
+                              "callbacks": {"ckpt": {"dirpath": f"/runs/{i}/checkpoints"},
+                                            "log_hparams": {"settings": {"cell": cell}}}})  # a copy: no label
                for i, (cell, s) in enumerate([("gru", 1), ("gru", 2), ("lstm", 1), ("gru", 3), ("lstm", 2)])]
     assert stats.seed_groups(configs) == ([0, 0, 1, 0, 1], ["model.cell"])
 

@@ -111,8 +111,9 @@ def rerun_best(cfg: DictConfig, cell: str, study) -> dict[int, dict]:
         if (out / "metrics.json").exists():
             reruns[seed] = json.loads((out / "metrics.json").read_text())
             continue
+        # tagged as the trial itself: the same config but for the seed, one group of seeds for scripts/summarize.py
         overrides = run_overrides(cfg, cell, best.params, out, {"study": cfg.study.name, "cell": cell,
-                                                               "trial": best.number, "seed": seed})
+                                                               "trial": best.number})
         last = out / "checkpoints" / "last.ckpt"
         overrides += [f"seed={seed}"] + ([f"ckpt_path={last}"] if last.exists() else [])
         log.info("%s: best trial %d rerun with seed %d", cell, best.number, seed)
