@@ -5,19 +5,23 @@ process is forked from the test's own (so it starts in milliseconds, torch alrea
 its own connection to the storage, killed with SIGKILL like `kill -9`.
 """
 import csv
+import math
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 optuna = pytest.importorskip("optuna", reason="the `study` extra: pip install -e '.[study]'")
+from omegaconf import OmegaConf  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from rnnlab.study.search import cell_study, space, storage, study_config, work  # noqa: E402
+from rnnlab.budget import max_time_seconds, step_budget  # noqa: E402
+from rnnlab.study.search import cell_study, compose, run_overrides, space, storage, study_config, work  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["data.length=6", "data.train_size=20", "data.val_size=10", "data.test_size=10", "trainer.max_steps=2",
@@ -71,6 +75,24 @@ def test_the_search_space_reads_hydras_sweep_syntax_into_optuna_distributions():
         space({"lr": "0.1"})
     with pytest.raises(ValueError, match=r"search.params.lr must be in Hydra's sweep syntax"):
         space({"lr": "interval(1"})
+
+
+SEARCHES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_every_search_space_composes_into_trials_that_end_by_a_step_budget(search, tmp_path):
+    cfg = study_config([f"search={search}", f"study.dir={tmp_path}"])
+    distributions = space(cfg.search.params)
+    trial = optuna.create_study().ask(fixed_distributions=distributions)  # in memory: a draw from the space
+    train = compose("train", run_overrides(cfg, "gru", trial.params, tmp_path / "run", {"trial": 0}))
+    assert step_budget(train.trainer) is not None
+    assert (max_time_seconds(train.trainer.get("max_time")) or math.inf) >= 3600  # a safety net, not the budget
+    assert train.model.cell == "gru" and train.study_trial.trial == 0
+    for key, value in trial.params.items():
+        assert OmegaConf.select(train, key) == value
+    assert set(distributions) == {"model.optimizer.lr", "model.hidden_size", "model.num_layers", "model.dropout",
+                                  "trainer.gradient_clip_val", "data.batch_size"}
 
 
 @pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
