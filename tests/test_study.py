@@ -77,6 +77,15 @@ def test_the_search_space_reads_hydras_sweep_syntax_into_optuna_distributions():
         space({"lr": "interval(1"})
 
 
+def test_the_docstring_examples_of_the_study_run():
+    import doctest
+
+    from rnnlab.study import search
+
+    result = doctest.testmod(search)
+    assert result.attempted > 0 and result.failed == 0
+
+
 SEARCHES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "search").glob("*.yaml"))
 
 
