@@ -165,18 +165,24 @@ def cell_study(cfg: DictConfig, cell: str, rdb, load_only: bool = False):
                                load_if_exists=True)
 
 
-def taken(trial) -> bool:
-    """A trial that counts toward its cell's number: running, waiting to be rerun, finished, or diverged."""
+def finished(trial) -> bool:
+    """A trial with a result: its run ended by its budget, or diverged (a result of its parameters too)."""
     from optuna.trial import TrialState
 
-    return trial.state in (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE) or (
-        trial.state == TrialState.FAIL and "diverged" in trial.user_attrs)
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "diverged" in trial.user_attrs)
+
+
+def taken(trial) -> bool:
+    """A trial that counts toward its cell's number: finished, running, or waiting to be rerun."""
+    from optuna.trial import TrialState
+
+    return finished(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
 @dataclass
 class Progress:
     taken: int
-    done: int  # finished or diverged
+    done: int  # finished
     waiting: int
 
 
@@ -184,9 +190,8 @@ def progress(study) -> Progress:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "diverged" in t.user_attrs)
-               for t in trials)
-    return Progress(sum(taken(t) for t in trials), done, sum(t.state == TrialState.WAITING for t in trials))
+    return Progress(sum(taken(t) for t in trials), sum(finished(t) for t in trials),
+                    sum(t.state == TrialState.WAITING for t in trials))
 
 
 def fail_stale(study) -> None:
