@@ -13,10 +13,15 @@ rnnlab has one, :mod:`rnnlab.nn.backends.cpp` (the fused cells' per-step loops, 
   runs until it is ready; a missing compiler leaves the fallback in place: a failed build leaves ``FAILED`` and
   ``build.log`` in the build folder and is not retried by later processes;
 * an environment variable chooses: ``auto`` (default), ``wait`` (build in this process on first use, blocking: for
-  benchmarks and tests), ``0`` (never).
+  benchmarks and tests), ``0`` (never);
+* what is loaded is what was built (the folder's name is predictable, and ``$TORCH_EXTENSIONS_DIR`` may be a shared
+  folder): the build folder must belong to the user and be writable by no one else, or nothing in it is loaded (a
+  warning names it, and the fallback runs); ``READY`` records the SHA-256 of the library the build made, and a
+  library that does not match it is not loaded: it is removed with ``READY`` and built again, with a warning.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -24,6 +29,8 @@ import sys
 import warnings
 
 import torch
+
+from rnnlab.security import UntrustedFile, private_folder_problem, sha256_file, write_atomic
 
 
 class InlineExtension:
@@ -42,15 +49,45 @@ class InlineExtension:
                                                                       "torch_extensions")
         return os.path.join(root, self.name)
 
+    def library(self) -> str:
+        """The path of the built library in :meth:`build_dir`."""
+        return os.path.join(self.build_dir(), f"{self.name}.so")
+
+    def _private_build_dir(self) -> str:
+        """:meth:`build_dir`, created if missing (``rwxr-xr-x``); an :class:`~rnnlab.security.UntrustedFile` error if
+        it belongs to another user or others can write it (anything in it may have been put there by them)."""
+        folder = self.build_dir()
+        os.makedirs(folder, mode=0o755, exist_ok=True)  # 0o755 whatever the umask: never group/other-writable
+        problem = private_folder_problem(folder)
+        if problem:
+            raise UntrustedFile(f"the build folder {folder} must be this user's own and writable by no one else, "
+                                f"since its library is loaded into this process: {problem}. Remove it, or set "
+                                f"TORCH_EXTENSIONS_DIR to a folder of your own")
+        return folder
+
     def build(self):
-        """Compile (blocking) and load the extension; returns its ``torch.ops`` namespace."""
+        """Compile (blocking) and load the extension; returns its ``torch.ops`` namespace. ``READY`` records the
+        SHA-256 of the library built."""
         from torch.utils.cpp_extension import load
 
-        os.makedirs(self.build_dir(), exist_ok=True)
+        folder = self._private_build_dir()  # before torch's loader, which loads a library it finds up to date
         load(self.name, sources=self.sources, extra_cflags=[*self.cflags, f"-DRNNLAB_OPS_NAMESPACE={self.name}"],
-             is_python_module=False, build_directory=self.build_dir(), verbose=False)
-        open(os.path.join(self.build_dir(), "READY"), "w").close()
+             is_python_module=False, build_directory=folder, verbose=False)
+        digest = sha256_file(self.library())
+        write_atomic(os.path.join(folder, "READY"), lambda f: f.write(f"{digest}  {self.name}.so\n".encode()))
         return getattr(torch.ops, self.name)
+
+    def _unbuilt(self, folder: str) -> str | None:
+        """None if the folder's library is the one its build recorded in ``READY``; otherwise what is wrong."""
+        with open(os.path.join(folder, "READY"), errors="replace") as f:
+            recorded = f.read().split(" ")[0].strip()
+        if not recorded:
+            return "has no SHA-256 in READY (built by an earlier rnnlab, or planted)"
+        if not os.path.exists(self.library()):
+            return f"lacks {self.name}.so"
+        if sha256_file(self.library()) != recorded:
+            return f"holds a {self.name}.so that is not the library its build recorded in READY (SHA-256)"
+        return None
 
     def ops(self):
         """The ``torch.ops`` namespace if built (starting a background build on the first call), else None."""
@@ -60,10 +97,19 @@ class InlineExtension:
         mode = os.environ.get(self.env, "auto")
         if mode in ("0", "off", "false"):
             return None
-        folder = self.build_dir()
         try:
-            if os.path.exists(os.path.join(folder, "READY")):
-                torch.ops.load_library(os.path.join(folder, f"{self.name}.so"))
+            folder = self._private_build_dir()
+            ready = os.path.exists(os.path.join(folder, "READY"))
+            wrong = self._unbuilt(folder) if ready else None
+            if wrong:  # never loaded: removed with its READY, and built again (in a private folder: only relinked)
+                warnings.warn(f"{self.module}: the build folder {folder} {wrong}: not loaded; building it again "
+                              f"(until then, {self.fallback})", RuntimeWarning)
+                for name in ("READY", f"{self.name}.so"):
+                    with contextlib.suppress(FileNotFoundError):  # another process may have removed it first
+                        os.remove(os.path.join(folder, name))
+                ready = False
+            if ready:
+                torch.ops.load_library(self.library())
                 st["ops"] = getattr(torch.ops, self.name)
             elif os.path.exists(os.path.join(folder, "FAILED")) and mode != "wait":
                 st["failed"] = True  # a background build failed here before: see build.log; do not retry every process
@@ -71,11 +117,10 @@ class InlineExtension:
                 st["ops"] = self.build()
             elif not st["started"]:
                 st["started"] = True
-                os.makedirs(folder, exist_ok=True)
                 with open(os.path.join(folder, "build.log"), "w") as log:  # the child keeps its own copy
                     subprocess.Popen([sys.executable, "-m", self.module], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        except Exception as e:  # no compiler, no headers, ...: the fallback gives the same numbers
+        except Exception as e:  # no compiler, no headers, a shared build folder: the fallback gives the same numbers
             st["failed"] = True
             warnings.warn(f"{self.module} unavailable, using {self.fallback}: {e}", RuntimeWarning)
         return st["ops"]
@@ -84,8 +129,9 @@ class InlineExtension:
         """``python -m <module>``: build now (the background build runs this too); a failure leaves ``FAILED``."""
         try:
             self.build()
-        except Exception:
-            os.makedirs(self.build_dir(), exist_ok=True)
-            open(os.path.join(self.build_dir(), "FAILED"), "w").close()
+        except Exception as e:
+            if not isinstance(e, UntrustedFile):  # nothing is written in a folder that is not the user's own
+                os.makedirs(self.build_dir(), mode=0o755, exist_ok=True)
+                open(os.path.join(self.build_dir(), "FAILED"), "w").close()
             raise
         print("built", self.build_dir())

@@ -2,7 +2,9 @@
 
 Without ``text`` it reads one text per line from stdin, ``batch_size`` lines at a time, and prints as it goes, so a
 file of any length streams through in bounded memory. Prints one JSON line per text:
-``{"label": "pos", "probability": 0.97, "text": "a great film"}`` where ``probability`` is that of the label.
+``{"label": "pos", "probability": 0.97, "text": "a great film"}`` where ``probability`` is that of the label; one
+line per line of stdin, in order: a blank one gets ``{"label": null, "probability": null, "error": "empty text",
+"text": ""}``.
 A line of stdin that is not valid in its encoding is still predicted, with U+FFFD in place of the bytes that do not
 decode, and a warning on stderr names the line.
 """
@@ -42,23 +44,30 @@ def iter_predict(module: SequenceClassifierModule, texts: Iterable[str], batch_s
         yield from _predict_batch(module, vectorizer, batch)
 
 
+EMPTY = {"label": None, "probability": None, "error": "empty text"}  # the row of a text that is blank
+
+
 @torch.no_grad()
 def _predict_batch(module: SequenceClassifierModule, vectorizer, texts: list[str]) -> list[dict]:
+    """One row per text, in order; a blank text (nothing but whitespace) gets :data:`EMPTY`, not a guess."""
     module.eval()
+    out = [{**EMPTY, "text": text} for text in texts]
+    given = [i for i, text in enumerate(texts) if text.strip()]
+    if not given:
+        return out
     max_length = (module.data_config or {}).get("max_length")
-    ids, lengths = texts_to_batch(vectorizer, texts, max_length)  # as the datamodules batch them
+    ids, lengths = texts_to_batch(vectorizer, [texts[i] for i in given], max_length)  # as the datamodules batch them
     lengths = lengths.clamp(min=1)  # a text without known words is read as one padding token
     probs = module.predict_proba(ids.to(module.device), lengths)
     names = module.class_names or [str(k) for k in range(module.hparams.num_classes)]
-    out = []
-    for text, p in zip(texts, probs.cpu()):
+    for i, p in zip(given, probs.cpu()):
         if module.binary:
             k = int(p >= 0.5)
             prob = float(p) if k == 1 else 1 - float(p)
         else:
             k = int(p.argmax())
             prob = float(p[k])
-        out.append({"label": names[k], "probability": round(prob, 6), "text": text})
+        out[i] = {"label": names[k], "probability": round(prob, 6), "text": texts[i]}
     return out
 
 
@@ -74,9 +83,9 @@ def load_classifier(ckpt, map_location="cpu") -> SequenceClassifierModule:
 
 
 def read_texts(stream: BinaryIO, encoding: str = "utf-8") -> Iterator[str]:
-    """The non-blank lines of a byte stream, decoded as they are read. A line that is not valid ``encoding`` is
-    decoded with U+FFFD (the replacement character) for each byte that does not decode, and a warning on stderr
-    names its line number (1-based, blank lines counted), so one bad line never stops the others."""
+    """Every line of a byte stream, blank ones included (one output row per input line), decoded as they are read.
+    A line that is not valid ``encoding`` is decoded with U+FFFD (the replacement character) for each byte that does
+    not decode, and a warning on stderr names its line number (1-based), so one bad line never stops the others."""
     for number, raw in enumerate(stream, start=1):
         try:
             line = raw.decode(encoding)
@@ -85,9 +94,7 @@ def read_texts(stream: BinaryIO, encoding: str = "utf-8") -> Iterator[str]:
             print(f"warning: stdin line {number} is not valid {encoding} (byte 0x{raw[e.start]:02x} at position "
                   f"{e.start}): predicted with U+FFFD (\N{REPLACEMENT CHARACTER}) in place of the bytes that do not "
                   f"decode", file=sys.stderr, flush=True)
-        line = line.removesuffix("\n").removesuffix("\r")
-        if line.strip():
-            yield line
+        yield line.removesuffix("\n").removesuffix("\r")
 
 
 def check_device(device: str) -> torch.device:

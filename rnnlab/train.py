@@ -36,6 +36,7 @@ from rnnlab.models.callbacks import EpochTimer, RunConfig
 from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
 from rnnlab.models.module import data_record, read_checkpoint
+from rnnlab.security import check_targets, config_targets
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,10 @@ def _train(cfg: DictConfig) -> dict:
     checkpoint = None
     if cfg.ckpt_path not in (None, "last", "best", "hpc", "registry") and "://" not in cfg.ckpt_path:
         checkpoint = read_checkpoint(cfg.ckpt_path)  # checked before the data and model are built
+        given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
         cfg = resume_config(cfg, checkpoint, cfg.ckpt_path, _command_line_overrides())
+        check_targets(_plain(cfg), f"checkpoint {cfg.ckpt_path}", trusted=given_targets)  # what is built from it
     _check_settings(cfg)
     out = Path(cfg.output_dir)
     if cfg.ckpt_path is None:

@@ -89,7 +89,7 @@ def sweep(root: Path, name: str, solved: float) -> None:
                               label=r["cell"], marker=".")
         grad_file = r["job"] / "tensorboard" / "grad_t.pt"
         if grad_file.exists():
-            records = torch.load(grad_file, weights_only=False)
+            records = torch.load(grad_file, weights_only=True)  # plain lists, dicts, floats and tensors
             for rec, style in ((records[0], ":"), (records[-1], "-")):
                 curve = rec["curves"].get("dh/l0", {}).get("end")
                 if curve is not None:
@@ -129,7 +129,7 @@ def clip(without: Path, with_: Path, name: str, early: Path | None = None) -> No
               f"diverged at {ev.get('train/diverged_step')}, final test loss "
               f"{json.loads((job / 'metrics.json').read_text()).get('test/loss')}")
         source = early if (early is not None and label == "no clipping") else job
-        records = torch.load(source / "tensorboard" / "grad_t.pt", weights_only=False)
+        records = torch.load(source / "tensorboard" / "grad_t.pt", weights_only=True)
         for rec in (records[:2] if label == "no clipping" else [records[0], records[1], records[-1]]):
             y = rec["curves"]["dh/l0"]["end"].double().numpy()
             axes[2].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls="-" if label == "clipped" else "--",
@@ -184,7 +184,8 @@ def jacobian(runs: list[Path], name: str) -> None:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         dm = AddingDataModule(length=cfg["data"]["length"], seed=cfg["seed"])
         x, y = dm.probe_batch(16)
-        trained = TaskModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+        trained = TaskModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu",
+                                                  weights_only=True)
         pl.seed_everything(cfg["seed"])  # the run's initial weights: seeded, then built as rnnlab.train does
         initial = TaskModule(**{k: v for k, v in trained.hparams.items()})
         for module, colour, label in ((initial, "C0", "init"), (trained, "C3", "trained")):

@@ -27,6 +27,31 @@ def no_data_env(monkeypatch):
     monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
 
 
+@pytest.fixture(scope="session")
+def text_ckpt(tmp_path_factory):
+    """The last checkpoint of a one-epoch run on a tiny neg/pos folder dataset (a text classifier's)."""
+    from helpers import make_text_folder
+    from hydra import compose, initialize_config_module
+
+    import rnnlab.conf  # noqa: F401
+    from rnnlab.train import train
+
+    tmp = tmp_path_factory.mktemp("text_run")
+    root = make_text_folder(tmp / "texts", n_per_class=12)
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=folder", f"data.train_dir={root}", f"data.root={tmp / 'cache'}", "data.batch_size=8",
+            "model=torch_gru", "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"output_dir={tmp / 'run'}"])
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(n)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_archive = bool(os.environ.get("RNNLAB_IMDB_ARCHIVE"))

@@ -149,3 +149,16 @@ def tiny_synthetic(out, experiment: str = "adding") -> list[str]:
     return [f"+experiment={experiment}", "data.length=6", "data.train_size=40", "data.val_size=10", "data.test_size=10",
             "data.batch_size=10", "model.hidden_size=4", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
             "diagnostics.every_n_steps=50", f"output_dir={out}"]
+
+
+def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequence[str]) -> list:
+    """The product ``rows x columns`` as ``pytest.param((row, *column))``, every pair outside the diagonal marked slow.
+
+    The fast suite runs row ``i`` with column ``i mod len(columns)`` (every row, and every column when there are at
+    least as many rows); ``make test-all`` runs the whole product. For grids whose every case costs seconds (the
+    Triton kernels under the CPU interpreter)."""
+    import pytest
+
+    return [pytest.param(row, *column, id=f"{row_id(row)}-{column_ids[j]}",
+                         marks=() if j == i % len(columns) else pytest.mark.slow)
+            for i, row in enumerate(rows) for j, column in enumerate(columns)]

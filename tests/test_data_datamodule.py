@@ -336,3 +336,57 @@ def test_train_segment_cuts_training_reviews_into_labelled_pieces_and_leaves_eva
     for split in ("val",):
         assert np.array_equal(cut.datasets[split].lengths, whole.datasets[split].lengths)
     assert cut.cache_dir() == whole.cache_dir()  # the cache keeps whole reviews
+
+
+def damage(path, how: str) -> None:
+    """Cut a file in half, or flip one bit in its middle: what a full disk or bad storage leaves."""
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped"])
+@pytest.mark.parametrize("entry", ["train.npz", "val.npz", "test.npz", "vectorizer.json"])
+def test_a_damaged_cache_entry_is_named_in_a_warning_at_setup_and_rebuilt_with_the_same_arrays(
+        tmp_path, archive, caplog, entry, how):
+    first = make_dm(tmp_path, archive)
+    first.setup("fit")
+    first.setup("test")
+    damage(first.cache_dir() / entry, how)
+    again = make_dm(tmp_path, archive)
+    with caplog.at_level("WARNING", logger="rnnlab.data.datamodule"):
+        again.setup("fit")  # a bad test.npz is found here, before any training, not after it
+    assert f"cache entry {first.cache_dir() / entry} is damaged" in caplog.text and "rebuilding it" in caplog.text
+    again.setup("test")
+    assert again.vectorizer.to_json() == first.vectorizer.to_json()
+    for split in ("train", "val", "test"):
+        assert torch.equal(again.datasets[split].flat, first.datasets[split].flat)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rnnlab.data.datamodule"):
+        make_dm(tmp_path, archive).setup(None)  # rebuilt whole, with its checksum: no warning now
+    assert "damaged" not in caplog.text
+
+
+def test_a_full_disk_while_the_cache_is_written_leaves_no_partial_entry_behind(tmp_path, archive, monkeypatch):
+    import errno
+
+    real, calls = os.fsync, []
+
+    def full_disk(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # train.npz and its checksum are written; the disk fills during val.npz
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        make_dm(tmp_path, archive).setup("fit")
+    monkeypatch.setattr(os, "fsync", real)
+    cache = make_dm(tmp_path, archive).cache_dir()
+    assert sorted(p.name for p in cache.iterdir()) == ["train.npz", "train.npz.sha256"]  # no temporary file left
+    dm = make_dm(tmp_path, archive)
+    dm.setup("fit")
+    assert len(dm.datasets["val"]) == 8

@@ -7,28 +7,10 @@ import sys
 
 import pytest
 import torch
-from helpers import make_text_folder
-from hydra import compose, initialize_config_module
 
-import rnnlab.conf  # noqa: F401
-from rnnlab.predict import check_device, read_texts
-from rnnlab.train import train
+from rnnlab.predict import check_device, iter_predict, load_classifier, read_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """The last checkpoint of a one-epoch run on a tiny neg/pos folder dataset."""
-    tmp = tmp_path_factory.mktemp("predict")
-    root = make_text_folder(tmp / "texts", n_per_class=12)
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=folder", f"data.train_dir={root}", f"data.root={tmp / 'cache'}", "data.batch_size=8",
-            "model=torch_gru", "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"output_dir={tmp / 'run'}"])
-    train(cfg)
-    return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
 def predict_command(ckpt, stdin: bytes, cwd, *overrides) -> subprocess.CompletedProcess:
@@ -37,22 +19,53 @@ def predict_command(ckpt, stdin: bytes, cwd, *overrides) -> subprocess.Completed
                           capture_output=True, cwd=cwd, env=env, timeout=300)
 
 
-def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(ckpt, tmp_path):
+def test_a_stdin_line_that_is_not_utf8_is_predicted_with_replacement_characters_and_named_in_a_warning(text_ckpt,
+                                                                                                        tmp_path):
     stdin = b"a great film\n\nbad \xff\xfe bytes\r\nlast line, awful\n"
-    run = predict_command(ckpt, stdin, tmp_path)
+    run = predict_command(text_ckpt, stdin, tmp_path)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     rows = [json.loads(line) for line in run.stdout.decode().splitlines()]
-    assert [r["text"] for r in rows] == ["a great film", "bad \ufffd\ufffd bytes", "last line, awful"]
-    assert all(r["label"] in ("neg", "pos") for r in rows)
+    assert [r["text"] for r in rows] == ["a great film", "", "bad \ufffd\ufffd bytes", "last line, awful"]
+    assert [r["label"] in ("neg", "pos") for r in rows] == [True, False, True, True]
     stderr = run.stderr.decode()
     assert "warning: stdin line 3 is not valid utf-8 (byte 0xff at position 4)" in stderr
     assert "U+FFFD (\ufffd)" in stderr and "Traceback" not in stderr
 
 
-def test_read_texts_skips_blank_lines_and_counts_them_in_the_line_numbers(capsys):
+def test_read_texts_keeps_every_line_blank_ones_included_and_counts_them_in_the_line_numbers(capsys):
     stream = io.BytesIO(b"one\r\n\n   \ntw\xc3o\nthree")  # \xc3 starts a 2-byte character that 'o' does not finish
-    assert list(read_texts(stream)) == ["one", "tw\ufffdo", "three"]
+    assert list(read_texts(stream)) == ["one", "", "   ", "tw\ufffdo", "three"]
     assert "stdin line 4 is not valid utf-8 (byte 0xc3 at position 2)" in capsys.readouterr().err
+
+
+def test_a_blank_text_gets_a_null_label_flagged_empty_in_its_place_even_in_a_batch_of_blanks_only(text_ckpt):
+    module = load_classifier(text_ckpt)
+    texts = ["a great film", "", "   ", "the worst, awful", ""]
+    rows = list(iter_predict(module, texts, batch_size=2))  # the third batch holds a blank line only
+    assert [r["text"] for r in rows] == texts
+    empty = {"label": None, "probability": None, "error": "empty text"}
+    assert [rows[i] for i in (1, 2, 4)] == [{**empty, "text": t} for t in ("", "   ", "")]
+    assert all(rows[i]["label"] in ("neg", "pos") and "error" not in rows[i] for i in (0, 3))
+
+
+def test_a_checkpoint_of_a_synthetic_task_is_named_with_what_reads_it(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from rnnlab.train import train
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "+experiment=adding", "data.length=4", "data.train_size=8", "data.val_size=4", "data.test_size=4",
+            "data.batch_size=4", "model.hidden_size=2", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+            "diagnostics.every_n_steps=0", "test=false", f"output_dir={tmp_path}"])
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"last\.ckpt is a checkpoint of rnnlab\.train for a synthetic task \(model "
+                                         r"rnnlab\.models\.tasks\.TaskModule, data rnnlab\.data\.synthetic\."
+                                         r"AddingDataModule\), .*predict and evaluate read text classifiers' .*"
+                                         r"metrics\.json.*python -m rnnlab\.train ckpt_path=.*TaskModule\."
+                                         r"load_from_checkpoint"):
+        load_classifier(ckpt)
 
 
 def test_read_texts_reads_one_line_at_a_time_so_stdin_streams():
@@ -68,9 +81,9 @@ def test_a_device_that_is_not_one_is_named_with_examples():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_a_cuda_device_on_a_machine_without_one_says_to_use_the_cpu(ckpt, tmp_path):
+def test_a_cuda_device_on_a_machine_without_one_says_to_use_the_cpu(text_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"device=cuda needs a CUDA GPU, and torch sees none .*: use device=cpu"):
         check_device("cuda")
-    run = predict_command(ckpt, b"a film\n", tmp_path, "device=cuda")  # not "is not a checkpoint ... truncated"
+    run = predict_command(text_ckpt, b"a film\n", tmp_path, "device=cuda")  # not "is not a checkpoint ... truncated"
     assert run.returncode != 0 and "device=cuda needs a CUDA GPU" in run.stderr.decode()
     assert "is not a checkpoint" not in run.stderr.decode()

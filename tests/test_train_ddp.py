@@ -47,6 +47,7 @@ def test_ddp_training_writes_one_metrics_file(run, full):
     assert full["grad/clipped_fraction"] == 0.0 and (tmp / "full" / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow  # a resume in one process is tested in test_resume.py; this one adds the sharded sampler's state
 def test_ddp_resumed_mid_epoch_ends_like_an_uninterrupted_run(run, full):
     tmp, _, _, train = run
     step = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint", "+callbacks.steps.every_n_train_steps=3",

@@ -14,7 +14,9 @@ from helpers import make_imdb_archive
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])  # submitit_slurm: the same plugin on SLURM
+# submitit_slurm: the same plugin on SLURM; the launchers other than Hydra's own run the same jobs in make test-all
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow),
+                                      pytest.param("submitit_local", marks=pytest.mark.slow)])
 def test_two_job_multirun_from_another_directory_then_summarize(tmp_path, launcher):
     archive = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=12)
     sweep_dir = tmp_path / "multirun"

@@ -15,7 +15,9 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 from rnnlab.nn.backends import loop, triton as triton_backend  # noqa: E402
-from test_fused import LENGTHS, VARIANTS, B, H, I, T, TOL  # noqa: E402
+from helpers import covering_product  # noqa: E402
+from test_fused import (DIRECTION_IDS, DIRECTIONS, LENGTHS, TOL, VARIANTS, B, H, I, T,  # noqa: E402
+                        variant_id)
 
 pytestmark = pytest.mark.triton
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # compiled on a GPU, interpreted on CPU
@@ -34,9 +36,8 @@ def _run(backend, variant, tensors, lengths, reverse, gout):
     return [r.detach() for r in results], grads, norms
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
-@pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False),
-                                                       (False, True, False)])
+@pytest.mark.parametrize("variant,reverse,with_lengths,bias",
+                         covering_product(VARIANTS, DIRECTIONS, variant_id, DIRECTION_IDS))
 def test_triton_run_layer_matches_loop(variant, reverse, with_lengths, bias):
     cell, _, _, G = variant
     g = torch.Generator().manual_seed(0)

@@ -22,10 +22,12 @@ def _aot(*args):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("config,hidden,cells,dtypes", [
-    ("split_units=16", 48, "lstm,lstm_noforget,cifg,gru,rnn", "float32,float64"),  # 3 programs a row block, HP 64
+@pytest.mark.parametrize("config,hidden,cells,dtypes", [  # the default kernels in make test, all in make test-all
+    pytest.param("split_units=16", 48, "lstm,lstm_noforget,cifg,gru,rnn", "float32,float64",  # 3 programs a row block
+                 marks=pytest.mark.slow),
     ("", 40, "lstm,cifg,gru,rnn", "float32"),  # the default kernels, 64-wide chunks (one partly masked)
-    ("per-step", 40, "lstm,lstm_noforget,cifg,gru,rnn", "float16,bfloat16"),  # exp and sqrt widened to float32
+    pytest.param("per-step", 40, "lstm,lstm_noforget,cifg,gru,rnn", "float16,bfloat16",  # exp, sqrt widened to fp32
+                 marks=pytest.mark.slow),
 ], ids=["split", "default", "per-step-16-bit"])
 def test_kernels_compile_for_sm90(config, hidden, cells, dtypes):
     mode = ["--per-step"] if config == "per-step" else ["--config", config]

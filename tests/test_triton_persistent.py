@@ -13,7 +13,8 @@ pytest.importorskip("triton")
 from rnnlab.nn.backends import loop, triton as triton_backend  # noqa: E402
 from rnnlab.nn.backends.triton import persistent as triton_persistent  # noqa: E402
 from rnnlab.nn.registry import RNNLAB_CELLS, build_cell  # noqa: E402
-from test_fused import VARIANTS  # noqa: E402
+from helpers import covering_product  # noqa: E402
+from test_fused import DIRECTION_IDS, DIRECTIONS, VARIANTS, variant_id  # noqa: E402
 
 pytestmark = pytest.mark.triton
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,10 +78,8 @@ def _check(variant, T, B, I, H, reverse, with_lengths, bias):
         assert got_norms[pad].abs().max() == 0
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
-@pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False),
-                                                       (False, True, False)],
-                         ids=["fwd-full-bias", "rev-lengths-bias", "rev-full-nobias", "fwd-lengths-nobias"])
+@pytest.mark.parametrize("variant,reverse,with_lengths,bias",
+                         covering_product(VARIANTS, DIRECTIONS, variant_id, DIRECTION_IDS))
 def test_persistent_matches_loop(variant, reverse, with_lengths, bias, persistent_only):
     _check(variant, 5, 19, 3, 24, reverse, with_lengths, bias)
 
@@ -120,10 +119,9 @@ def split_only(persistent_only, monkeypatch):
         monkeypatch.setitem(triton_persistent._K, name, _Failing(name))
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-fg{int(v[1])}-{v[2]}")
-@pytest.mark.parametrize("units", [16, 32], ids=["2-programs-a-step", "1-program-in-kernel-barrier"])
-@pytest.mark.parametrize("reverse,with_lengths,bias", [(False, False, True), (True, True, True), (True, False, False)],
-                         ids=["fwd-full-bias", "rev-lengths-bias", "rev-full-nobias"])
+@pytest.mark.parametrize("variant,units,reverse,with_lengths,bias", covering_product(
+    VARIANTS, [(units, *d) for units in (16, 32) for d in DIRECTIONS[:3]], variant_id,
+    [f"{u}-{d}" for u in ("2-programs-a-step", "1-program-in-kernel-barrier") for d in DIRECTION_IDS[:3]]))
 @pytest.mark.timeout(120, method="thread")  # a broken barrier spins forever: fail (and end the run) instead
 def test_split_matches_loop(variant, units, reverse, with_lengths, bias, split_only, monkeypatch):
     """split_units: each program owns 16 (or 32) of the 24 hidden units and its slice of W_hh. With 16, two programs

@@ -14,7 +14,11 @@ Vectorized splits are cached in ``<root>/cache/<key>/`` where the key hashes the
 data's fingerprint (archive hash, or every file's path, size and mtime) and every
 setting that changes the arrays (vectorizer options, ``max_length``,
 ``val_fraction``, ``seed``, ``subset``), so a second run starts in about a second
-and a changed setting never reuses stale arrays.
+and a changed setting never reuses stale arrays. Each entry (``vectorizer.json``,
+``train.npz``, ``val.npz``, ``test.npz``) is written atomically with its SHA-256
+beside it (``<entry>.sha256``, :func:`rnnlab.security.write_verified`); ``setup``
+checks every entry present before it reads any, and one that does not match (cut
+short, a flipped bit) is removed with a warning naming it and rebuilt from the data.
 
 Batches are ``(ids (B, L) int64, lengths (B,) int64, labels (B,))``; labels are
 float32 for two classes (binary) and int64 otherwise. Sequences are truncated to
@@ -33,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -42,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from rnnlab.models.resumable import ResumableLoader
+from rnnlab.security import checksum_path, verify, write_verified
 from rnnlab.utils import is_int_at_least
 
 from . import imdb
@@ -51,7 +55,8 @@ from .folder import (TextSamples, file_blocks, has_txt, list_classes, read_text_
 from .text import TextVectorizer, check_max_length
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: every entry has its checksum beside it
+CACHE_ENTRIES = ("vectorizer.json", "train.npz", "val.npz", "test.npz")
 
 
 class TextDataModule(L.LightningDataModule):
@@ -172,15 +177,26 @@ class TextDataModule(L.LightningDataModule):
         return self.root / "cache" / key
 
     def _save(self, path: Path, **arrays) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+        write_verified(path, lambda f: np.savez(f, **arrays))  # atomic, its SHA-256 beside it
+
+    def _verify_cache(self, cache: Path | None) -> None:
+        """Remove every entry of ``cache`` that does not match the checksum recorded beside it (a warning names each),
+        so that the setup rebuilds it: all entries, the test split's too, before the first is read."""
+        if cache is None or not cache.is_dir():
+            return
+        for name in CACHE_ENTRIES:
+            path = cache / name
+            problem = verify(path) if path.exists() else None
+            if problem:
+                log.warning("cache entry %s is damaged (%s): rebuilding it from the data", path, problem)
+                path.unlink(missing_ok=True)
+                checksum_path(path).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
         cache = self.cache_dir() if self.use_cache else None
+        if not self.datasets:  # the first setup of this module: check the cache once
+            self._verify_cache(cache)
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             self._setup_fit(cache)
         if stage in (None, "test", "predict") and "test" not in self.datasets:
@@ -233,8 +249,8 @@ class TextDataModule(L.LightningDataModule):
         self._vectorize("train", parts["train"], cache, encoded)
         self._vectorize("val", parts["val"], cache)
         if vec_path is not None:
-            vec_path.parent.mkdir(parents=True, exist_ok=True)
-            self.vectorizer.save(vec_path)
+            text = self.vectorizer.to_json().encode("utf-8")
+            write_verified(vec_path, lambda f: f.write(text))
 
     def _setup_split(self, split: str, cache: Path | None) -> None:
         if self._load_cached(cache, split):

@@ -4,6 +4,8 @@
   to a temporary file in its own folder, flushed to disk (``fsync``), then renamed over the target, so a crash, a
   Ctrl+C or a full disk leaves the previous file whole. Lightning's own writer stages the file in the system's
   temporary folder, and a full disk there left a best checkpoint at 21.7 of 41.5 MB.
+  It reads checkpoints weights-only (a resume, ``ckpt_path=last`` included): one that would run code when loaded is
+  refused naming what it holds (:func:`rnnlab.security.load_weights`).
 - :class:`RunCheckpoint` (a ``ModelCheckpoint``): when the run stops on a non-finite or diverged loss, the state is
   saved beside the checkpoints as ``<filename>-diverged.ckpt`` for debugging; ``last.ckpt`` stays the last good one,
   which a resume (with a lower learning rate, or clipping) can start from.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +24,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
+
+from rnnlab.security import load_weights
 
 MB = 1 << 20
 
@@ -55,6 +60,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     f"resume from the run's last.ckpt (ckpt_path=...)")) from e
             raise
         _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+    def load_checkpoint(self, path, *args, weights_only=None, **kwargs) -> dict:
+        """Lightning's reader, always weights-only (whatever the caller asks): a checkpoint is data, never code."""
+        try:
+            return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as e:
+            if "://" in str(path):
+                raise
+            load_weights(path, map_location="cpu")  # raises the error that names what the file would import
+            raise e
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from rnnlab.models.classifier import SequenceClassifier
 from rnnlab.models.config import ModelConfig
 from rnnlab.models.resumable import restart_interrupted_validation
+from rnnlab.security import check_targets, load_weights, one_line
 
 
 class ClassifierModule(pl.LightningModule):
@@ -184,17 +185,24 @@ _UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, Ru
 
 def _not_a_checkpoint(path, error: Exception) -> ValueError:
     return ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(error).__name__}: "
-                      f"{error}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
+                      f"{one_line(error)}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
+
+
+def _load(path: Path, mmap: bool = False) -> dict:
+    try:
+        checkpoint = load_weights(path, map_location="cpu", mmap=mmap)
+    except _UNREADABLE as e:
+        raise _not_a_checkpoint(path, e) from e
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnnlab") or {}, dict):
+        raise _not_a_checkpoint(path, TypeError(f"it holds a {type(checkpoint).__name__} of another layout"))
+    return checkpoint
 
 
 def read_checkpoint(path) -> dict:
-    """The dict of a checkpoint file written by ``rnnlab.train``; a missing file or a file of another kind is an error
-    naming it."""
-    path = checkpoint_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except _UNREADABLE as e:
-        raise _not_a_checkpoint(path, e) from e
+    """The dict of a checkpoint file written by ``rnnlab.train``, loaded weights-only; a missing file, a file of another
+    kind or one that would run code when loaded is an error naming it. What its saved config may build is checked
+    where it is built (:func:`load_module`; a resume checks the config it restores)."""
+    return _load(checkpoint_file(path))
 
 
 def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | None]:
@@ -207,26 +215,38 @@ def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | 
     return data.get("vocabulary"), data.get("class_names"), config
 
 
-def _module_class(path: Path) -> type:
-    """The class of the module a checkpoint holds: its run config's ``model._target_`` (read without the weights), or
-    :class:`SequenceClassifierModule` when it records none."""
-    target = None
-    if zipfile.is_zipfile(path):  # else the loader says what is wrong with the file
-        peek = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        target = (((peek.get("rnnlab") or {}).get("config") or {}).get("model") or {}).get("_target_")
+def _module_class(checkpoint: dict, path) -> type:
+    """The class of the module a checkpoint holds: its run config's ``model._target_`` (one of rnnlab's, as
+    :func:`read_checkpoint` checked), or :class:`SequenceClassifierModule` when it records none; a checkpoint of
+    another kind of model is an error that says what it is and what reads it."""
+    config = (checkpoint.get("rnnlab") or {}).get("config") or {}
+    target = (config.get("model") or {}).get("_target_")
     cls = hydra.utils.get_class(target) if target else SequenceClassifierModule
     if not issubclass(cls, ClassifierModule):
-        raise TypeError(f"its model {target} is not one of rnnlab's classifiers")
+        data = (config.get("data") or {}).get("_target_")
+        raise ValueError(
+            f"{path} is a checkpoint of rnnlab.train for a synthetic task (model {target}, data {data}), which reads "
+            f"sequences of numbers or symbols, not texts: predict and evaluate read text classifiers' checkpoints. "
+            f"Its test metrics are in its run's metrics.json; python -m rnnlab.train ckpt_path={path} resumes it, "
+            f"and {target}.load_from_checkpoint(path) loads it in Python")
     return cls
 
 
 def load_module(path, map_location="cpu") -> ClassifierModule:
     """The module of a checkpoint written by ``rnnlab.train`` (a :class:`SequenceClassifierModule`, or the class the
-    run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file or a file of
-    another kind is an error naming it."""
+    run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file, a file of
+    another kind or one that would run code is an error naming it (:func:`read_checkpoint`)."""
     path = checkpoint_file(path)
+    checkpoint = _load(path, mmap=zipfile.is_zipfile(path))  # the weights stay on disk
+    record, where = checkpoint.get("rnnlab") or {}, f"checkpoint {path}"
+    config = record.get("config") or {}
+    # what is built from it: the model's class, and the data config rnnlab.evaluate instantiates
+    model = {k: v for k, v in (config.get("model") or {}).items() if k == "_target_"}
+    check_targets({"model": model, "data": config.get("data")}, where)
+    check_targets(record.get("data"), where, "rnnlab.data.")  # where earlier versions kept the data config
+    cls = _module_class(checkpoint, path)
     try:
-        module = _module_class(path).load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except (*_UNREADABLE, ImportError) as e:
         raise _not_a_checkpoint(path, e) from e
     if module.vocabulary is None:

@@ -174,7 +174,7 @@ def markdown(cfg: DictConfig, rows, table, best_rows, studies) -> str:
     search = cfg.search
     lines = [f"# Study {cfg.study.name}", "",
              f"`+experiment={search.experiment}` with {' '.join(f'`{o}`' for o in search.overrides)}; "
-             f"{search.trials} trials per cell, {cfg.study.sampler._target_}, optimising {search.metric} "
+             f"{search.trials} trials per cell, optuna.samplers.{cfg.study.sampler}, optimising {search.metric} "
              f"({search.direction}). Storage `{cfg.study.storage}`.", "",
              "## Every trial", "", "![trials](trials.png)", "",
              "| cell | finished | diverged | ended by max_time | best " + search.metric + " | best trial's parameters |",

@@ -154,13 +154,16 @@ def storage(cfg: DictConfig):
 
 def cell_study(cfg: DictConfig, cell: str, rdb, load_only: bool = False):
     """The Optuna study of one cell, ``<study.name>/<cell>``, created on first use."""
-    import hydra.utils
     import optuna
 
     name = f"{cfg.study.name}/{cell}"
     if load_only:
         return optuna.load_study(study_name=name, storage=rdb)
-    sampler = hydra.utils.instantiate(cfg.study.sampler)
+    kind = getattr(optuna.samplers, str(cfg.study.sampler), None)
+    if not (isinstance(kind, type) and issubclass(kind, optuna.samplers.BaseSampler)):
+        raise ValueError(f"study.sampler must name a class of optuna.samplers: expected e.g. RandomSampler or "
+                         f"TPESampler, got {cfg.study.sampler!r}")
+    sampler = kind(**OmegaConf.to_container(cfg.study.sampler_args))
     return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, direction=cfg.search.direction,
                                load_if_exists=True)
 
