@@ -193,7 +193,9 @@ def test_the_command_line_refuses_a_bad_key_in_one_line_with_exit_status_2(capsy
     from rnnlab.study.__main__ import main
 
     for argv, message in ((["search.trails=3"], "error: study config: Could not override 'search.trails'"),
-                          (["summary"], "error: the command must be one of run, report")):
+                          (["summary"], "error: the command must be one of run, report"),
+                          (["study.sampler=GridSearch", "search.trials=1", "study.dir=/nonexistent/x",
+                            "study.storage=sqlite:///:memory:"], "error: study.sampler must name a class of optuna")):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         err = capsys.readouterr().err
