@@ -138,12 +138,15 @@ def report(cfg: DictConfig) -> Path:
                out / "importance.csv")
     plot_importances(table, out / "importance.png")
 
-    reruns = {cell: rerun_best(cfg, cell, study) for cell, study in studies.items()}
+    reruns = {cell: rerun_best(cfg, cell, study) for cell, study in studies.items()  # a cell whose every trial
+              if any(r["cell"] == cell and r["state"] == "COMPLETE" for r in rows)}  # diverged has no best one
     metrics = [search.metric, *search.report_metrics]
     best_rows, panels = [], {}
     for metric in metrics:
-        for cell in search.cells:
+        for cell in (c for c in search.cells if c in reruns):
             values = [(s, m[metric]) for s, m in reruns[cell].items() if m.get(metric) is not None]
+            if not values:
+                continue
             summary = summarize_seeds([v for _, v in values])
             ref = reruns.get(cfg.report.reference)
             result = None
@@ -158,7 +161,8 @@ def report(cfg: DictConfig) -> Path:
                               "t": result.t if result else None, "p": result.p if result else None})
             panels.setdefault(metric, []).append((cell, values, summary))
     _write_csv(best_rows, out / "best.csv")
-    plot_groups(panels, out / "best.png")
+    if panels:
+        plot_groups(panels, out / "best.png")
     (out / "report.md").write_text(markdown(cfg, rows, table, best_rows, studies))
     log.info("report of %s: %s", cfg.study.name, out / "report.md")
     return out
