@@ -104,6 +104,12 @@ def test_every_search_space_composes_into_trials_that_end_by_a_step_budget(searc
                                   "trainer.gradient_clip_val", "data.batch_size"}
 
 
+def test_the_compared_axis_may_be_another_setting_than_the_cell(tmp_path):
+    cfg = study_config(["search=adding", "search.axis=model.forget_bias", "search.cells=[0.0,1.0]"])
+    train = compose("train", run_overrides(cfg, "0.0", {}, tmp_path / "run", {"trial": 0}))
+    assert train.model.forget_bias == 0.0 and train.model.cell == "lstm"
+
+
 @pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
 def test_a_study_killed_with_sigkill_mid_trial_goes_on_from_its_storage_and_reruns_that_trial(tmp_path):
     cfg = tiny_study(tmp_path, "study.grace_period=1")

@@ -102,10 +102,11 @@ def _value(v) -> str:
 
 
 def run_overrides(cfg: DictConfig, cell: str, params: dict, out: Path, tag: dict) -> list[str]:
-    """The ``rnnlab.train`` overrides of one run of the study: its task and budget, the cell, the parameters, its
-    folder and its ``study_trial`` tag (``{"study": ..., "cell": ..., "trial": n}``, plus ``seed`` for reruns)."""
+    """The ``rnnlab.train`` overrides of one run of the study: its task and budget, the cell (the value of
+    ``search.axis``, ``model.cell`` by default), the parameters, its folder and its ``study_trial`` tag
+    (``{"study": ..., "cell": ..., "trial": n}``)."""
     search = cfg.search
-    return ([f"+experiment={search.experiment}", *search.overrides, f"model.cell={cell}"]
+    return ([f"+experiment={search.experiment}", *search.overrides, f"{search.axis}={cell}"]
             + [f"{key}={_value(v)}" for key, v in params.items()] + [f"output_dir={out}"]
             + [f"+study_trial.{k}={_value(v)}" for k, v in tag.items()])
 
