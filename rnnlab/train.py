@@ -7,7 +7,8 @@ output folder (``output_dir``, Hydra's run dir or a sweep job's subdir), once th
   Hydra's record of the job;
 - ``checkpoints/``: the best checkpoint by ``val/acc`` and ``last.ckpt`` (``ckpt_path=last`` resumes);
 - ``tensorboard/``: scalars, gradient diagnostics and the HParams entry of the run;
-- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count;
+- ``metrics.json``: final val/test metrics, the last epoch's clipped fraction, epoch times and parameter count, and
+  ``stopped_by``: ``max_time`` for a run the wall clock cut short (:func:`rnnlab.budget.stopped_by`);
 - ``.lock``: held by the process that runs in the folder (:mod:`rnnlab.training.run_folder`).
 
 Resume: every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run
@@ -33,6 +34,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
+from rnnlab.budget import stopped_by
 from rnnlab.models.callbacks import EpochTimer, RunConfig
 from rnnlab.models.classifier import nb_log_count_ratios
 from rnnlab.models.config import ModelConfig, model_config
@@ -162,6 +164,7 @@ def _fit_and_test(cfg, datamodule, module, trainer, ckpt_path, out: Path) -> dic
     log.info("%s: %d parameters (%d trainable)", name, n_params, module.num_parameters(trainable=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    stop = stopped_by(trainer)  # before testing touches the trainer's state
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                if k.startswith(("val/", "train/")) or k == "grad/clipped_fraction"}  # the last epoch's values
@@ -170,7 +173,8 @@ def _fit_and_test(cfg, datamodule, module, trainer, ckpt_path, out: Path) -> dic
         metrics["best/val/acc"] = float(best.best_model_score)
         metrics["best_ckpt"] = best.best_model_path
     metrics.update({"epoch_times_s": list(timer.times) if timer else [], "num_parameters": n_params,
-                    "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out)})
+                    "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out),
+                    "stopped_by": stop})  # rnnlab.budget: max_steps, max_epochs, max_time (the clock cut it), ...
     if trainer.is_global_zero:  # merged with the file's: a resume of a finished run trains nothing and keeps val/*
         metrics = write_metrics(out, metrics)
     if cfg.test and cfg.data.get("test_dir", "") is not None:  # a folder dataset may have no test split

@@ -147,6 +147,14 @@ def make_text_folder(root, class_texts: Mapping[str, Sequence[Text]] | None = No
     return root
 
 
+def tiny_synthetic(out, experiment: str = "adding") -> list[str]:
+    """Overrides that shrink a synthetic-task experiment to a CPU run of well under a second, writing under ``out``:
+    T = 6, 40 training sequences in batches of 10, 4 units, 4 steps, no progress bar, diagnostics every 50 steps."""
+    return [f"+experiment={experiment}", "data.length=6", "data.train_size=40", "data.val_size=10", "data.test_size=10",
+            "data.batch_size=10", "model.hidden_size=4", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
+            "diagnostics.every_n_steps=50", f"output_dir={out}"]
+
+
 def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequence[str]) -> list:
     """The product ``rows x columns`` as ``pytest.param((row, *column))``, every pair outside the diagonal marked slow.
 

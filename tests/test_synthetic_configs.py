@@ -92,3 +92,19 @@ def test_a_synthetic_task_without_the_task_model_says_which_model_it_needs(data,
                                          rf"model._target_=rnnlab.models.module.SequenceClassifierModule"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_task_dropout_drops_the_heads_input_in_training_and_nothing_in_eval():
+    from rnnlab.models.classifier import run_encoder
+    from rnnlab.models.tasks import TaskNet
+
+    net = TaskNet(2, 1, cell="gru", hidden_size=8, embedding_dim=0, dropout=0.5)
+    x = torch.rand(16, 5, 2)
+    h_last = run_encoder(net.encoder, x, None)[:, -1].detach()  # (B, H); the encoder draws no random numbers
+    torch.manual_seed(0)
+    dropped = net(x)
+    torch.manual_seed(0)
+    expected = net.head(torch.nn.functional.dropout(h_last, 0.5, training=True)).squeeze(-1)
+    torch.testing.assert_close(dropped, expected)
+    net.eval()
+    torch.testing.assert_close(net(x), net.head(h_last).squeeze(-1))
