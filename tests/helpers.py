@@ -11,6 +11,9 @@ and punctuation, with lengths that vary so that bucketing has work to do.
 
     >>> from helpers import make_imdb_archive  # tests/ is on sys.path under pytest
     >>> path = make_imdb_archive(tmp_path / "imdb.tar.gz", n_per_class=8)
+
+`command_line` composes the train config as ``python -m rnnlab.train OVERRIDES`` hands it to its task, with Hydra's
+job config set.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import io
 import random
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -143,6 +147,14 @@ def make_text_folder(root, class_texts: Mapping[str, Sequence[Text]] | None = No
     return root
 
 
+def tiny_synthetic(out, experiment: str = "adding") -> list[str]:
+    """Overrides that shrink a synthetic-task experiment to a CPU run of well under a second, writing under ``out``:
+    T = 6, 40 training sequences in batches of 10, 4 units, 4 steps, no progress bar, diagnostics every 50 steps."""
+    return [f"+experiment={experiment}", "data.length=6", "data.train_size=40", "data.val_size=10", "data.test_size=10",
+            "data.batch_size=10", "model.hidden_size=4", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
+            "diagnostics.every_n_steps=50", f"output_dir={out}"]
+
+
 def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequence[str]) -> list:
     """The product ``rows x columns`` as ``pytest.param((row, *column))``, every pair outside the diagonal marked slow.
 
@@ -154,3 +166,23 @@ def covering_product(rows: Sequence, columns: Sequence, row_id, column_ids: Sequ
     return [pytest.param(row, *column, id=f"{row_id(row)}-{column_ids[j]}",
                          marks=() if j == i % len(columns) else pytest.mark.slow)
             for i, row in enumerate(rows) for j, column in enumerate(columns)]
+
+
+@contextmanager
+def command_line(*overrides: str):
+    """The config of ``python -m rnnlab.train OVERRIDES`` inside the block: with Hydra's job config set, rnnlab.train
+    knows which settings the command line gives (a config composed in-process gives them all). ``hydra.mode=MULTIRUN``
+    and ``hydra.runtime.output_dir=...`` make it a job of a multirun."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]  # as Hydra hands the config to its task
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None

@@ -1,4 +1,6 @@
 """The probe batch: fixed validation sequences recorded without touching training; heatmap axes fit the data."""
+import re
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -65,9 +67,19 @@ def test_without_a_probe_batch_method_the_probe_takes_the_longest_validation_seq
     assert ids[1].tolist() == [7] * 7 + [0, 0]
 
 
-def test_a_negative_probe_names_the_setting():
-    with pytest.raises(ValueError, match=r"`diagnostics.probe` must be >= 0"):
-        TimestepGradNorms(probe=-1)
+@pytest.mark.parametrize("probe", [-1, "abc", 1.5, True])
+def test_a_probe_that_is_not_a_count_names_the_setting(probe):
+    with pytest.raises(ValueError, match=rf"`diagnostics.probe` must be an integer >= 0 .*: expected e\.g\. "
+                                         rf"diagnostics\.probe=16, got {re.escape(repr(probe))}"):
+        TimestepGradNorms(probe=probe)
+
+
+def test_a_probe_larger_than_the_validation_set_warns_that_all_of_it_is_probed():
+    dm = AddingDataModule(length=4, train_size=4, val_size=20, test_size=4)
+    with pytest.warns(UserWarning, match=r"diagnostics\.probe=5000 asks for more sequences than the validation set "
+                                         r"has \(20\): all 20 are probed"):
+        x, _ = probe_batch(dm, 5000)
+    assert len(x) == 20
 
 
 def test_the_heatmap_x_axis_ends_with_the_longest_sequence_not_at_max_width():

@@ -1,4 +1,7 @@
 """Resume restores the run or refuses it: interrupted anywhere and resumed, a run ends like an uninterrupted one."""
+import fcntl
+import json
+import os
 import re
 import shutil
 import signal
@@ -7,13 +10,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from helpers import make_imdb_archive
+from helpers import command_line, make_imdb_archive
 from hydra import compose, initialize_config_module
 
 from rnnlab.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc")
+KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc", "train/acc")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ class CopyCheckpointsAtEpochStart(pl.Callback):
         self.epoch, self.to = epoch, to
 
     def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
+        if trainer.current_epoch == self.epoch and not os.path.exists(self.to):  # once: not again in a resumed run
             shutil.copytree(trainer.checkpoint_callback.dirpath, self.to)
 
 
@@ -115,6 +118,153 @@ def test_ctrl_c_during_validation_reruns_that_validation_in_full_on_resume(archi
 
 def files(folder):
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def killed(archive, tmp_path_factory):
+    """A run folder as a SIGKILL during epoch 1 of 3 left it: the checkpoints of the end of epoch 0 (the best one, by
+    EPOCH0_BEST, and last.ckpt) and nothing else. Tests copy it or resume from it; none changes it."""
+    tmp = tmp_path_factory.mktemp("killed")
+    train(make_cfg(archive, tmp, *EPOCH0_BEST, f"+callbacks.copy._target_={__name__}.CopyCheckpointsAtEpochStart",
+                   "+callbacks.copy.epoch=1", f"+callbacks.copy.to={tmp / 'at-kill'}", name="run"))
+    shutil.rmtree(tmp / "run")
+    shutil.copytree(tmp / "at-kill", tmp / "run" / "checkpoints")
+    return tmp / "run"
+
+
+def test_a_bare_resume_keeps_the_runs_max_epochs_and_callbacks_the_command_line_does_not_give(archive, full, killed,
+                                                                                              tmp_path):
+    # started with trainer.max_epochs=3 and val/loss as the best checkpoint's monitor; resumed with the README's bare
+    # command, whose defaults say 2 epochs and val/acc
+    shutil.copytree(killed, tmp_path / "cut")
+    shutil.copytree(full[0] / "full", tmp_path / "full")
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    own = f"+callbacks.copy._target_={__name__}.CopyCheckpointsAtEpochStart"  # a class of its own: trusted when named
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", own) as cfg:  # (docs/security.md)
+        assert cfg.trainer.max_epochs == 2 and cfg.callbacks.model_checkpoint.monitor == "val/acc"
+        resumed = train(cfg)
+    assert_same_run(resumed, full[1], tmp_path)
+    config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 3 and config["callbacks"]["model_checkpoint"]["monitor"] == "val/loss"
+    with command_line(f"ckpt_path={last}", f"output_dir={tmp_path / 'cut'}", own, "trainer.max_epochs=4",
+                      "callbacks.model_checkpoint.monitor=val/acc") as cfg:
+        given = train(cfg)  # what the command line gives, it changes
+    config = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
+    assert given["epochs"] == 4 and config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"
+
+
+def test_ckpt_path_last_is_the_run_folders_last_ckpt_and_goes_through_every_check(archive, killed, tmp_path):
+    shutil.copytree(killed, tmp_path / "run")
+    before = files(tmp_path / "run")
+    for override, key in [("model.optimizer.lr=0.5", "model.optimizer.lr"), ("model.dropout=0.25", "model.dropout"),
+                          ("data.max_length=30", "data.max_length")]:
+        last = re.escape(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+        with pytest.raises(ValueError, match=rf"must keep the settings of its checkpoint {last}: {re.escape(key)}: "
+                                             rf"expected .* \(the checkpoint's\), got "):
+            train(make_cfg(archive, tmp_path, *EPOCH0_BEST, "ckpt_path=last", override))
+    assert files(tmp_path / "run") == before
+    with pytest.raises(FileNotFoundError, match=rf"ckpt_path=last resumes the last.ckpt of the run folder: expected "
+                                                rf"{re.escape(str(tmp_path / 'new' / 'checkpoints' / 'last.ckpt'))}, "
+                                                rf"got no such file"):
+        train(make_cfg(archive, tmp_path, "ckpt_path=last", name="new"))
+    with pytest.raises(ValueError, match=r"ckpt_path must be a checkpoint file or `last` .*got 'best'"):
+        train(make_cfg(archive, tmp_path, "ckpt_path=best"))
+    assert not (tmp_path / "new").exists() and files(tmp_path / "run") == before
+
+
+def test_a_copied_run_folder_keeps_its_best_checkpoint_and_ends_like_the_original(archive, full, killed, tmp_path):
+    shutil.copytree(killed, tmp_path / "copy")  # another path: ModelCheckpoint keyed its best score by the old one
+    shutil.copytree(full[0] / "full", tmp_path / "full")
+    last = tmp_path / "copy" / "checkpoints" / "last.ckpt"
+    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={last}", name="copy"))
+    assert_same_run(resumed, full[1], tmp_path, b="copy")  # the final test scored the best (epoch 0) weights
+    assert resumed["best_ckpt"].startswith(str(tmp_path / "copy" / "checkpoints" / "epoch00"))
+
+
+def test_a_resume_into_a_new_folder_moves_the_settings_of_the_run_folder_and_leaves_the_old_one(archive, full, killed,
+                                                                                              tmp_path):
+    before = files(killed)
+    shutil.copytree(full[0] / "full", tmp_path / "full")
+    resumed = train(make_cfg(archive, tmp_path, *EPOCH0_BEST, f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}",
+                             name="new"))
+    assert_same_run(resumed, full[1], tmp_path, b="new")
+    config = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
+    assert config["trainer"]["default_root_dir"] == str(tmp_path / "new")
+    assert config["callbacks"]["last_checkpoint"]["dirpath"] == str(tmp_path / "new" / "checkpoints")
+    assert config["logger"]["tensorboard"]["save_dir"].startswith(str(tmp_path / "new"))
+    assert files(killed) == before  # its best checkpoint, which the final test read, stays where it was
+
+
+def test_resuming_a_finished_run_keeps_every_metric_it_had(archive, gru_run, tmp_path):
+    shutil.copytree(gru_run, tmp_path / "run")
+    had = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"val/acc", "val/loss", "train/acc", "train/loss"} <= had.keys()
+    train(make_cfg(archive, tmp_path, "model.cell=gru", "trainer.max_epochs=1", "test=false", "ckpt_path=last"))
+    now = json.loads((tmp_path / "run" / "metrics.json").read_text())  # nothing was left to train
+    moved = ("output_dir", "best_ckpt")  # the copy's own
+    assert {k: now[k] for k in had if k not in moved} == {k: v for k, v in had.items() if k not in moved}
+    assert now["best_ckpt"] == had["best_ckpt"].replace(str(gru_run), str(tmp_path / "run"))
+
+
+class InterruptTest(pl.Callback):
+    """Ctrl+C (or a SIGKILL: the files are the same) as the final test starts."""
+
+    def on_test_start(self, trainer, pl_module):
+        raise KeyboardInterrupt
+
+
+def test_a_run_killed_in_its_final_test_keeps_its_fit_metrics_and_its_resume_adds_the_test(archive, tmp_path):
+    try:
+        with pytest.raises(SystemExit):
+            train(make_cfg(archive, tmp_path, "model.cell=gru", "trainer.max_epochs=1",
+                           f"+callbacks.stop._target_={__name__}.InterruptTest"))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl+C
+    fitted = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"val/acc", "val/loss", "train/acc", "best/val/acc", "epoch_times_s"} <= fitted.keys()
+    assert not any(k.startswith("test/") for k in fitted)
+    resumed = train(make_cfg(archive, tmp_path, "model.cell=gru", "trainer.max_epochs=1", "ckpt_path=last"))
+    now = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert now == json.loads(json.dumps(resumed)) and "test/acc" in now
+    assert {k: now[k] for k in fitted} == fitted
+
+
+def test_metrics_json_is_replaced_whole_or_not_at_all_and_merges_the_keys_it_had(tmp_path, monkeypatch):
+    from rnnlab.training import run_folder
+
+    run_folder.write_metrics(tmp_path, {"val/acc": 0.5, "train/acc": 0.25})
+    assert run_folder.write_metrics(tmp_path, {"test/acc": 0.75, "val/acc": 0.625}) == {
+        "val/acc": 0.625, "train/acc": 0.25, "test/acc": 0.75}
+    before = (tmp_path / "metrics.json").read_bytes()
+
+    def killed(*args):
+        raise KeyboardInterrupt  # between the write of the temporary file and the rename
+
+    monkeypatch.setattr(run_folder.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_folder.write_metrics(tmp_path, {"test/acc": 1.0})
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_a_run_folder_held_by_a_live_process_is_refused_and_a_dead_ones_lock_file_is_not(archive, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)  # another run's: flock is per open file
+    os.write(holder, b"4242\n")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    quick = ["model.cell=gru", "trainer.max_epochs=1", "test=false"]
+    lock = re.escape(str(run / ".lock"))
+    with pytest.raises(BlockingIOError, match=rf"{re.escape(str(run))} is in use by another run \(process 4242 holds "
+                                              rf"{lock}\): a run folder belongs to one process"):
+        train(make_cfg(archive, tmp_path, *quick))
+    assert files(run) == {run / ".lock": b"4242\n"}
+    os.close(holder)  # the holder dies: the kernel drops its lock, the file stays behind
+    train(make_cfg(archive, tmp_path, *quick))
+    assert (run / "metrics.json").exists() and (run / ".lock").read_text() == f"{os.getpid()}\n"
+    fd = os.open(run / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the run ended
+    os.close(fd)
 
 
 @pytest.fixture(scope="module")
@@ -286,12 +436,12 @@ def test_from_the_command_line_a_resume_restores_the_run_config_and_a_refused_ru
     own = (run / "overrides.yaml").read_text()
     assert "+experiment=gru" in own and "trainer.max_epochs=1" in own
 
-    # a new run in the same folder: one line, exit 2; Hydra rewrites .hydra/, the run's own files stay
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+    # a new run in the same folder: one line, exit 2; every file stays as it was, Hydra's record .hydra/ included
+    before = files(run)
+    assert "+experiment=gru" in (run / ".hydra" / "overrides.yaml").read_text()
     again = cli(tmp_path, "rnnlab.train", "+experiment=lstm", *tiny)
     assert again.returncode == 2 and again.stderr.startswith(f"error: {run} already holds a run (checkpoints/)")
-    assert "Traceback" not in again.stderr and "+experiment=lstm" in (run / ".hydra" / "overrides.yaml").read_text()
-    assert {p: p.read_bytes() for p in before} == before
+    assert "Traceback" not in again.stderr and files(run) == before
     spec = importlib.util.spec_from_file_location("summarize", Path(__file__).parents[1] / "scripts" / "summarize.py")
     summarize = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summarize)
@@ -301,7 +451,7 @@ def test_from_the_command_line_a_resume_restores_the_run_config_and_a_refused_ru
     cifg = cli(tmp_path, "rnnlab.train", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}",
                "model=cifg")
     assert cifg.returncode == 2 and "model.cell: expected 'gru' (the checkpoint's), got 'cifg'" in cifg.stderr
-    assert {p: p.read_bytes() for p in before} == before
+    assert files(run) == before  # .hydra/config.yaml and .hydra/overrides.yaml too
 
     # the README's resume command, without the original overrides: the checkpoint's config is restored
     resumed = cli(tmp_path, "rnnlab.train", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}",

@@ -61,6 +61,22 @@ def test_a_length_that_is_too_short_names_the_setting():
         CopyMemoryDataModule(batch_size=0)
 
 
+@pytest.mark.parametrize("module", [AddingDataModule, CopyMemoryDataModule])
+def test_a_length_whose_samples_cannot_fit_in_memory_is_refused_before_anything_is_allocated(module, monkeypatch):
+    from rnnlab.data import synthetic
+
+    monkeypatch.setattr(synthetic.torch, "rand", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(ValueError, match=r"`data.length` must leave the 8000 samples of data.train_size \+ val_size "
+                                         r"\+ test_size room in memory: expected data.length <= [0-9]+ here, got "
+                                         r"10000000, whose samples need 1192\.[0-9] GiB to generate"):
+        module(length=10**7)
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 16 * 8000 * 1000)  # exactly T = 1000 steps
+    fits = 1000 - (20 if module is CopyMemoryDataModule else 0)  # copy memory's samples are T + 20 steps
+    assert module(length=fits).length == fits
+    with pytest.raises(ValueError, match=rf"expected data.length <= {fits} here"):
+        module(length=1001)
+
+
 def test_the_datamodules_expose_what_train_reads():
     adding, copy = AddingDataModule(length=10), CopyMemoryDataModule(length=10)
     assert (adding.vectorizer.vocab_size, adding.num_classes) == (2, 1)

@@ -80,3 +80,31 @@ def test_the_task_model_config_builds_a_module_for_either_task():
 def test_an_unknown_recurrent_init_names_the_setting_and_the_choices():
     with pytest.raises(ValueError, match=r"`model.recurrent_init` must be null or one of \('orthogonal'"):
         TaskModule(2, 1, recurrent_init="xavier")
+
+
+@pytest.mark.parametrize("data", ["adding", "copy"])
+def test_a_synthetic_task_without_the_task_model_says_which_model_it_needs(data, tmp_path):
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={data}", "data.length=6", "data.train_size=10", "data.val_size=10",
+                                          "data.test_size=10", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match=rf"data={data} needs the model made for its batches and targets: expected "
+                                         rf"model=task \(\+experiment={data} sets it, with its settings\), got "
+                                         rf"model._target_=rnnlab.models.module.SequenceClassifierModule"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_task_dropout_drops_the_heads_input_in_training_and_nothing_in_eval():
+    from rnnlab.models.classifier import run_encoder
+    from rnnlab.models.tasks import TaskNet
+
+    net = TaskNet(2, 1, cell="gru", hidden_size=8, embedding_dim=0, dropout=0.5)
+    x = torch.rand(16, 5, 2)
+    h_last = run_encoder(net.encoder, x, None)[:, -1].detach()  # (B, H); the encoder draws no random numbers
+    torch.manual_seed(0)
+    dropped = net(x)
+    torch.manual_seed(0)
+    expected = net.head(torch.nn.functional.dropout(h_last, 0.5, training=True)).squeeze(-1)
+    torch.testing.assert_close(dropped, expected)
+    net.eval()
+    torch.testing.assert_close(net(x), net.head(h_last).squeeze(-1))

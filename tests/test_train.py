@@ -146,7 +146,7 @@ def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how,
     # resumed in the same folder, as README says: ModelCheckpoint then restores its best score too
     resumed = train(make_cfg(archive, tmp_path, *common, f"ckpt_path={ckpt}", name="cut"))
     assert resumed["steps"] == full["steps"] == 2 * math.ceil((limit or 5) / (2 if options else 1))
-    for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
+    for key in ("val/loss", "val/acc", "test/acc", "test/loss", "train/acc"):  # train/acc: over all the epoch's batches
         assert resumed[key] == full[key], key
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
@@ -270,6 +270,18 @@ def test_a_wrong_config_key_or_value_is_a_hydra_error_at_composition(archive, tm
     with pytest.raises(ConfigCompositionException) as error:
         make_cfg(archive, tmp_path, override)
     assert re.search(message, str(error.value) + str(error.value.__cause__))
+
+
+def test_trainer_ddp_without_a_gpu_says_it_uses_gpus_and_how_to_run_ddp_on_cpu_before_anything_is_built(
+        archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("hydra.utils.instantiate", lambda *a, **k: pytest.fail("built something"))
+    with pytest.raises(ValueError, match=r"^trainer\.accelerator=gpu needs a CUDA GPU and this machine has none: "
+                                         r"trainer=ddp uses GPUs, and trainer=ddp trainer\.accelerator=cpu "
+                                         r"trainer\.devices=2 runs DDP on 2 CPU processes; expected "
+                                         r"trainer\.accelerator=cpu here, got trainer\.accelerator=gpu$"):
+        train(make_cfg(archive, tmp_path, "trainer=ddp"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_tensorboard_has_the_metrics_the_gradient_figures_and_one_hparams_entry(trained):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import lightning.pytorch as L
@@ -109,8 +110,23 @@ class SyntheticInputs:
         return json.dumps({"task": self.task, "vocab_size": self.vocab_size})
 
 
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation: Linux's ``MemAvailable``, else the free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 class _SyntheticDataModule(L.LightningDataModule):
     task = ""
+    # the model whose inputs and outputs these batches are (rnnlab.train refuses another): conf/model/task.yaml
+    model_choice, model_target = "task", "rnnlab.models.tasks.TaskModule"
+    bytes_per_step = 16  # generating a sample of T steps holds ~16 T bytes at its peak (two float32 or int64 tensors)
 
     def __init__(self, length: int = 100, train_size: int = 5000, val_size: int = 1000, test_size: int = 2000,
                  batch_size: int = 50, seed: int = 42, num_workers: int = 0):
@@ -121,8 +137,24 @@ class _SyntheticDataModule(L.LightningDataModule):
                 raise ValueError(f"`data.{name}` must be an integer >= 1: got {value!r}")
         self.length, self.batch_size, self.seed, self.num_workers = length, batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self._check_memory()
         self.datasets: dict[str, TensorDataset] = {}
         self.class_names: list[str] = []
+
+    def steps(self) -> int:
+        """Steps of one sample: ``T``."""
+        return self.length
+
+    def _check_memory(self) -> None:
+        """The splits are generated whole in memory: refuse sizes that cannot fit before allocating anything."""
+        n = sum(self.sizes.values())
+        need, free = n * self.steps() * self.bytes_per_step, available_memory()
+        if need > free:
+            fits = max(free // (n * self.bytes_per_step) - (self.steps() - self.length), 1)
+            raise ValueError(
+                f"`data.length` must leave the {n} samples of data.train_size + val_size + test_size room in memory: "
+                f"expected data.length <= {fits} here, got {self.length}, whose samples need {need / 2**30:.1f} GiB "
+                f"to generate where {free / 2**30:.1f} GiB are available; lower data.length or the split sizes")
 
     def _make(self, n: int, generator: torch.Generator):
         raise NotImplementedError
@@ -200,6 +232,9 @@ class CopyMemoryDataModule(_SyntheticDataModule):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.vectorizer, self.num_classes = SyntheticInputs("copy", NUM_SYMBOLS + 2), NUM_SYMBOLS + 2
+
+    def steps(self) -> int:
+        return self.length + 2 * COPY_LENGTH
 
     def _make(self, n, generator):
         return copy_memory(n, self.length, generator)

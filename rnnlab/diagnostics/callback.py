@@ -35,6 +35,7 @@ host-device synchronisation, no hooks).
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 
 import lightning.pytorch as pl
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 from rnnlab.diagnostics.gradients import EmbeddingGradNorm, decay_ratios, mean_over_samples
 from rnnlab.diagnostics.jacobian import jacobian_norms, recurrent_weight_norms
 from rnnlab.diagnostics.plots import figure_to_array, heatmap_figure, natural_align, profile_figure
+from rnnlab.utils import is_int_at_least
 
 __all__ = ["TimestepGradNorms", "find_recorders", "find_embedding", "batch_lengths", "probe_batch", "batch_loss"]
 
@@ -82,7 +84,17 @@ def batch_lengths(batch) -> Tensor | None:
 
 def probe_batch(datamodule, n: int):
     """``n`` fixed validation sequences: ``datamodule.probe_batch(n)`` when it has one, else the ``n`` longest
-    sequences of the validation loader's ``(ids (B, L), lengths (B,), labels)`` batches, padded to the longest."""
+    sequences of the validation loader's ``(ids (B, L), lengths (B,), labels)`` batches, padded to the longest. Warns
+    when the validation set has fewer than ``n``: all of it is probed, on every recorded step."""
+    batch = _probe_batch(datamodule, n)
+    if len(batch[0]) < n:
+        warnings.warn(f"diagnostics.probe={n} asks for more sequences than the validation set has ({len(batch[0])}): "
+                      f"all {len(batch[0])} are probed, a forward and backward pass over them on every recorded step; "
+                      f"set diagnostics.probe to a few (e.g. 16) to keep the probe cheap", stacklevel=2)
+    return batch
+
+
+def _probe_batch(datamodule, n: int):
     if callable(getattr(datamodule, "probe_batch", None)):
         return datamodule.probe_batch(n)
     kept: list[tuple[int, Tensor, Tensor]] = []  # (length, ids (L,), label)
@@ -151,8 +163,9 @@ class TimestepGradNorms(pl.Callback):
         self.max_width = int(max_width)
         self.save_curves = save_curves
         self.records: deque = deque(maxlen=max_history)
-        if probe < 0:
-            raise ValueError(f"`diagnostics.probe` must be >= 0 (fixed validation sequences; 0 turns it off): got {probe}")
+        if not is_int_at_least(probe, 0):
+            raise ValueError(f"`diagnostics.probe` must be an integer >= 0 (fixed validation sequences; 0 turns it "
+                             f"off): expected e.g. diagnostics.probe=16, got {probe!r}")
         self.probe, self.jacobian, self.jacobian_iters = int(probe), bool(jacobian), int(jacobian_iters)
         self.probe_records: deque = deque(maxlen=max_history)
         self._probe_batch = None

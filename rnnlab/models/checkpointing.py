@@ -8,7 +8,8 @@
   refused naming what it holds (:func:`rnnlab.security.load_weights`).
 - :class:`RunCheckpoint` (a ``ModelCheckpoint``): when the run stops on a non-finite or diverged loss, the state is
   saved beside the checkpoints as ``<filename>-diverged.ckpt`` for debugging; ``last.ckpt`` stays the last good one,
-  which a resume (with a lower learning rate, or clipping) can start from.
+  which a resume (with a lower learning rate, or clipping) can start from. Its state (best score, best and last
+  paths) survives a run folder that was moved or copied, or a resume into a new folder.
 """
 from __future__ import annotations
 
@@ -99,3 +100,29 @@ class RunCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(path, self.save_weights_only)
         rank_zero_info(f"the diverged state was saved to {path}; {self.filename or 'the last'} checkpoint "
                        f"is left as it was")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores the state as ``ModelCheckpoint`` does in the folder it was saved in, wherever the folder is now.
+
+        ``ModelCheckpoint`` keeps its best score only when its ``dirpath`` is the one it saved: a moved or copied run
+        folder forgot it, and its final test scored the last weights instead of the best. Here each path of the state
+        under the saved ``dirpath`` becomes the same file under the current one when that file exists (a moved or
+        copied folder), and stays where it was otherwise (a resume into a new folder: its best checkpoint is the
+        original folder's, which ``ModelCheckpoint`` never deletes, being outside its ``dirpath``).
+        """
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir is None or self.dirpath is None or saved_dir == self.dirpath:
+            return super().load_state_dict(state_dict)
+
+        def moved(path):
+            if not path or Path(saved_dir) not in Path(path).parents:
+                return path
+            here = Path(self.dirpath) / Path(path).relative_to(saved_dir)
+            return str(here) if here.exists() else path
+
+        state = {**state_dict, "dirpath": self.dirpath,
+                 "best_k_models": {moved(p): v for p, v in state_dict.get("best_k_models", {}).items()}}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = moved(state[key])
+        super().load_state_dict(state)

@@ -102,6 +102,15 @@ class ClassifierModule(pl.LightningModule):
         self.log("test/loss", loss, on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
 
+    def on_train_epoch_start(self):
+        self.train_acc.reset()  # a new epoch: counts restored from a checkpoint were those of the epoch before
+
+    def on_save_checkpoint(self, checkpoint):
+        # train/acc counts every batch of its epoch: a run resumed mid-epoch goes on from the counts of the batches
+        # before (a resumed epoch gets no on_train_epoch_start, which would reset them)
+        checkpoint["train_acc"] = {k: v.detach().cpu().clone() for k, v in self.train_acc.metric_state.items()
+                                   if isinstance(v, torch.Tensor)}
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params)
@@ -114,6 +123,9 @@ class ClassifierModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
         self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)
+        if self._trainer is None or self.trainer.world_size == 1:  # DDP: each rank counts from the restart
+            for name, value in (checkpoint.get("train_acc") or {}).items():
+                setattr(self.train_acc, name, value.to(self.device))
 
     def vectorizer(self):
         """The :class:`rnnlab.data.text.TextVectorizer` the model was trained with (from the checkpoint)."""

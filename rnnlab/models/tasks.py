@@ -6,9 +6,9 @@
     \\text{head}=\\texttt{per\\_step}: z_t = W h_t + b
 
 where ``in`` is an embedding table for symbol inputs (copy memory) or the identity for feature inputs (the adding
-problem's (value, marker) pairs). One output (``num_classes=1``) is a regression trained with the mean squared
-error; ``K`` outputs are logits trained with the cross-entropy, averaged over the batch (``last``) or over every
-step of every sequence (``per_step``).
+problem's (value, marker) pairs); in training the head reads :math:`\\mathrm{dropout}(h_t)` (``model.dropout``).
+One output (``num_classes=1``) is a regression trained with the mean squared error; ``K`` outputs are logits trained
+with the cross-entropy, averaged over the batch (``last``) or over every step of every sequence (``per_step``).
 
 Metrics: ``train/loss``, ``val/loss``, ``test/loss``, ``{val,test}/acc`` (regression: fraction of predictions within
 0.04 of the target; per-step: accuracy on the steps whose target is not class 0, the blank, i.e. on the recalled
@@ -50,6 +50,8 @@ class TaskNet(nn.Module):
             :class:`rnnlab.models.classifier.SequenceClassifier` (:class:`rnnlab.models.config.ModelConfig`).
         recurrent_init: ``None`` (keep ``init``'s draw) or one of ``orthogonal``, ``identity``, ``uniform``
             (:func:`rnnlab.nn.init.recurrent_init_`), with spectral radius ``recurrent_scale``.
+        dropout: dropout on the head's input (:math:`h_T`, or every :math:`h_t`), as the classifier's
+            ``model.dropout``. Default: 0
 
     Inputs: ``x`` (B, T) int64 symbols or (B, T, F) float features. Outputs: (B,) for one output with ``last``,
     (B, K) for ``K`` outputs with ``last``, (B, T, K) (or (B, T)) with ``per_step``.
@@ -66,8 +68,8 @@ class TaskNet(nn.Module):
     def __init__(self, vocab_size: int, num_outputs: int, head: str = "last", cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, variant: str = "vanilla",
-                 peephole: bool = False):
+                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, dropout: float = 0.0,
+                 variant: str = "vanilla", peephole: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"`model.cell` must be one of {tuple(CELLS)}: got {cell!r}")
@@ -82,12 +84,13 @@ class TaskNet(nn.Module):
                               recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, variant=variant,
                               peephole=peephole)
         self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
+        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.embedding(x)  # (B, T, D)
         out = run_encoder(self.encoder, e, None)  # (B, T, H)
-        z = self.head(out[:, -1] if self.head_kind == "last" else out)  # (B, K) or (B, T, K)
+        z = self.head(self.dropout(out[:, -1] if self.head_kind == "last" else out))  # (B, K) or (B, T, K)
         return z.squeeze(-1) if z.size(-1) == 1 else z
 
 
@@ -97,7 +100,7 @@ class TaskModule(pl.LightningModule):
     Args:
         vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
             and outputs (1: regression).
-        head ... recurrent_scale, variant, peephole: passed to :class:`TaskNet`.
+        head ... recurrent_scale, dropout, variant, peephole: passed to :class:`TaskNet`.
         optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
     """
 
@@ -105,15 +108,15 @@ class TaskModule(pl.LightningModule):
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
                  recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
-                 variant: str = "vanilla", peephole: bool = False):
+                 dropout: float = 0.0, variant: str = "vanilla", peephole: bool = False):
         super().__init__()
         if isinstance(optimizer, DictConfig):
             optimizer = OmegaConf.to_container(optimizer, resolve=True)
         optimizer = dict(optimizer or ADAM)
         self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = TaskNet(vocab_size, num_classes, head, cell, hidden_size, num_layers, embedding_dim, init,
-                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, variant=variant,
-                             peephole=peephole)
+                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout,
+                             variant=variant, peephole=peephole)
         self.regression = num_classes == 1
         self.vocabulary: str | None = None
         self.class_names: list[str] | None = None

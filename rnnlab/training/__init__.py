@@ -1,0 +1,1 @@
+"""Training plumbing: what the entry point ``rnnlab.train`` relies on beside Lightning (the resume rules)."""
