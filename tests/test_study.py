@@ -98,7 +98,7 @@ def test_every_search_space_composes_into_trials_that_end_by_a_step_budget(searc
     train = compose("train", run_overrides(cfg, value, trial.params, tmp_path / "run", {"trial": 0}))
     assert step_budget(train.trainer) is not None
     assert (max_time_seconds(train.trainer.get("max_time")) or math.inf) >= 3600  # a safety net, not the budget
-    assert str(OmegaConf.select(train, cfg.search.axis)) == str(value) and train.study_trial.trial == 0
+    assert OmegaConf.select(train, cfg.search.axis) == value and train.study_trial.trial == 0
     for key, value in trial.params.items():
         assert OmegaConf.select(train, key) == value
     assert set(distributions) == {"model.optimizer.lr", "model.hidden_size", "model.num_layers", "model.dropout",
