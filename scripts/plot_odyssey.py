@@ -7,6 +7,11 @@ rerun with the first seed (``best_seed1``, written by ``python -m rnnlab.study r
 lowest ``val/loss``. Its last probe (``tensorboard/grad_t_probe.pt``: the diagnostics' fixed batch at the last
 recorded step) gives ‖∂J/∂h_t‖ of layer 0 averaged over the batch, t = 1..T. Prints a Markdown table (the norm at
 the last step T, where the loss reads h_T, at the first step, and their ratio) and draws one line per variant.
+
+``--pooled-fanova`` also prints the fANOVA importances (``optuna.importance.FanovaImportanceEvaluator(seed=0)``) of
+every finished trial of every variant pooled into one in-memory study, with the variant as one more categorical
+parameter: Greff et al.'s analysis, which asks how much of the variance the variant explains beside the learning
+rate and the other hyperparameters.
 """
 import argparse
 import json
@@ -35,10 +40,32 @@ def profile(run: Path) -> tuple[int, torch.Tensor]:
     return last["step"], last["curves"]["dh/l0"]["start"]
 
 
+def pooled_fanova(study_dir: Path) -> dict[str, float]:
+    """fANOVA importances over the finished trials of every study in ``study_dir/study.db``, variant included."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{study_dir / 'study.db'}"
+    pooled = optuna.create_study()
+    summaries = optuna.get_all_study_summaries(url)
+    variants = sorted(s.study_name.rpartition("/")[2] for s in summaries)
+    for summary in summaries:
+        variant = summary.study_name.rpartition("/")[2]
+        for t in optuna.load_study(study_name=summary.study_name, storage=url).get_trials(states=[TrialState.COMPLETE]):
+            pooled.add_trial(create_trial(params={**t.params, "variant": variant}, value=t.value,
+                                          distributions={**t.distributions,
+                                                         "variant": CategoricalDistribution(variants)}))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return optuna.importance.get_param_importances(pooled, evaluator=evaluator)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study_dir", type=Path)
     ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--pooled-fanova", action="store_true", help="print the pooled fANOVA importances too")
     args = ap.parse_args()
 
     import matplotlib
@@ -64,6 +91,10 @@ def main() -> None:
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
+    if args.pooled_fanova:
+        print("\n| parameter (all variants pooled) | fANOVA importance |\n|---|---:|")
+        for name, value in pooled_fanova(args.study_dir).items():
+            print(f"| {name} | {value:.3f} |")
 
 
 if __name__ == "__main__":
