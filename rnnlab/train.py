@@ -43,6 +43,7 @@ from rnnlab.security import check_targets, config_targets
 from rnnlab.training.resume import checkpoint_to_resume, plain_config, refuse_to_overwrite, resume_config
 from rnnlab.training.run_folder import (first_process, hold_run_folder, recorded_job, write_atomically,
                                         write_hydra_record, write_metrics)
+from rnnlab.training.slurm import requeued_checkpoint
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,12 @@ def _train(cfg: DictConfig) -> dict:
     overrides = _command_line_overrides()
     checkpoint = None
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, cfg.output_dir)  # ckpt_path=last: the run folder's last.ckpt
+    if ckpt_path is None:  # a SLURM job started again after a requeue goes on from its own last.ckpt
+        ckpt_path = requeued_checkpoint(cfg.output_dir)
     if ckpt_path is not None and "://" not in ckpt_path:
         checkpoint = read_checkpoint(ckpt_path)  # checked before the data and model are built
         given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
+        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
         cfg = resume_config(cfg, checkpoint, ckpt_path, _command_line_overrides())
         check_targets(plain_config(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
