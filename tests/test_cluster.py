@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -162,3 +163,71 @@ def test_a_requeued_or_signalled_job_resumes_from_its_last_checkpoint_and_ends_a
         metrics = json.loads((sweep_dir / str(index) / "metrics.json").read_text())
         for key in ("steps", "epochs", "val/loss", "val/acc", "best/val/acc", "test/loss", "test/acc"):
             assert metrics[key] == uninterrupted[key], (index, key)
+
+
+# ---------------------------------------------------------------------------------- one study, two jobs, PostgreSQL
+# python -m rnnlab.study: the adding search (its space), 2 cells x 3 trials, each trial 150 steps at T = 6
+STUDY_RUNS = ["data.length=6", "data.train_size=200", "data.val_size=20", "data.test_size=20", "trainer.max_steps=150",
+              "trainer.enable_progress_bar=false", "diagnostics.every_n_steps=1000", "logger=csv"]
+
+
+def _sbatch(tmp_path: Path, name: str, command: list[str]) -> str:
+    out = subprocess.run(["sbatch", "--parsable", "--partition=debug", "--cpus-per-task=1", "--time=10",
+                          f"--job-name={name}", f"--chdir={tmp_path}", f"--output={tmp_path / name}.log",
+                          f"--wrap={shlex.join(command)}"], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
+
+
+def _job_pids(job: str) -> set[int]:
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, timeout=30)
+    return {int(line.split()[0]) for line in out.stdout.splitlines()[1:] if line.split()[:1] != ["-1"]}
+
+
+def test_two_slurm_jobs_share_one_study_on_postgresql_and_a_killed_jobs_trial_is_run_again(slurm_cluster, tmp_path):
+    pytest.importorskip("optuna", reason="the `study` extra: pip install -e '.[study]'")
+    pytest.importorskip("psycopg", reason="the `cluster` extra (PostgreSQL's driver): pip install -e '.[cluster]'")
+    from optuna.trial import TrialState
+    from test_study import assert_every_cell_has_its_trials_once, trials_of
+
+    from rnnlab.study.search import cell_study, storage, study_config
+
+    overrides = ["search=adding", "search.cells=[lstm,gru]", "search.trials=3", f"study.dir={tmp_path / 'study'}",
+                 f"study.storage='{slurm_cluster['RNNLAB_PG_URL']}'", "study.heartbeat_interval=1",
+                 "study.grace_period=3", "search.overrides=[" + ",".join(f"'{o}'" for o in STUDY_RUNS) + "]"]
+    cfg = study_config(overrides)
+    rdb = storage(cfg)
+    for cell in cfg.search.cells:  # the cells' studies exist before the two jobs start, as a worker creates them
+        cell_study(cfg, cell, rdb)
+    worker = ["srun", sys.executable, "-m", "rnnlab.study", *overrides]  # a job step, as on a real cluster
+    jobs = [_sbatch(tmp_path, f"worker{i}", worker) for i in (1, 2)]
+
+    # SIGKILL the first job (as a node that dies: no Python handler runs) while it runs a trial, after it finished one
+    killed, deadline = None, time.monotonic() + SWEEP_TIMEOUT_S
+    while killed is None:
+        assert time.monotonic() < deadline, "the first job never ran a trial after finishing one"
+        assert jobs[0] in _squeue(), f"the first job ended before it could be killed: {(tmp_path / 'worker1.log').read_text()[-3000:]}"
+        pids = _job_pids(jobs[0])
+        trials = [t for cell_trials in trials_of(cfg).values() for t in cell_trials if t.user_attrs.get("pid") in pids]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if running and any(t.state == TrialState.COMPLETE for t in trials):
+            subprocess.run(["scancel", "--signal=KILL", "--full", jobs[0]], check=True, timeout=30)
+            killed = running[0]
+        time.sleep(0.2)
+
+    while jobs[1] in _squeue():  # the second job ends the study alone
+        assert time.monotonic() < deadline, f"the second job did not end: {(tmp_path / 'worker2.log').read_text()[-3000:]}"
+        time.sleep(0.5)
+    log = (tmp_path / "worker2.log").read_text()
+    assert "every cell has its 3 trials" in log, log[-3000:]
+    assert_every_cell_has_its_trials_once(cfg)
+    trials = trials_of(cfg)
+    cell = next(c for c, cell_trials in trials.items() if killed._trial_id in {t._trial_id for t in cell_trials})
+    same = {t._trial_id: t for t in trials[cell]}
+    assert same[killed._trial_id].state == TrialState.FAIL  # the second job found its heartbeat stale
+    retry = [t for t in trials[cell] if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == killed.params
+    workers = {t.user_attrs["pid"] for cell_trials in trials.values() for t in cell_trials
+               if t.state == TrialState.COMPLETE}
+    assert len(workers) == 2  # both jobs recorded trials
