@@ -12,13 +12,13 @@ PYTEST = $(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install:  ## install rnnlab (editable) with test, sweep and study extras
+install:  ## install rnnlab (editable) with test, sweep, study and cluster extras
 	$(PYTHON) -m pip install "$(TORCH)"
-	$(PYTHON) -m pip install -e ".[dev,sweep,study]"
+	$(PYTHON) -m pip install -e ".[dev,sweep,study,cluster]"
 	$(PYTHON) -m rnnlab.nn.backends.cpp  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
 
 install-gpu:  ## also install triton for the GPU kernels
-	$(PYTHON) -m pip install -e ".[dev,sweep,study,gpu]"
+	$(PYTHON) -m pip install -e ".[dev,sweep,study,cluster,gpu]"
 
 test:  ## fast test suite (what CI runs); slow and cluster tests excluded
 	$(PYTEST) -m "not slow and not slurm"

@@ -8,8 +8,9 @@
 #   scripts/slurm_local.sh status "$DIR"
 #   scripts/slurm_local.sh stop "$DIR"    # cancels the jobs left, stops the daemons, removes DIR
 #
-# Needs root (the daemons run as root, munged as munge, postgres as postgres) and, when slurm-wlm, munge or postgresql
-# are missing, Debian's apt-get and its package mirror. Where these are missing it prints `skip: <reason>` on stderr
+# Needs root (the daemons run as root, munged as munge, postgres as postgres) and, when the daemons are missing,
+# Debian's apt-get and its package mirror: slurmctld, slurmd, slurm-client and munge (the parts of the slurm-wlm
+# metapackage this needs, without its 30 plugin packages) and postgresql. Where these are missing it prints `skip: <reason>` on stderr
 # and exits 3 (the fixture turns that into a skipped test). Everything it writes is under DIR (a new folder under
 # /tmp when not given): slurm.conf, the daemons' state, spool, logs and pid files, munge's key and socket, the
 # database. The node is this machine's hostname (address 127.0.0.1) with all its cores, in partition `debug`; no
@@ -17,7 +18,6 @@
 # disabled"; submitit then follows its jobs by their result files).
 set -euo pipefail
 
-PACKAGES=(slurm-wlm munge postgresql)
 WAIT_S=${SLURM_LOCAL_WAIT_S:-60}   # bounded wait for each daemon
 
 skip() { echo "skip: $*" >&2; exit 3; }
@@ -27,7 +27,9 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 install_missing() {
     local missing=()
-    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sinfo >/dev/null || missing+=(slurm-wlm)
+    command -v slurmctld >/dev/null || missing+=(slurmctld)
+    command -v slurmd >/dev/null || missing+=(slurmd)
+    command -v sinfo >/dev/null || missing+=(slurm-client)
     command -v munged >/dev/null || missing+=(munge)
     [ -n "$(pg_bin)" ] || missing+=(postgresql)
     [ ${#missing[@]} -eq 0 ] && return 0
