@@ -133,7 +133,6 @@ def _train(cfg: DictConfig) -> dict:
     if ckpt_path is not None and "://" not in ckpt_path:
         checkpoint = read_checkpoint(ckpt_path)  # checked before the data and model are built
         given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
-        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))
         overrides = (checkpoint.get("rnnlab") or {}).get("overrides", overrides)  # the run's own, not the resume's
         cfg = resume_config(cfg, checkpoint, ckpt_path, _command_line_overrides())
         check_targets(plain_config(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
@@ -149,6 +148,7 @@ def _train(cfg: DictConfig) -> dict:
         if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():
             raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {ckpt_path}: "
                              f"expected the data the run was trained on (data.archive / data.train_dir)")
+        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))
     with hold_run_folder(out):  # the run is accepted: from here on it writes in its folder, and no other process does
         if ckpt_path is None:
             refuse_to_overwrite(out)  # again: another run may have written here since the check above
