@@ -227,3 +227,22 @@ def test_the_documented_commands_run_a_study_and_its_report_in_subprocesses(tmp_
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "study" / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize("error", ["OperationalError", "IntegrityError"])  # a locked file; both wrote alembic_version
+def test_a_worker_that_loses_the_race_to_create_the_storage_opens_the_one_the_other_created(tmp_path, monkeypatch,
+                                                                                         error):
+    import optuna.storages
+    import sqlalchemy
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):  # the first attempt meets the other worker's half-made tables
+        calls.append(args)
+        if len(calls) == 1:
+            raise getattr(sqlalchemy.exc, error)("INSERT INTO alembic_version", {}, Exception("the other worker"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    assert storage(tiny_study(tmp_path)) is not None and len(calls) == 2

@@ -149,7 +149,8 @@ def storage(cfg: DictConfig):
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry))
         try:
             return RDBStorage(study.storage, **kwargs)
-        except sqlalchemy.exc.OperationalError:  # two workers creating the tables of a new file at the same moment
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # two workers creating the tables of
+            # a new file at the same moment: the file is locked, or both inserted alembic_version (the loser: UNIQUE)
             time.sleep(1.0)
             return RDBStorage(study.storage, **kwargs)
 
