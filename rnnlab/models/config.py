@@ -184,6 +184,14 @@ class ModelConfig:
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    def check_trainer(self, trainer) -> None:
+        """Refuse the trainer settings this model cannot train under (``rnnlab.schema.check_values`` calls it)."""
+        clip = trainer.get("gradient_clip_val")
+        if clip and self.sparse_embeddings:
+            raise ValueError(f"model.sparse_embeddings=true gives the embeddings sparse gradients, which "
+                             f"trainer.gradient_clip_val={clip} cannot clip (Lightning clips dense ones): set "
+                             f"trainer.gradient_clip_val=0 or model.sparse_embeddings=false")
+
     def hparams(self) -> dict:
         """The fields as plain Python values (no ``_target_``): what the LightningModule saves in its checkpoints."""
         out = dataclasses.asdict(self)

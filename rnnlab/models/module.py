@@ -22,10 +22,27 @@ import torch
 import torchmetrics
 from torch import nn
 
-from rnnlab.models.classifier import SequenceClassifier
+from rnnlab.models.classifier import SequenceClassifier, nb_log_count_ratios
 from rnnlab.models.config import ModelConfig
 from rnnlab.models.resumable import restart_interrupted_validation
 from rnnlab.security import check_targets, load_weights, one_line
+
+
+def data_sizes(module: type, datamodule, vocab_size: int | None, num_classes: int | None) -> tuple[int, int | None]:
+    """``(vocab_size, num_classes)`` of a module: those of ``datamodule`` (set up) when one is given, else the
+    arguments (a checkpoint's hyperparameters, or a user's). A datamodule whose batches only one model reads
+    (``model_target``: the synthetic tasks') refuses every other ``module`` class."""
+    if datamodule is None:
+        if vocab_size is None:
+            raise ValueError(f"{module.__name__} needs the data's sizes: expected vocab_size=... (and num_classes) or "
+                             f"datamodule=... (set up), got neither")
+        return vocab_size, num_classes
+    needs, target = getattr(datamodule, "model_target", None), f"{module.__module__}.{module.__qualname__}"
+    if needs is not None and needs != target:
+        raise ValueError(f"data={datamodule.task} needs the model made for its batches and targets: expected model="
+                         f"{datamodule.model_choice} (+experiment={datamodule.task} sets it, with its settings), got "
+                         f"model._target_={target}")
+    return datamodule.vectorizer.vocab_size, datamodule.num_classes
 
 
 class ClassifierModule(pl.LightningModule):
@@ -136,6 +153,10 @@ class ClassifierModule(pl.LightningModule):
 
         return TextVectorizer.from_json(self.vocabulary)
 
+    def describe(self) -> str:
+        """What the run's log calls the model: its cell, or what stands in for it."""
+        return self.hparams.cell if self.hparams.get("recurrent", True) else "no recurrent layer"
+
     def num_parameters(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
 
@@ -144,12 +165,16 @@ class SequenceClassifierModule(ClassifierModule):
     """Trains a :class:`SequenceClassifier` on batches ``(ids, lengths, labels)`` (see :class:`ClassifierModule`).
 
     Args:
-        vocab_size, num_classes: from the datamodule (train.py passes them).
+        vocab_size, num_classes: the data's sizes (a checkpoint's hyperparameters); default: ``datamodule``'s, else 2
+            classes.
         config: the :class:`ModelConfig`: the network, the optimizer (default
             :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
             (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's place among those one step
             accumulates) before each training batch, so dropout masks depend only on the step and a run resumed
             mid-epoch matches an uninterrupted one).
+        datamodule: the set-up datamodule of the run (``rnnlab.train`` passes it): the module asks it for the sizes,
+            the pretrained vectors (``data.embeddings``) and, with ``nb_scale``, the training split's Naive Bayes
+            ratios. The loaded tensors are in the state_dict, so a module rebuilt from a checkpoint needs no data.
         **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
             checkpoint's hyperparameters).
 
@@ -159,13 +184,27 @@ class SequenceClassifierModule(ClassifierModule):
         vocabulary, class_names, data_config: see :class:`ClassifierModule`.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int = 2, config: ModelConfig | None = None, **fields):
+    def __init__(self, vocab_size: int | None = None, num_classes: int | None = None,
+                 config: ModelConfig | None = None, datamodule=None, **fields):
+        vocab_size, num_classes = data_sizes(type(self), datamodule, vocab_size, num_classes)
+        num_classes = 2 if num_classes is None else num_classes
         super().__init__(num_classes)
         self.config = dataclasses.replace(config or ModelConfig(), **fields)  # replace() checks the new values
+        pretrained = getattr(datamodule, "pretrained", None)
+        if pretrained is not None and self.config.embedding_dim != pretrained.shape[1]:
+            raise ValueError(f"model.embedding_dim must equal the dimension of the vectors of data.embeddings "
+                             f"({datamodule.embeddings}): expected {pretrained.shape[1]}, got "
+                             f"{self.config.embedding_dim}; set model.embedding_dim={pretrained.shape[1]}")
         # logged once, with the metric keys, by diagnostics.LogHParams
         self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
                                   logger=False)
         self.model = SequenceClassifier(self.config, vocab_size, num_classes)
+        if pretrained is not None:
+            self.model.load_pretrained(pretrained, freeze=self.config.freeze_embeddings)
+        if self.config.nb_scale and datamodule is not None:  # the training split's (validation's labels unseen)
+            train = datamodule.datasets["train"]
+            self.model.load_nb_ratios(*nb_log_count_ratios(train.flat, train.lengths, train.labels, vocab_size,
+                                                           self.config.bigram_buckets, self.config.nb_alpha))
 
     def forward(self, ids, lengths=None):
         return self.model(ids, lengths)

@@ -23,7 +23,7 @@ from torch import nn
 
 from rnnlab.models.classifier import build_encoder, run_encoder
 from rnnlab.models.config import ModelConfig
-from rnnlab.models.module import ClassifierModule
+from rnnlab.models.module import ClassifierModule, data_sizes
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
@@ -87,23 +87,25 @@ class ScoreReaderModule(ClassifierModule):
     (``(ids, lengths, labels, scores)``); loss, metrics and optimizer as :class:`ClassifierModule`.
 
     Args:
-        vocab_size, num_classes: from the datamodule (two classes: the bags' logit is one number).
+        vocab_size, num_classes: the data's sizes (two classes: the bags' logit is one number); default: those of
+            ``datamodule``, the set-up datamodule of the run (``rnnlab.train`` passes it).
         cell ... backend: :class:`ScoreReader`'s.
         optimizer, scheduler: Hydra configs of a partial optimizer (default Adam, lr 1e-3) and LR scheduler.
         scheduler_interval, step_seed: as :class:`~rnnlab.models.config.ModelConfig`'s.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int = 2, cell: str = "gru", hidden_size: int = 64,
+    def __init__(self, vocab_size: int | None = None, num_classes: int = 2, cell: str = "gru", hidden_size: int = 64,
                  embedding_dim: int = 16, words: int = 5000, dropout: float = 0.5, recurrent: bool = True,
                  init: str = "keras", forget_bias: float = 1.0, backend: str = "auto", optimizer=None, scheduler=None,
-                 scheduler_interval: str = "epoch", step_seed: int | None = None):
+                 scheduler_interval: str = "epoch", step_seed: int | None = None, datamodule=None):
+        vocab_size, num_classes = data_sizes(type(self), datamodule, vocab_size, num_classes)
         if num_classes != 2:
             raise ValueError(f"the score reader corrects one logit (the bags'): it needs two classes, got {num_classes}")
         super().__init__(num_classes)
         optimizer, scheduler = (OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
                                 for c in (optimizer, scheduler))
         optimizer = dict(optimizer or ADAM)
-        self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
+        self.save_hyperparameters(ignore=["datamodule"], logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = ScoreReader(vocab_size, cell, hidden_size, embedding_dim, words, dropout, recurrent, init,
                                  forget_bias, backend)
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from rnnlab.models.classifier import build_encoder, run_encoder
 from rnnlab.models.config import ModelConfig
-from rnnlab.models.module import data_record
+from rnnlab.models.module import data_record, data_sizes
 from rnnlab.models.resumable import restart_interrupted_validation
 from rnnlab.nn.init import RECURRENT_INITS
 from rnnlab.nn.registry import CELLS
@@ -96,22 +96,23 @@ class TaskModule(pl.LightningModule):
     """Trains a :class:`TaskNet` on a synthetic task; see the module docstring for losses and metrics.
 
     Args:
-        vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
-            and outputs (1: regression).
+        vocab_size, num_classes: input symbols or features, and outputs (1: regression); default: those of
+            ``datamodule``, the set-up datamodule of the run (``rnnlab.train`` passes it).
         head ... recurrent_scale, dropout: passed to :class:`TaskNet`.
         optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, head: str = "last", cell: str = "lstm",
-                 hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
-                 forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
+    def __init__(self, vocab_size: int | None = None, num_classes: int | None = None, head: str = "last",
+                 cell: str = "lstm", hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0,
+                 init: str = "keras", forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
                  recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, datamodule=None):
+        vocab_size, num_classes = data_sizes(type(self), datamodule, vocab_size, num_classes)
         super().__init__()
         if isinstance(optimizer, DictConfig):
             optimizer = OmegaConf.to_container(optimizer, resolve=True)
         optimizer = dict(optimizer or ADAM)
-        self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
+        self.save_hyperparameters(ignore=["datamodule"], logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = TaskNet(vocab_size, num_classes, head, cell, hidden_size, num_layers, embedding_dim, init,
                              forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout)
         self.regression = num_classes == 1
@@ -121,6 +122,9 @@ class TaskModule(pl.LightningModule):
 
     def forward(self, x):
         return self.model(x)
+
+    def describe(self) -> str:
+        return self.hparams.cell
 
     def num_parameters(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
