@@ -1,13 +1,16 @@
 """Typed schemas of the Hydra config groups, so a wrong key or value is Hydra's error while it composes the config.
 
-* ``model``: :class:`rnnlab.models.config.ModelConfig`, the model description (its defaults are the model's).
+* ``model``: :class:`rnnlab.models.config.ModelConfig`, the classifier's description (its defaults are the model's);
+  :class:`~rnnlab.models.config.TaskConfig` (``model=task``) and :class:`~rnnlab.models.config.ReaderConfig`
+  (``model=reader``) those of the other models, each with the encoder's fields of
+  :class:`~rnnlab.models.encoder.EncoderConfig`.
   ``model.num_layers=two`` fails with "Value 'two' of type 'str' could not be converted to Integer" and
   ``model.cell=lsmt`` with "Invalid value 'lsmt', expected one of [lstm, cifg, ...]".
 * ``trainer``: :class:`TrainerConfig`, the types of the ``lightning.pytorch.Trainer`` arguments that the
   ``conf/trainer/*.yaml`` files set (``trainer.max_epochs=abc`` fails likewise). Any other Trainer argument may
   still be added (``+trainer.accumulate_grad_batches=2``); Lightning checks it.
 
-``conf/model/base.yaml`` and ``conf/trainer/default.yaml`` start from them (``defaults: [/schema/<group>@_here_]``);
+``conf/model/base.yaml``, ``task.yaml``, ``reader.yaml`` and ``conf/trainer/default.yaml`` start from them (``defaults: [/schema/<group>@_here_]``);
 :func:`register` stores them under the group ``schema``, and importing ``rnnlab.conf`` calls it.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.models.config import ModelConfig
+from rnnlab.models.config import ModelConfig, ReaderConfig, TaskConfig
 
 
 @dataclass
@@ -53,6 +56,8 @@ class TrainerConfig(Dict[str, Any]):  # a Dict subclass: other Trainer arguments
 def register() -> None:
     store = ConfigStore.instance()
     store.store(group="schema", name="model", node=ModelConfig)
+    store.store(group="schema", name="task", node=TaskConfig)
+    store.store(group="schema", name="reader", node=ReaderConfig)
     with warnings.catch_warnings():  # OmegaConf < 2.4 (what hydra-core 1.3 allows) supports it, with a warning
         warnings.filterwarnings("ignore", message=".*subclasses `Dict`", category=UserWarning)
         store.store(group="schema", name="trainer", node=TrainerConfig)

@@ -135,10 +135,10 @@ def test_a_foreign_target_is_found_at_any_depth_and_named_by_its_key():
 def test_every_target_of_the_shipped_configs_is_trusted_and_nothing_else():
     conf = Path(__file__).parents[1] / "conf"
     named = {m for f in conf.rglob("*.yaml") for m in re.findall(r"_target_:\s*([\w.]+)", f.read_text())}
-    from rnnlab.models.config import ModelConfig
+    from rnnlab.models.config import ModelConfig, ReaderConfig, TaskConfig
     from rnnlab.schema import TrainerConfig
 
-    named |= {ModelConfig._target_, TrainerConfig._target_}
+    named |= {schema._target_ for schema in (ModelConfig, TaskConfig, ReaderConfig, TrainerConfig)}
     assert named == TRUSTED_TARGETS
 
 

@@ -1,9 +1,11 @@
-"""LightningModules of the classifiers: loss, accuracy, optimizer, vocabulary in the checkpoint.
+"""rnnlab's LightningModules: one shared base, the classifiers' loss and accuracy, checkpoints read safely.
 
-:class:`ClassifierModule` holds what every classifier shares (loss, metrics, steps, optimizer, checkpoint record);
-:class:`SequenceClassifierModule` takes one :class:`ModelConfig` (or its fields as keywords: Hydra's ``instantiate``
-of the ``model`` group passes them so), builds its network from it and saves its fields as plain hyperparameters, so
-``SequenceClassifierModule.load_from_checkpoint(path)`` needs nothing else. The optimizer and scheduler are
+:class:`RecurrentModule` holds what every module shares (the typed description, optimizer, step seed, NaN policy,
+checkpoint record); :class:`ClassifierModule` adds the text classifiers' loss, metrics and steps (the task model,
+:class:`rnnlab.models.tasks.TaskModule`, its own). :class:`SequenceClassifierModule` takes one :class:`ModelConfig`
+(or its fields as keywords: Hydra's ``instantiate`` of the ``model`` group passes them so), builds its network from
+it and saves its fields as plain hyperparameters, so ``SequenceClassifierModule.load_from_checkpoint(path)`` needs
+nothing else. The optimizer and scheduler are
 Hydra ``_partial_: true`` configs kept as plain dicts and instantiated in ``configure_optimizers``.
 
 Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`, K classes
@@ -45,15 +47,31 @@ def data_sizes(module: type, datamodule, vocab_size: int | None, num_classes: in
     return datamodule.vectorizer.vocab_size, datamodule.num_classes
 
 
-class ClassifierModule(pl.LightningModule):
-    """What rnnlab's classifiers share: the loss, accuracy and steps, the optimizer and scheduler of their
-    hyperparameters (``optimizer``, ``scheduler``, ``scheduler_interval``, ``step_seed``) and the data record of
-    their checkpoints. A subclass saves those hyperparameters, builds ``self.model`` and says how a batch
-    ``(ids, lengths, labels, ...)`` becomes logits (:meth:`logits`).
+class RecurrentModule(pl.LightningModule):
+    """What every rnnlab LightningModule shares: one typed description, the optimizer, one NaN policy and the data
+    record of its checkpoints.
 
-    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``.
+    Args:
+        vocab_size, num_classes: the data's sizes (a checkpoint's hyperparameters); default: ``datamodule``'s, else
+            :attr:`default_num_classes` classes.
+        config: the model's typed description (:attr:`config_class`: :class:`~rnnlab.models.config.ModelConfig`,
+            ``TaskConfig``, ``ReaderConfig``): the network, the optimizer (None: the description's default), the
+            scheduler and ``step_seed`` (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's
+            place among those one step accumulates) before each training batch, so dropout masks depend only on the
+            step and a run resumed mid-epoch matches an uninterrupted one).
+        datamodule: the set-up datamodule of the run (``rnnlab.train`` passes it): the module asks it for what it
+            needs (:meth:`build`). What it loads is in the state_dict, so a module rebuilt from a checkpoint needs no
+            data.
+        **fields: fields of the description that replace those of ``config`` (all of them, from Hydra or a
+            checkpoint's hyperparameters).
+
+    A subclass sets :attr:`config_class`, builds its network in :meth:`build` and says how a batch gives its loss
+    (``_step``). A non-finite training loss (:attr:`nan_policy`) raises ``FloatingPointError`` (``raise``), or stops
+    the run cleanly at that step, logging ``train/diverged_step`` (``stop``: the run keeps its logs and checkpoints).
 
     Attributes:
+        config: the description; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
+        model: the network.
         vocabulary: the vectorizer's JSON (``TextVectorizer.to_json()``), read from the checkpoint (the datamodule
             saves it there); None in a module not loaded from a checkpoint.
         class_names: label names, read likewise.
@@ -62,25 +80,100 @@ class ClassifierModule(pl.LightningModule):
             test split from it).
     """
 
-    def __init__(self, num_classes: int):
+    config_class: type = ModelConfig
+    default_num_classes: int | None = None
+    nan_policy = "raise"
+
+    def __init__(self, vocab_size: int | None = None, num_classes: int | None = None, config=None, datamodule=None,
+                 **fields):
+        vocab_size, num_classes = data_sizes(type(self), datamodule, vocab_size, num_classes)
+        num_classes = self.default_num_classes if num_classes is None else num_classes
         super().__init__()
+        self.config = dataclasses.replace(config or self.config_class(), **fields)  # replace() checks the new values
+        self.vocabulary: str | None = None
+        self.class_names: list[str] | None = None
+        self.data_config: dict | None = None
+        self.setup_loss(num_classes)
+        # logged once, with the metric keys, by diagnostics.LogHParams
+        self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
+                                  logger=False)
+        self.model = self.build(vocab_size, num_classes, datamodule)
+
+    def setup_loss(self, num_classes: int) -> None:
+        """The loss and metrics of ``num_classes`` outputs (before the network is built)."""
+
+    def build(self, vocab_size: int, num_classes: int, datamodule) -> nn.Module:
+        """The network of :attr:`config` for these sizes; ``datamodule`` (None from a checkpoint) is the run's."""
+        raise NotImplementedError
+
+    def _step(self, batch) -> tuple:
+        """``(loss, ...)`` of a batch."""
+        raise NotImplementedError
+
+    def batch_loss(self, batch) -> torch.Tensor:
+        """The training loss of a batch (the diagnostics' probe uses it)."""
+        return self._step(batch)[0]
+
+    def finite(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """True for a finite training loss; else the :attr:`nan_policy`: raise, or stop the run (False: no step)."""
+        if torch.isfinite(loss):
+            return True
+        if self.nan_policy == "stop":  # stop here, keep what was logged; no optimizer step on NaN gradients
+            self.log("train/diverged_step", float(self.global_step))
+            self.trainer.should_stop = True
+            return False
+        raise FloatingPointError(
+            f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
+            f"{batch_idx}): the gradients exploded. Clip them (trainer.gradient_clip_val=1.0) or lower the "
+            f"learning rate (model.optimizer.lr=...).")
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.hparams.get("step_seed") is not None:  # dropout masks as a function of the step only; the batches one
+            # accumulated step sums each draw their own: batch k of the step adds k * 1e9 (torch keeps 32 bits)
+            micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer is not None else 0
+            torch.manual_seed(self.hparams.step_seed * 1_000_003 + self.global_step + micro * 1_000_000_007)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params)
+        if not self.hparams.get("scheduler"):
+            return optimizer
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
+                                                        "interval": self.hparams.scheduler_interval}}
+
+    def on_load_checkpoint(self, checkpoint):
+        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
+        self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)
+
+    def describe(self) -> str:
+        """What the run's log calls the model: its cell, or what stands in for it."""
+        return self.hparams.cell if self.hparams.get("recurrent", True) else "no recurrent layer"
+
+    def num_parameters(self, trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
+
+
+class ClassifierModule(RecurrentModule):
+    """What rnnlab's text classifiers share (see :class:`RecurrentModule`): the loss, accuracy and steps on batches
+    ``(ids, lengths, labels, ...)``; a subclass says how a batch becomes logits (:meth:`logits`).
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``.
+    """
+
+    default_num_classes = 2
+
+    def setup_loss(self, num_classes: int) -> None:
         self.binary = num_classes == 2
         self.loss_fn = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
         task = dict(task="binary") if self.binary else dict(task="multiclass", num_classes=num_classes)
         self.train_acc = torchmetrics.Accuracy(**task)
         self.val_acc = torchmetrics.Accuracy(**task)
         self.test_acc = torchmetrics.Accuracy(**task)
-        self.vocabulary: str | None = None
-        self.class_names: list[str] | None = None
-        self.data_config: dict | None = None
 
     def logits(self, batch) -> torch.Tensor:
         """Logits (B,) or (B, K) of a batch."""
         raise NotImplementedError
-
-    def batch_loss(self, batch) -> torch.Tensor:
-        """The training loss of a batch (the diagnostics' probe uses it)."""
-        return self._step(batch)[0]
 
     def _step(self, batch):
         z, y = self.logits(batch), batch[2]
@@ -89,19 +182,9 @@ class ClassifierModule(pl.LightningModule):
         preds = (z > 0).long() if self.binary else z.argmax(-1)
         return loss, preds, y.long()
 
-    def on_train_batch_start(self, batch, batch_idx):
-        if self.hparams.step_seed is not None:  # dropout masks as a function of the step only; the batches one
-            # accumulated step sums each draw their own: batch k of the step adds k * 1e9 (torch keeps 32 bits)
-            micro = batch_idx % self.trainer.accumulate_grad_batches if self._trainer is not None else 0
-            torch.manual_seed(self.hparams.step_seed * 1_000_003 + self.global_step + micro * 1_000_000_007)
-
     def training_step(self, batch, batch_idx):
         loss, preds, y = self._step(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, batch "
-                f"{batch_idx}): the gradients exploded. Clip them (trainer.gradient_clip_val=1.0) or lower the "
-                f"learning rate (model.optimizer.lr=...).")
+        self.finite(loss, batch_idx)
         self.train_acc(preds, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -128,18 +211,8 @@ class ClassifierModule(pl.LightningModule):
         checkpoint["train_acc"] = {k: v.detach().cpu().clone() for k, v in self.train_acc.metric_state.items()
                                    if isinstance(v, torch.Tensor)}
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = hydra.utils.instantiate(self.hparams.optimizer)(params)
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
-                                                        "interval": self.hparams.scheduler_interval}}
-
     def on_load_checkpoint(self, checkpoint):
-        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
-        self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)
+        super().on_load_checkpoint(checkpoint)
         if self._trainer is None or self.trainer.world_size == 1:  # DDP: each rank counts from the restart
             for name, value in (checkpoint.get("train_acc") or {}).items():
                 setattr(self.train_acc, name, value.to(self.device))
@@ -153,58 +226,31 @@ class ClassifierModule(pl.LightningModule):
 
         return TextVectorizer.from_json(self.vocabulary)
 
-    def describe(self) -> str:
-        """What the run's log calls the model: its cell, or what stands in for it."""
-        return self.hparams.cell if self.hparams.get("recurrent", True) else "no recurrent layer"
-
-    def num_parameters(self, trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
-
 
 class SequenceClassifierModule(ClassifierModule):
-    """Trains a :class:`SequenceClassifier` on batches ``(ids, lengths, labels)`` (see :class:`ClassifierModule`).
-
-    Args:
-        vocab_size, num_classes: the data's sizes (a checkpoint's hyperparameters); default: ``datamodule``'s, else 2
-            classes.
-        config: the :class:`ModelConfig`: the network, the optimizer (default
-            :class:`rnnlab.models.optim.KerasRMSprop`, Keras' update and defaults), the scheduler and ``step_seed``
-            (when set, torch's RNG is reseeded from (step_seed, global_step, the batch's place among those one step
-            accumulates) before each training batch, so dropout masks depend only on the step and a run resumed
-            mid-epoch matches an uninterrupted one).
-        datamodule: the set-up datamodule of the run (``rnnlab.train`` passes it): the module asks it for the sizes,
-            the pretrained vectors (``data.embeddings``) and, with ``nb_scale``, the training split's Naive Bayes
-            ratios. The loaded tensors are in the state_dict, so a module rebuilt from a checkpoint needs no data.
-        **fields: fields of :class:`ModelConfig` that replace those of ``config`` (all of them, from Hydra or a
-            checkpoint's hyperparameters).
+    """Trains a :class:`SequenceClassifier` of a :class:`ModelConfig` on batches ``(ids, lengths, labels)`` (see
+    :class:`RecurrentModule` for the arguments). From the datamodule it takes the sizes, the pretrained vectors
+    (``data.embeddings``) and, with ``nb_scale``, the training split's Naive Bayes ratios.
 
     Attributes:
-        config: the :class:`ModelConfig`; ``hparams`` holds its fields with ``vocab_size`` and ``num_classes``.
         model: the :class:`SequenceClassifier` (``model.embedding``, ``model.encoder``).
-        vocabulary, class_names, data_config: see :class:`ClassifierModule`.
     """
 
-    def __init__(self, vocab_size: int | None = None, num_classes: int | None = None,
-                 config: ModelConfig | None = None, datamodule=None, **fields):
-        vocab_size, num_classes = data_sizes(type(self), datamodule, vocab_size, num_classes)
-        num_classes = 2 if num_classes is None else num_classes
-        super().__init__(num_classes)
-        self.config = dataclasses.replace(config or ModelConfig(), **fields)  # replace() checks the new values
+    def build(self, vocab_size: int, num_classes: int, datamodule) -> nn.Module:
+        config = self.config
         pretrained = getattr(datamodule, "pretrained", None)
-        if pretrained is not None and self.config.embedding_dim != pretrained.shape[1]:
+        if pretrained is not None and config.embedding_dim != pretrained.shape[1]:
             raise ValueError(f"model.embedding_dim must equal the dimension of the vectors of data.embeddings "
                              f"({datamodule.embeddings}): expected {pretrained.shape[1]}, got "
-                             f"{self.config.embedding_dim}; set model.embedding_dim={pretrained.shape[1]}")
-        # logged once, with the metric keys, by diagnostics.LogHParams
-        self.save_hyperparameters({"vocab_size": vocab_size, "num_classes": num_classes, **self.config.hparams()},
-                                  logger=False)
-        self.model = SequenceClassifier(self.config, vocab_size, num_classes)
+                             f"{config.embedding_dim}; set model.embedding_dim={pretrained.shape[1]}")
+        model = SequenceClassifier(config, vocab_size, num_classes)
         if pretrained is not None:
-            self.model.load_pretrained(pretrained, freeze=self.config.freeze_embeddings)
-        if self.config.nb_scale and datamodule is not None:  # the training split's (validation's labels unseen)
+            model.load_pretrained(pretrained, freeze=config.freeze_embeddings)
+        if config.nb_scale and datamodule is not None:  # the training split's (validation's labels stay unseen)
             train = datamodule.datasets["train"]
-            self.model.load_nb_ratios(*nb_log_count_ratios(train.flat, train.lengths, train.labels, vocab_size,
-                                                           self.config.bigram_buckets, self.config.nb_alpha))
+            model.load_nb_ratios(*nb_log_count_ratios(train.flat, train.lengths, train.labels, vocab_size,
+                                                      config.bigram_buckets, config.nb_alpha))
+        return model
 
     def forward(self, ids, lengths=None):
         return self.model(ids, lengths)
