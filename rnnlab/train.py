@@ -24,8 +24,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import rnnlab.conf  # noqa: F401  (registers the config schema before Hydra composes)
-from rnnlab.models.callbacks import RunConfig
-from rnnlab.models.module import read_checkpoint
+from rnnlab.training.callbacks import RunConfig
+from rnnlab.training.checkpointing import read_checkpoint
 from rnnlab.schema import check_values
 from rnnlab.training.resume import check_same_data, checkpoint_to_resume, plain_config, refuse_to_overwrite, resume
 from rnnlab.training.run_folder import (command_line_overrides, first_process, fit_metrics, hold_run_folder,

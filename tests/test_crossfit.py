@@ -11,7 +11,7 @@ from helpers import make_imdb_archive
 from hydra import compose, initialize_config_module
 
 from rnnlab.data.batching import fold_ids
-from rnnlab.data.crossfit import CrossFitDataModule, token_scores
+from rnnlab.models.crossfit import CrossFitDataModule, token_scores
 from rnnlab.data.datamodule import IMDBDataModule
 from rnnlab.models.classifier import SequenceClassifier, score_tables
 from rnnlab.models.config import ModelConfig

@@ -365,8 +365,8 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_file_whole_an
     import errno
     import os
 
-    from rnnlab.models import checkpointing
-    from rnnlab.models.checkpointing import AtomicCheckpointIO
+    from rnnlab.training import checkpointing
+    from rnnlab.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "checkpoints" / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -404,7 +404,7 @@ def test_the_trainer_writes_its_checkpoints_through_the_atomic_writer(gru_run, m
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    from rnnlab.models.checkpointing import AtomicCheckpointIO
+    from rnnlab.training.checkpointing import AtomicCheckpointIO
 
     with initialize_config_module("rnnlab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"output_dir={gru_run}"])

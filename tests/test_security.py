@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlab.models.checkpointing import AtomicCheckpointIO
-from rnnlab.models.module import load_module, read_checkpoint
+from rnnlab.models.module import load_module
+from rnnlab.training.checkpointing import AtomicCheckpointIO, read_checkpoint
 from rnnlab.security import TRUSTED_TARGETS, check_targets, config_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,3 +145,19 @@ def test_every_target_of_the_shipped_configs_is_trusted_and_nothing_else():
 def test_every_real_checkpoint_loads_weights_only(text_ckpt):
     assert torch.load(text_ckpt, weights_only=True)["state_dict"]
     assert load_module(text_ckpt).vocabulary is not None
+
+
+def test_a_checkpoint_written_before_the_classes_moved_names_them_at_their_present_places(tmp_path):
+    from rnnlab.training.checkpointing import data_record, read_checkpoint
+
+    old = {"data": {"_target_": "rnnlab.data.crossfit.CrossFitDataModule", "bags": "b"},
+           "callbacks": {"timer": {"_target_": "rnnlab.models.callbacks.EpochTimer"},
+                         "best": {"_target_": "rnnlab.models.checkpointing.RunCheckpoint"}},
+           "trainer": {"plugins": [{"_target_": "rnnlab.models.checkpointing.AtomicCheckpointIO"}]}}
+    torch.save({"rnnlab": {"config": old}}, tmp_path / "old.ckpt")
+    config = read_checkpoint(tmp_path / "old.ckpt")["rnnlab"]["config"]
+    assert config["data"]["_target_"] == "rnnlab.models.crossfit.CrossFitDataModule"
+    assert config["callbacks"]["timer"]["_target_"] == "rnnlab.training.callbacks.EpochTimer"
+    assert config["trainer"]["plugins"][0]["_target_"] == "rnnlab.training.checkpointing.AtomicCheckpointIO"
+    check_targets(config, "old.ckpt")  # every class it names is trusted where it is now
+    assert data_record({"rnnlab": {"config": old}})[2]["_target_"] == "rnnlab.models.crossfit.CrossFitDataModule"

@@ -14,7 +14,6 @@ Loss: binary tasks :math:`J = -[y \\log \\sigma(z) + (1-y) \\log(1-\\sigma(z))]`
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import zipfile
 from pathlib import Path
 
@@ -26,8 +25,10 @@ from torch import nn
 
 from rnnlab.models.classifier import SequenceClassifier, nb_log_count_ratios
 from rnnlab.models.config import ModelConfig
-from rnnlab.models.resumable import restart_interrupted_validation
-from rnnlab.security import check_targets, load_weights, one_line
+from rnnlab.security import check_targets
+from rnnlab.training.checkpointing import (UNREADABLE, checkpoint_file, data_record, load_checkpoint_file,
+                                          not_a_checkpoint)
+from rnnlab.training.resumable import restart_interrupted_validation
 
 
 def data_sizes(module: type, datamodule, vocab_size: int | None, num_classes: int | None) -> tuple[int, int | None]:
@@ -76,7 +77,7 @@ class RecurrentModule(pl.LightningModule):
             saves it there); None in a module not loaded from a checkpoint.
         class_names: label names, read likewise.
         data_config: the resolved data config of the run, read from the run config that
-            :class:`~rnnlab.models.callbacks.RunConfig` saves in the checkpoint (``rnnlab.evaluate`` rebuilds the
+            :class:`~rnnlab.training.callbacks.RunConfig` saves in the checkpoint (``rnnlab.evaluate`` rebuilds the
             test split from it).
     """
 
@@ -264,54 +265,6 @@ class SequenceClassifierModule(ClassifierModule):
         return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
 
 
-def checkpoint_file(path) -> Path:
-    """``path`` as a :class:`Path` if it is a file; otherwise an error that says what to pass instead (a run folder's
-    own checkpoints are listed)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    found = sorted(path.rglob("*.ckpt")) if path.is_dir() else []
-    hint = ("it is a folder; its checkpoints: " + ", ".join(str(f) for f in found[:6]) if found else
-            "expected a .ckpt file written by rnnlab.train: RUN/checkpoints/last.ckpt, or the best epochNN-...ckpt "
-            "beside it (runs write to outputs/DATE/TIME/)")
-    raise FileNotFoundError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}: {hint}")
-
-
-_UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, KeyError, TypeError)
-
-
-def _not_a_checkpoint(path, error: Exception) -> ValueError:
-    return ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(error).__name__}: "
-                      f"{one_line(error)}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
-
-
-def _load(path: Path, mmap: bool = False) -> dict:
-    try:
-        checkpoint = load_weights(path, map_location="cpu", mmap=mmap)
-    except _UNREADABLE as e:
-        raise _not_a_checkpoint(path, e) from e
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnnlab") or {}, dict):
-        raise _not_a_checkpoint(path, TypeError(f"it holds a {type(checkpoint).__name__} of another layout"))
-    return checkpoint
-
-
-def read_checkpoint(path) -> dict:
-    """The dict of a checkpoint file written by ``rnnlab.train``, loaded weights-only; a missing file, a file of another
-    kind or one that would run code when loaded is an error naming it. What its saved config may build is checked
-    where it is built (:func:`load_module`; a resume checks the config it restores)."""
-    return _load(checkpoint_file(path))
-
-
-def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | None]:
-    """``(vocabulary JSON, class names, data config)`` of a checkpoint: the vocabulary and class names from the
-    datamodule's state (Lightning stores it under the datamodule's class name), the data config from the run config
-    (``checkpoint["rnnlab"]["config"]["data"]``); checkpoints of earlier versions kept all three in ``"rnnlab"``."""
-    record = checkpoint.get("rnnlab") or {}
-    data = next((v for v in checkpoint.values() if isinstance(v, dict) and "vocabulary" in v), record)
-    config = (record.get("config") or {}).get("data", record.get("data"))
-    return data.get("vocabulary"), data.get("class_names"), config
-
-
 def _module_class(checkpoint: dict, path) -> type:
     """The class of the module a checkpoint holds: its run config's ``model._target_`` (one of rnnlab's, as
     :func:`read_checkpoint` checked), or :class:`SequenceClassifierModule` when it records none; a checkpoint of
@@ -334,7 +287,7 @@ def load_module(path, map_location="cpu") -> ClassifierModule:
     run's ``model._target_`` names), with its vocabulary, class names and data config; a missing file, a file of
     another kind or one that would run code is an error naming it (:func:`read_checkpoint`)."""
     path = checkpoint_file(path)
-    checkpoint = _load(path, mmap=zipfile.is_zipfile(path))  # the weights stay on disk
+    checkpoint = load_checkpoint_file(path, mmap=zipfile.is_zipfile(path))  # the weights stay on disk
     record, where = checkpoint.get("rnnlab") or {}, f"checkpoint {path}"
     config = record.get("config") or {}
     # what is built from it: the model's class, and the data config rnnlab.evaluate instantiates
@@ -344,8 +297,8 @@ def load_module(path, map_location="cpu") -> ClassifierModule:
     cls = _module_class(checkpoint, path)
     try:
         module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except (*_UNREADABLE, ImportError) as e:
-        raise _not_a_checkpoint(path, e) from e
+    except (*UNREADABLE, ImportError) as e:
+        raise not_a_checkpoint(path, e) from e
     if module.vocabulary is None:
         raise ValueError(f"{path} has no rnnlab vocabulary: it was not written by rnnlab.train, so its texts "
                          f"cannot be vectorized; train with python -m rnnlab.train")

@@ -5,7 +5,7 @@
     z = \\sum_{t<L} (1 + \\tanh(a^\\top h_t))\\, c_t / \\sqrt{L}
         + w^\\top \\mathrm{dropout}([\\mathrm{mean}_t h_t ; \\max_t h_t]) + b
 
-where :math:`c_t` is the token's score under the bags (:mod:`rnnlab.data.crossfit`: out of fold for training
+where :math:`c_t` is the token's score under the bags (:mod:`rnnlab.models.crossfit`: out of fold for training
 reviews), :math:`E` a small table of word vectors (the ``words`` most frequent words, the others one row),
 :math:`1 + \\tanh(a^\\top h_t) \\in (0, 2)` a weight the net gives each token's score in its context, and the last
 term the net's own evidence. :math:`a`, :math:`w` and :math:`b` start at zero, so the untrained net is the bags'
@@ -78,7 +78,7 @@ class ScoreReader(nn.Module):
 
 class ScoreReaderModule(ClassifierModule):
     """Trains a :class:`ScoreReader` of a :class:`~rnnlab.models.config.ReaderConfig` on the batches of
-    :class:`rnnlab.data.crossfit.CrossFitDataModule` (``(ids, lengths, labels, scores)``); arguments, loss, metrics
+    :class:`rnnlab.models.crossfit.CrossFitDataModule` (``(ids, lengths, labels, scores)``); arguments, loss, metrics
     and optimizer as :class:`~rnnlab.models.module.ClassifierModule`'s (two classes: the bags' logit is one number).
     """
 

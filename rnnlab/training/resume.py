@@ -1,6 +1,6 @@
 """What a resumed run may change, what it takes from its checkpoint, and what it refuses.
 
-Every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run given
+Every checkpoint carries the run's resolved config (:class:`~rnnlab.training.callbacks.RunConfig`). A run given
 ``ckpt_path`` (a file, or ``last``: :func:`checkpoint_to_resume`) takes the checkpoint's config, moved to the resume's
 folder (every path inside the run folder follows it), except the settings of :data:`RESUME_OWN` (the resume's),
 :data:`RESUME_MAY_CHANGE` and :data:`RESUME_MAY_MOVE` (the command line's when it gives them). Any other setting the
@@ -177,7 +177,7 @@ def resume(cfg: DictConfig, ckpt_path: str | None, overrides: list[str] | None):
     checkpoint's, not the resume's). ``(cfg, None, overrides)`` for a new run or a URL Lightning reads itself."""
     if ckpt_path is None or "://" in ckpt_path:
         return cfg, None, overrides
-    from rnnlab.models.module import read_checkpoint
+    from rnnlab.training.checkpointing import read_checkpoint
     from rnnlab.security import check_targets, config_targets
 
     checkpoint = read_checkpoint(ckpt_path)
@@ -189,7 +189,7 @@ def resume(cfg: DictConfig, ckpt_path: str | None, overrides: list[str] | None):
 
 def check_same_data(checkpoint: dict | None, datamodule, ckpt_path) -> None:
     """A resumed run's data must build the vocabulary its checkpoint was trained with."""
-    from rnnlab.models.module import data_record
+    from rnnlab.training.checkpointing import data_record
 
     vocabulary = None if checkpoint is None else data_record(checkpoint)[0]
     if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():

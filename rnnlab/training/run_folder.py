@@ -61,13 +61,14 @@ def hold_run_folder(folder: Path):
         os.close(fd)  # releases the lock
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, ``fsync`` and ``os.replace``: a reader
-    or a crash sees the old file or the new one, never a part."""
+def write_atomically(path: Path, text: str | bytes | memoryview) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file in the same folder, ``fsync`` and
+    ``os.replace``: a reader or a crash sees the old file or the new one, never a part; the temporary file is removed
+    when the write fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w" if isinstance(text, str) else "wb") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -119,10 +120,10 @@ def command_line_overrides() -> list[str] | None:
 
 def fit_metrics(trainer, module, out: Path) -> dict:
     """What ``metrics.json`` records of a fit: the last epoch's ``val/*``, ``train/*`` and clipped fraction, the best
-    checkpoint and its ``val/acc``, the epoch times (:class:`~rnnlab.models.callbacks.EpochTimer`), the parameter
+    checkpoint and its ``val/acc``, the epoch times (:class:`~rnnlab.training.callbacks.EpochTimer`), the parameter
     count, epochs, steps and ``stopped_by`` (:func:`rnnlab.budget.stopped_by`: max_steps, max_time, ...)."""
     from rnnlab.budget import stopped_by
-    from rnnlab.models.callbacks import EpochTimer
+    from rnnlab.training.callbacks import EpochTimer
 
     timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()

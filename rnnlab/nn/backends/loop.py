@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnlab.nn.backends import KERNEL_CELLS
 from rnnlab.nn.norms import grad_norm
 
-CELLS = ("lstm", "cifg", "gru", "rnn")
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
 
 
@@ -89,8 +89,8 @@ def run_layer(
 
     Nothing here reads a tensor value on the host, so the loop never synchronises with a CUDA device.
     """
-    if cell not in CELLS:
-        raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
+    if cell not in KERNEL_CELLS:
+        raise ValueError(f"`cell` must be one of {KERNEL_CELLS}: got {cell!r}")
     if weight_hr is not None and cell != "lstm":
         raise ValueError(f"`weight_hr` (a projection) must be None unless cell is 'lstm': got cell {cell!r}")
     T = x.size(0)
