@@ -5,12 +5,11 @@ Each payload here is real: it would create its marker file if rnnlab ran it (doc
 import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli
 
 from rnnlab.models.module import load_module
 from rnnlab.training.checkpointing import AtomicCheckpointIO, read_checkpoint
@@ -48,12 +47,6 @@ def config_call(text_ckpt, tmp_path):
                                                             "X": [[1.0]]}
     torch.save(checkpoint, tmp_path / "shared.ckpt")
     return tmp_path / "shared.ckpt", written
-
-
-def cli(cwd, module, *args):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
 
 
 LOADERS = {  # what predict and evaluate load with; what a resume reads first; what Lightning resumes through
