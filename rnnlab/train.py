@@ -30,6 +30,7 @@ from rnnlab.schema import check_values
 from rnnlab.training.resume import check_same_data, checkpoint_to_resume, plain_config, refuse_to_overwrite, resume
 from rnnlab.training.run_folder import (command_line_overrides, first_process, fit_metrics, hold_run_folder,
                                         recorded_job, write_atomically, write_hydra_record, write_metrics)
+from rnnlab.training.slurm import requeued_checkpoint
 from rnnlab.utils import end_distributed, flush_denormals, instantiate, user_errors
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def train(cfg: DictConfig) -> dict:
 def _train(cfg: DictConfig) -> dict:
     composed = cfg  # as the command line composed it: Hydra's record in .hydra/
     check_values(cfg)  # before any data is loaded
-    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, cfg.output_dir)  # ckpt_path=last: the run folder's last.ckpt
+    # ckpt_path=last: the run folder's last.ckpt; without ckpt_path, a requeued SLURM job's own last.ckpt
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, cfg.output_dir) or requeued_checkpoint(cfg.output_dir)
     cfg, checkpoint, overrides = resume(cfg, ckpt_path, command_line_overrides())
     check_values(cfg)
     out = Path(cfg.output_dir)

@@ -21,6 +21,7 @@ from omegaconf import ListConfig
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.nn.backends.loop import VARIANTS
 from rnnlab.nn.init import RECURRENT_INITS, keras_init_, recurrent_init_
 from rnnlab.nn.registry import CELLS, build_cell, cell_spec
 
@@ -29,6 +30,7 @@ Cell = Enum("Cell", {c: c for c in sorted(CELLS, key=lambda c: (CELLS[c].is_torc
 Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
+Variant = Enum("Variant", {v: v for v in VARIANTS}, type=str)
 
 
 def positive_int(value) -> bool:
@@ -62,6 +64,10 @@ class EncoderConfig:
         recurrent_init: None (keep ``init``'s draw) or ``orthogonal``, ``identity``, ``uniform``: every gate block of
             ``W_hh`` redrawn with spectral radius ``recurrent_scale`` (:func:`rnnlab.nn.init.recurrent_init_`).
         recurrent_scale: that radius: above 1 the gradient can explode, below 1 it vanishes. Default 1.
+        variant: of the ``lstm`` cell, Greff et al. (2017)'s variants: ``vanilla``, ``np``, ``nig``, ``nfg``, ``nog``,
+            ``niaf``, ``noaf``, ``cifg``, ``fgr`` (equations in :class:`rnnlab.nn.LSTM`). Default ``vanilla``.
+        peephole: of the ``lstm`` cell: peephole connections (Greff's vanilla LSTM is ``variant=vanilla
+            peephole=true``). Default False.
     """
 
     cell: Cell = Cell.lstm
@@ -75,10 +81,19 @@ class EncoderConfig:
     backend: str = "auto"
     recurrent_init: Optional[RecurrentInit] = None
     recurrent_scale: float = 1.0
+    variant: Variant = Variant.vanilla
+    peephole: bool = False
 
     def __post_init__(self):
-        for name, choices in (("cell", Cell), ("init", Init), ("nonlinearity", Nonlinearity)):
+        for name, choices in (("cell", Cell), ("init", Init), ("nonlinearity", Nonlinearity), ("variant", Variant)):
             plain_choice(self, name, choices)
+        if (self.variant != "vanilla" or self.peephole) and self.cell != "lstm":
+            raise ValueError(f"model.variant and model.peephole must stay vanilla and false unless model.cell=lstm (the "
+                             f"options of rnnlab.nn.LSTM): expected model.cell=lstm, got {self.cell} with model.variant="
+                             f"{self.variant}, model.peephole={self.peephole} (CIFG is model.cell=lstm model.variant=cifg)")
+        if self.variant == "np" and self.peephole:
+            raise ValueError("model.peephole must be false with model.variant=np (no peepholes): expected false, got "
+                             "true (the vanilla LSTM with peepholes is model.variant=vanilla model.peephole=true)")
         if self.recurrent_init is not None:
             self.recurrent_init = str(getattr(self.recurrent_init, "value", self.recurrent_init))
             if self.recurrent_init not in RECURRENT_INITS:
@@ -116,6 +131,8 @@ def _layers(config: EncoderConfig, input_size: int, hidden_size: int, num_layers
             kwargs["forget_bias"] = config.forget_bias
         if spec.nonlinearity:
             kwargs["nonlinearity"] = config.nonlinearity
+        if config.variant != "vanilla" or config.peephole:  # rnnlab.nn.LSTM only (__post_init__ checks)
+            kwargs.update(variant=config.variant, peephole=config.peephole)
         module = build_cell(config.cell, input_size, hidden_size, **kwargs)
     if config.recurrent_init is not None:  # W_hh's spectral radius where the user puts it
         recurrent_init_(module, config.recurrent_init, config.recurrent_scale)

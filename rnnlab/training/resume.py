@@ -188,10 +188,13 @@ def resume(cfg: DictConfig, ckpt_path: str | None, overrides: list[str] | None):
 
 
 def check_same_data(checkpoint: dict | None, datamodule, ckpt_path) -> None:
-    """A resumed run's data must build the vocabulary its checkpoint was trained with."""
+    """A resumed run's data must build the vocabulary its checkpoint was trained with; the resume, accepted, is
+    logged with the epoch and step it goes on from."""
     from rnnlab.training.checkpointing import data_record
 
     vocabulary = None if checkpoint is None else data_record(checkpoint)[0]
     if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():
         raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {ckpt_path}: "
                          f"expected the data the run was trained on (data.archive / data.train_dir)")
+    if checkpoint is not None:
+        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))
