@@ -59,6 +59,21 @@ def _user_error(error: BaseException) -> BaseException | None:
     return error
 
 
+def instantiate(config, **kwargs):
+    """``hydra.utils.instantiate(config, **kwargs)``, raising a user error of the ``_target_``'s constructor (a
+    :data:`USER_ERRORS` that Hydra wraps in its ``InstantiationException``) as itself, so it reads as it was raised."""
+    import hydra.utils
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as e:
+        user = _user_error(e)
+        if user is None:
+            raise
+        raise user from e
+
+
 class user_errors(ContextDecorator):
     """Inside the block, a user's mistake ends the process with ``error: <message>`` on stderr and exit status 2,
     instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it with the full trace. Used by the entry points

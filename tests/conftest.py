@@ -44,6 +44,14 @@ def no_data_env(monkeypatch):
     monkeypatch.delenv(imdb.ENV_ROOT, raising=False)
 
 
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A tiny IMDB archive in the official layout (24 reviews per class and split), one per test module."""
+    from helpers import make_imdb_archive
+
+    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
+
+
 @pytest.fixture(scope="session")
 def text_ckpt(tmp_path_factory):
     """The last checkpoint of a one-epoch run on a tiny neg/pos folder dataset (a text classifier's)."""

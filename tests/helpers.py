@@ -147,6 +147,40 @@ def make_text_folder(root, class_texts: Mapping[str, Sequence[Text]] | None = No
     return root
 
 
+def compose_train(*overrides: str):
+    """The train config of ``overrides``, composed in-process (no Hydra job: ``rnnlab.train`` takes every setting as
+    given)."""
+    from hydra import compose, initialize_config_module
+
+    import rnnlab.conf  # noqa: F401  (the schema)
+
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def tiny_text(archive, out, cache, **data) -> list[str]:
+    """Overrides that shrink an IMDB config to a CPU run of seconds on ``archive`` (a `make_imdb_archive`), its cache
+    in ``cache``, writing under ``out``: batches of 8, a vocabulary of 200 words, 40 tokens per review, no progress
+    bar, a log line every step. ``data``: other ``data.*`` settings (they replace these). The run's length
+    (``trainer.max_epochs``) is the caller's."""
+    data = {"batch_size": 8, "max_tokens": 200, "max_length": 40, **data}
+    return [f"data.archive={archive}", f"data.root={cache}", *(f"data.{k}={v}" for k, v in data.items()),
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
+            f"output_dir={out}"]
+
+
+def cli(cwd, module, *args, env: Mapping | None = None):
+    """``python -m MODULE ARGS`` in a subprocess in ``cwd``, one OpenMP thread, ``HYDRA_FULL_ERROR`` unset unless
+    ``env`` sets it (so a user error is one ``error:`` line); returns the finished process, its output captured."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**base, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+
+
 def tiny_synthetic(out, experiment: str = "adding") -> list[str]:
     """Overrides that shrink a synthetic-task experiment to a CPU run of well under a second, writing under ``out``:
     T = 6, 40 training sequences in batches of 10, 4 units, 4 steps, no progress bar, diagnostics every 50 steps."""

@@ -2,8 +2,7 @@
 from pathlib import Path
 
 import pytest
-from helpers import tiny_synthetic
-from hydra import compose, initialize_config_module
+from helpers import compose_train, tiny_synthetic
 
 import rnnlab.conf
 from rnnlab.budget import max_time_seconds, step_budget
@@ -12,11 +11,6 @@ from rnnlab.train import train
 EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def compose_train(*overrides):
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -169,8 +169,8 @@ def test_the_command_line_reports_a_bad_number_without_touching_the_data(tmp_pat
 def test_the_model_docstring_examples_run():
     import doctest
 
-    from rnnlab.models import classifier, config
+    from rnnlab.models import classifier, config, encoder, stacking, tasks
 
-    for module in (config, classifier):
+    for module in (config, classifier, encoder, tasks, stacking):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0

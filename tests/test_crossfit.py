@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import make_imdb_archive
+from helpers import compose_train, make_imdb_archive, tiny_text
 from hydra import compose, initialize_config_module
 
 from rnnlab.data.batching import fold_ids
-from rnnlab.data.crossfit import CrossFitDataModule, token_scores
+from rnnlab.models.crossfit import CrossFitDataModule, token_scores
 from rnnlab.data.datamodule import IMDBDataModule
 from rnnlab.models.classifier import SequenceClassifier, score_tables
 from rnnlab.models.config import ModelConfig
@@ -24,20 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DATA = dict(batch_size=8, max_tokens=200, max_length=40, val_fraction=0.2, val_block=1)
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
-
-
-def tiny(archive, out, cache, *overrides) -> list[str]:
-    return [f"data.archive={archive}", f"data.root={cache}", *(f"data.{k}={v}" for k, v in DATA.items()),
-            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.log_every_n_steps=1", f"output_dir={out}", *overrides]
-
-
 def run(archive, tmp_path, out, *overrides) -> dict:
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        return train(compose("train", overrides=tiny(archive, out, tmp_path / "cache", *overrides)))
+    return train(compose_train(*tiny_text(archive, out, tmp_path / "cache", **DATA), "trainer.max_epochs=1", *overrides))
 
 
 def train_bags(archive, tmp_path, folder, folds=2, *overrides):

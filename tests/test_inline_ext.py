@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.inline_ext import InlineExtension
+from rnnlab.nn.backends.inline_ext import InlineExtension
 
 BROKEN = "#include <rnnlab_no_such_header.h>\nTORCH_LIBRARY(RNNLAB_OPS_NAMESPACE, m) {}\n"  # a fatal error at line 1
 

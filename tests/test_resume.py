@@ -10,8 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from helpers import command_line, make_imdb_archive
-from hydra import compose, initialize_config_module
+from helpers import cli, command_line, compose_train, tiny_text
 
 from rnnlab.train import train
 
@@ -19,19 +18,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KEYS = ("val/loss", "val/acc", "test/acc", "test/loss", "best/val/acc", "train/acc")
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
-
-
 def make_cfg(archive, tmp_path, *overrides, name="run"):
     """A run of a few seconds: 48 training reviews, half held out -> 3 training and 3 validation batches of 8."""
-    tiny = [f"data.archive={archive}", f"data.root={tmp_path / 'cache'}", "data.batch_size=8", "data.max_tokens=200",
-            "data.max_length=40", "data.val_fraction=0.5", "+experiment=bilstm", "model.embedding_dim=8",
-            "model.hidden_size=4", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", f"output_dir={tmp_path / name}"]
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        return compose("train", overrides=tiny + list(overrides))
+    return compose_train(*tiny_text(archive, tmp_path / name, tmp_path / "cache", val_fraction=0.5),
+                         "+experiment=bilstm", "model.embedding_dim=8", "model.hidden_size=4", "trainer.max_epochs=3",
+                         *overrides)
 
 
 def weights(path):
@@ -365,8 +356,8 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_file_whole_an
     import errno
     import os
 
-    from rnnlab.models import checkpointing
-    from rnnlab.models.checkpointing import AtomicCheckpointIO
+    from rnnlab.training import checkpointing
+    from rnnlab.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "checkpoints" / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -404,23 +395,12 @@ def test_the_trainer_writes_its_checkpoints_through_the_atomic_writer(gru_run, m
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    from rnnlab.models.checkpointing import AtomicCheckpointIO
+    from rnnlab.training.checkpointing import AtomicCheckpointIO
 
     with initialize_config_module("rnnlab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"output_dir={gru_run}"])
     trainer = instantiate(cfg.trainer, logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-
-
-def cli(tmp_path, module, *args, env=None):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    env.pop("HYDRA_FULL_ERROR", None) if "HYDRA_FULL_ERROR" not in (env or {}) else None
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_from_the_command_line_a_resume_restores_the_run_config_and_a_refused_run_changes_nothing(archive, tmp_path):

@@ -5,15 +5,14 @@ Each payload here is real: it would create its marker file if rnnlab ran it (doc
 import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli
 
-from rnnlab.models.checkpointing import AtomicCheckpointIO
-from rnnlab.models.module import load_module, read_checkpoint
+from rnnlab.models.module import load_module
+from rnnlab.training.checkpointing import AtomicCheckpointIO, read_checkpoint
 from rnnlab.security import TRUSTED_TARGETS, check_targets, config_targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,12 +47,6 @@ def config_call(text_ckpt, tmp_path):
                                                             "X": [[1.0]]}
     torch.save(checkpoint, tmp_path / "shared.ckpt")
     return tmp_path / "shared.ckpt", written
-
-
-def cli(cwd, module, *args):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
 
 
 LOADERS = {  # what predict and evaluate load with; what a resume reads first; what Lightning resumes through
@@ -135,13 +128,29 @@ def test_a_foreign_target_is_found_at_any_depth_and_named_by_its_key():
 def test_every_target_of_the_shipped_configs_is_trusted_and_nothing_else():
     conf = Path(__file__).parents[1] / "conf"
     named = {m for f in conf.rglob("*.yaml") for m in re.findall(r"_target_:\s*([\w.]+)", f.read_text())}
-    from rnnlab.models.config import ModelConfig
+    from rnnlab.models.config import ModelConfig, ReaderConfig, TaskConfig
     from rnnlab.schema import TrainerConfig
 
-    named |= {ModelConfig._target_, TrainerConfig._target_}
+    named |= {schema._target_ for schema in (ModelConfig, TaskConfig, ReaderConfig, TrainerConfig)}
     assert named == TRUSTED_TARGETS
 
 
 def test_every_real_checkpoint_loads_weights_only(text_ckpt):
     assert torch.load(text_ckpt, weights_only=True)["state_dict"]
     assert load_module(text_ckpt).vocabulary is not None
+
+
+def test_a_checkpoint_written_before_the_classes_moved_names_them_at_their_present_places(tmp_path):
+    from rnnlab.training.checkpointing import data_record, read_checkpoint
+
+    old = {"data": {"_target_": "rnnlab.data.crossfit.CrossFitDataModule", "bags": "b"},
+           "callbacks": {"timer": {"_target_": "rnnlab.models.callbacks.EpochTimer"},
+                         "best": {"_target_": "rnnlab.models.checkpointing.RunCheckpoint"}},
+           "trainer": {"plugins": [{"_target_": "rnnlab.models.checkpointing.AtomicCheckpointIO"}]}}
+    torch.save({"rnnlab": {"config": old}}, tmp_path / "old.ckpt")
+    config = read_checkpoint(tmp_path / "old.ckpt")["rnnlab"]["config"]
+    assert config["data"]["_target_"] == "rnnlab.models.crossfit.CrossFitDataModule"
+    assert config["callbacks"]["timer"]["_target_"] == "rnnlab.training.callbacks.EpochTimer"
+    assert config["trainer"]["plugins"][0]["_target_"] == "rnnlab.training.checkpointing.AtomicCheckpointIO"
+    check_targets(config, "old.ckpt")  # every class it names is trusted where it is now
+    assert data_record({"rnnlab": {"config": old}})[2]["_target_"] == "rnnlab.models.crossfit.CrossFitDataModule"

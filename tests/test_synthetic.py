@@ -86,10 +86,11 @@ def test_the_datamodules_expose_what_train_reads():
 
 
 def test_task_heads_give_one_value_per_sequence_or_logits_per_step():
-    assert TaskNet(2, 1, "last", "lstm", 4)(torch.rand(3, 6, 2)).shape == (3,)
-    assert TaskNet(10, 10, "per_step", "gru", 4, embedding_dim=5)(torch.randint(0, 10, (3, 6))).shape == (3, 6, 10)
-    with pytest.raises(ValueError, match="`model.head` must be one of"):
-        TaskNet(2, 1, "first")
+    assert TaskNet(2, 1, head="last", cell="lstm", hidden_size=4)(torch.rand(3, 6, 2)).shape == (3,)
+    net = TaskNet(10, 10, head="per_step", cell="gru", hidden_size=4, embedding_dim=5)
+    assert net(torch.randint(0, 10, (3, 6))).shape == (3, 6, 10)
+    with pytest.raises(ValueError, match=r"model\.head must be one of \['last', 'per_step'\]: got 'first'"):
+        TaskNet(2, 1, head="first")
 
 
 @pytest.mark.parametrize("task", ["adding", "copy"])

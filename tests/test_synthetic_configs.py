@@ -78,7 +78,7 @@ def test_the_task_model_config_builds_a_module_for_either_task():
 
 
 def test_an_unknown_recurrent_init_names_the_setting_and_the_choices():
-    with pytest.raises(ValueError, match=r"`model.recurrent_init` must be null or one of \('orthogonal'"):
+    with pytest.raises(ValueError, match=r"model\.recurrent_init must be null or one of \['orthogonal'"):
         TaskModule(2, 1, recurrent_init="xavier")
 
 
@@ -95,7 +95,7 @@ def test_a_synthetic_task_without_the_task_model_says_which_model_it_needs(data,
 
 
 def test_task_dropout_drops_the_heads_input_in_training_and_nothing_in_eval():
-    from rnnlab.models.classifier import run_encoder
+    from rnnlab.models.encoder import run_encoder
     from rnnlab.models.tasks import TaskNet
 
     net = TaskNet(2, 1, cell="gru", hidden_size=8, embedding_dim=0, dropout=0.5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import make_imdb_archive
+from helpers import compose_train, tiny_text
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
@@ -26,21 +26,13 @@ EXPERIMENTS = sorted(p.stem for p in (Path(rnnlab.conf.__file__).parent / "exper
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    return make_imdb_archive(tmp_path_factory.mktemp("imdb") / "imdb.tar.gz", n_per_class=24)
-
-
 def tiny(archive, out, cache) -> list[str]:
     """Overrides that turn any config into a run of a few seconds on CPU."""
-    return [f"data.archive={archive}", f"data.root={cache}", "data.batch_size=8", "data.max_tokens=200",
-            "data.max_length=40", "model.embedding_dim=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", f"output_dir={out}"]
+    return [*tiny_text(archive, out, cache), "model.embedding_dim=8", "trainer.max_epochs=1"]
 
 
 def make_cfg(archive, tmp_path, *overrides, name="run"):
-    with initialize_config_module("rnnlab.conf", version_base="1.3"):
-        return compose("train", overrides=tiny(archive, tmp_path / name, tmp_path / "cache") + list(overrides))
+    return compose_train(*tiny(archive, tmp_path / name, tmp_path / "cache"), *overrides)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from rnnlab.models.resumable import ResumableLoader
+from rnnlab.training.resumable import ResumableLoader
 from rnnlab.security import checksum_path, verify, write_verified
 from rnnlab.utils import is_int_at_least
 
@@ -326,7 +326,7 @@ class TextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
-        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
+        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.training.resumable
         return ResumableLoader.of_trainer(loader, trainer) if isinstance(trainer, L.Trainer) else loader
 
     def val_dataloader(self) -> DataLoader:
@@ -361,7 +361,7 @@ class IMDBDataModule(TextDataModule):
             label (Johnson & Zhang, 2016); validation and test read whole reviews. None: whole reviews. Default: None.
         folds, fold: train on the training split without fold ``fold`` of ``folds`` (a seeded partition of its
             reviews, :func:`rnnlab.data.batching.fold_ids`; validation and test unchanged): the bags of cross-fitting
-            (``rnnlab.data.crossfit``). None: the whole split. Default: None.
+            (``rnnlab.models.crossfit``). None: the whole split. Default: None.
         pad_multiple: round each batch's length up to a multiple of this (at most ``max_length``): few distinct
             shapes, so oneDNN's kernel cache and the allocator reuse what they built (less memory, another rounding:
             docs/data.md). 1: pad to the longest sequence, the published numbers to the last digit.

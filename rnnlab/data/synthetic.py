@@ -37,7 +37,7 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rnnlab.models.resumable import ResumableLoader
+from rnnlab.training.resumable import ResumableLoader
 
 __all__ = ["adding_problem", "copy_memory", "AddingDataModule", "CopyMemoryDataModule", "adding_baseline",
            "copy_baseline", "BLANK", "DELIMITER", "NUM_SYMBOLS", "COPY_LENGTH"]
@@ -130,7 +130,7 @@ class SeededShuffle:
 
     The order is the plain DataLoader's (``shuffle=True`` with the generator): the runs made before this class existed
     are unchanged. The checkpoint keeps the generator's state at the start of the current epoch and now (after the last batch drawn).
-    Restored mid-epoch (``mid_epoch``: :class:`~rnnlab.models.resumable.ResumableLoader` then drops the batches already
+    Restored mid-epoch (``mid_epoch``: :class:`~rnnlab.training.resumable.ResumableLoader` then drops the batches already
     trained on), the epoch draws its order again from its start state; restored at an epoch's end, the next epoch
     draws from the state the finished epoch left, as in the uninterrupted run.
     """
@@ -214,7 +214,7 @@ class _SyntheticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", True)
-        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
+        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.training.resumable
         return ResumableLoader.of_trainer(SeededShuffle(loader), trainer) if isinstance(trainer, L.Trainer) else loader
 
     def val_dataloader(self) -> DataLoader:

@@ -27,11 +27,9 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.models.config import ModelConfig
-from rnnlab.nn.init import keras_init_, recurrent_init_
-from rnnlab.nn.registry import build_cell, cell_spec
+from rnnlab.models.encoder import build_encoder, run_encoder
 
 
 BIGRAM_PRIME = 1_000_003
@@ -111,76 +109,6 @@ def nb_log_count_ratios(flat: torch.Tensor, lengths, labels: torch.Tensor, vocab
     return r_words, ratios(pair_rows(previous_ids(flat, lengths), flat, buckets), buckets)
 
 
-def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int,
-                  dropout: float) -> nn.Module:
-    """The recurrent encoder of ``config.cell`` (batch_first=True), from the cell registry :data:`rnnlab.nn.CELLS`."""
-    spec = cell_spec(config.cell)
-    kwargs = dict(num_layers=num_layers, bidirectional=config.bidirectional, dropout=dropout, batch_first=True)
-    if spec.is_torch:
-        module = build_cell(config.cell, input_size, hidden_size, **kwargs)
-        if config.init == "keras":  # the same law as rnnlab's cells: glorot / orthogonal (whole matrices), forget bias
-            keras_init_(module, config.forget_bias)
-    else:
-        kwargs.update(init=config.init, backend=config.backend)
-        if spec.gated_lstm:
-            kwargs["forget_bias"] = config.forget_bias
-        if spec.nonlinearity:
-            kwargs["nonlinearity"] = config.nonlinearity
-        if config.variant != "vanilla" or config.peephole:  # rnnlab.nn.LSTM only (ModelConfig checks)
-            kwargs.update(variant=config.variant, peephole=config.peephole)
-        module = build_cell(config.cell, input_size, hidden_size, **kwargs)
-    if config.recurrent_init is not None:  # W_hh's spectral radius where the user puts it
-        recurrent_init_(module, config.recurrent_init, config.recurrent_scale)
-    return module
-
-
-def run_encoder(module: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Outputs (B, T, H * directions) of one encoder on x (B, T, D), zero at padded steps."""
-    if isinstance(module, (nn.LSTM, nn.GRU)):
-        if lengths is None:
-            return module(x)[0]
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(module(packed)[0], batch_first=True, total_length=x.size(1))[0]
-    return module(x, lengths=lengths)[0]
-
-
-class StackedEncoder(nn.Module):
-    """Layers of different widths (the course's GRU 32-64-64), each a one-layer encoder, run in turn.
-
-    Exposes the per-timestep gradient interface of one rnnlab module: ``record_grad_norms``,
-    ``grad_norms`` (keys ``l0``, ``l0_reverse``, ``l1`` ... numbered over the stack) and ``last_lengths``.
-    """
-
-    def __init__(self, layers: list[nn.Module], dropout: float = 0.0):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x, lengths=None):
-        for k, layer in enumerate(self.layers):
-            if k > 0:
-                x = self.dropout(x)
-            x = run_encoder(layer, x, lengths)  # (B, T, D_k)
-        return x, None
-
-    def record_grad_norms(self, enabled: bool = True):
-        for layer in self.layers:
-            if hasattr(layer, "record_grad_norms"):  # torch.nn layers record nothing
-                layer.record_grad_norms(enabled)
-
-    @property
-    def grad_norms(self) -> dict:
-        out = {}
-        for k, layer in enumerate(self.layers):
-            for key, value in (getattr(layer, "grad_norms", None) or {}).items():
-                out[key.replace("l0", f"l{k}", 1)] = value
-        return out
-
-    @property
-    def last_lengths(self):
-        return getattr(self.layers[0], "last_lengths", None)
-
-
 class SequenceClassifier(nn.Module):
     """Embedding (padding index 0) -> recurrent encoder -> pooling -> dropout -> linear head.
 
@@ -214,17 +142,7 @@ class SequenceClassifier(nn.Module):
         D = config.embedding_dim
         self.embedding = nn.Embedding(vocab_size, D, padding_idx=0 if config.use_lengths else None,
                                       sparse=config.sparse_embeddings)
-        if not config.recurrent:
-            self.encoder, out_size = None, D
-        elif isinstance(config.hidden_size, int):
-            self.encoder = build_encoder(config, D, config.hidden_size, config.num_layers, config.rnn_dropout)
-            out_size = config.hidden_size * config.num_directions
-        else:  # one layer per width, each reading the previous layer's outputs
-            sizes = config.hidden_size
-            inputs = [D] + [h * config.num_directions for h in sizes[:-1]]
-            self.encoder = StackedEncoder([build_encoder(config, i, h, 1, 0.0) for i, h in zip(inputs, sizes)],
-                                          config.rnn_dropout)
-            out_size = sizes[-1] * config.num_directions
+        self.encoder, out_size = build_encoder(config, D) if config.recurrent else (None, D)
         self.dropout = nn.Dropout(config.dropout)
         features = out_size * (2 if config.pooling.endswith("_max") else 1)
         self.head = nn.Linear(features, 1 if num_classes == 2 else num_classes)

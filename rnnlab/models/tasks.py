@@ -20,21 +20,15 @@ keeps its logs, its curves and its last checkpoint, and ``train/diverged_step`` 
 """
 from __future__ import annotations
 
-import hydra.utils
-import lightning.pytorch as pl
+import dataclasses
+
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rnnlab.models.classifier import build_encoder, run_encoder
-from rnnlab.models.config import ModelConfig
-from rnnlab.models.module import data_record
-from rnnlab.models.resumable import restart_interrupted_validation
-from rnnlab.nn.init import RECURRENT_INITS
-from rnnlab.nn.registry import CELLS
+from rnnlab.models.config import TaskConfig
+from rnnlab.models.encoder import build_encoder, run_encoder
+from rnnlab.models.module import RecurrentModule
 
-HEADS = ("last", "per_step")
-ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 TOLERANCE = 0.04  # a regression prediction within this of the target counts as right (adding problem)
 
 
@@ -45,13 +39,8 @@ class TaskNet(nn.Module):
         vocab_size: input symbols (an ``nn.Embedding`` of ``embedding_dim``) or, with ``embedding_dim=0``, the
             number of input features per step (no input layer: the features go to the cell as they are).
         num_outputs: 1 (regression) or ``K`` logits.
-        head: ``last`` (the state at the last step) or ``per_step`` (every step).
-        cell, hidden_size, num_layers, init, forget_bias, nonlinearity, backend, variant, peephole: as
-            :class:`rnnlab.models.classifier.SequenceClassifier` (:class:`rnnlab.models.config.ModelConfig`).
-        recurrent_init: ``None`` (keep ``init``'s draw) or one of ``orthogonal``, ``identity``, ``uniform``
-            (:func:`rnnlab.nn.init.recurrent_init_`), with spectral radius ``recurrent_scale``.
-        dropout: dropout on the head's input (:math:`h_T`, or every :math:`h_t`), as the classifier's
-            ``model.dropout``. Default: 0
+        config: the :class:`~rnnlab.models.config.TaskConfig` (head, encoder, embedding_dim, dropout).
+        **fields: its fields that replace those of ``config``.
 
     Inputs: ``x`` (B, T) int64 symbols or (B, T, F) float features. Outputs: (B,) for one output with ``last``,
     (B, K) for ``K`` outputs with ``last``, (B, T, K) (or (B, T)) with ``per_step``.
@@ -65,27 +54,14 @@ class TaskNet(nn.Module):
     torch.Size([3])
     """
 
-    def __init__(self, vocab_size: int, num_outputs: int, head: str = "last", cell: str = "lstm",
-                 hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
-                 forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, dropout: float = 0.0,
-                 variant: str = "vanilla", peephole: bool = False):
+    def __init__(self, vocab_size: int, num_outputs: int, config: TaskConfig | None = None, **fields):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"`model.cell` must be one of {tuple(CELLS)}: got {cell!r}")
-        if head not in HEADS:
-            raise ValueError(f"`model.head` must be one of {HEADS}: got {head!r}")
-        if recurrent_init is not None and recurrent_init not in RECURRENT_INITS:
-            raise ValueError(f"`model.recurrent_init` must be null or one of {RECURRENT_INITS}: got {recurrent_init!r}")
-        self.head_kind = head
-        self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
-        encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
-                              forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend,
-                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, variant=variant,
-                              peephole=peephole)
-        self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, num_outputs)
+        config = dataclasses.replace(config or TaskConfig(), **fields)
+        self.head_kind = config.head
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim) if config.embedding_dim else nn.Identity()
+        self.encoder, width = build_encoder(config, config.embedding_dim or vocab_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(width, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.embedding(x)  # (B, T, D)
@@ -94,43 +70,22 @@ class TaskNet(nn.Module):
         return z.squeeze(-1) if z.size(-1) == 1 else z
 
 
-class TaskModule(pl.LightningModule):
-    """Trains a :class:`TaskNet` on a synthetic task; see the module docstring for losses and metrics.
+class TaskModule(RecurrentModule):
+    """Trains a :class:`TaskNet` of a :class:`~rnnlab.models.config.TaskConfig` on a synthetic task (arguments: see
+    :class:`~rnnlab.models.module.RecurrentModule`); see the module docstring for losses and metrics. A non-finite
+    training loss stops the run cleanly (``nan_policy = "stop"``)."""
 
-    Args:
-        vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
-            and outputs (1: regression).
-        head ... recurrent_scale, dropout, variant, peephole: passed to :class:`TaskNet`.
-        optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
-    """
+    config_class = TaskConfig
+    nan_policy = "stop"
 
-    def __init__(self, vocab_size: int, num_classes: int, head: str = "last", cell: str = "lstm",
-                 hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
-                 forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
-                 dropout: float = 0.0, variant: str = "vanilla", peephole: bool = False):
-        super().__init__()
-        if isinstance(optimizer, DictConfig):
-            optimizer = OmegaConf.to_container(optimizer, resolve=True)
-        optimizer = dict(optimizer or ADAM)
-        self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
-        self.model = TaskNet(vocab_size, num_classes, head, cell, hidden_size, num_layers, embedding_dim, init,
-                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout,
-                             variant=variant, peephole=peephole)
+    def setup_loss(self, num_classes: int) -> None:
         self.regression = num_classes == 1
-        self.vocabulary: str | None = None
-        self.class_names: list[str] | None = None
-        self.data_config: dict | None = None
+
+    def build(self, vocab_size: int, num_classes: int, datamodule) -> nn.Module:
+        return TaskNet(vocab_size, num_classes, self.config)
 
     def forward(self, x):
         return self.model(x)
-
-    def num_parameters(self, trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
-
-    def batch_loss(self, batch) -> torch.Tensor:
-        """The training loss of a batch (the diagnostics' probe uses this too)."""
-        return self._step(batch)[0]
 
     def _step(self, batch):
         x, y = batch[0], batch[-1]
@@ -150,9 +105,7 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, _ = self._step(batch)
-        if not torch.isfinite(loss):  # stop here, keep what was logged; no optimizer step on NaN gradients
-            self.log("train/diverged_step", float(self.global_step))
-            self.trainer.should_stop = True
+        if not self.finite(loss, batch_idx):
             return None
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -171,10 +124,3 @@ class TaskModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")
-
-    def configure_optimizers(self):
-        return hydra.utils.instantiate(self.hparams.optimizer)(self.parameters())
-
-    def on_load_checkpoint(self, checkpoint):
-        restart_interrupted_validation(checkpoint)  # before Lightning restores its loops from it
-        self.vocabulary, self.class_names, self.data_config = data_record(checkpoint)

@@ -1,6 +1,6 @@
 """What a resumed run may change, what it takes from its checkpoint, and what it refuses.
 
-Every checkpoint carries the run's resolved config (:class:`~rnnlab.models.callbacks.RunConfig`). A run given
+Every checkpoint carries the run's resolved config (:class:`~rnnlab.training.callbacks.RunConfig`). A run given
 ``ckpt_path`` (a file, or ``last``: :func:`checkpoint_to_resume`) takes the checkpoint's config, moved to the resume's
 folder (every path inside the run folder follows it), except the settings of :data:`RESUME_OWN` (the resume's),
 :data:`RESUME_MAY_CHANGE` and :data:`RESUME_MAY_MOVE` (the command line's when it gives them). Any other setting the
@@ -168,3 +168,33 @@ def _refuse(differ: dict, ckpt_path) -> None:
             f"a resumed run must keep the settings of its checkpoint {ckpt_path}: {keys}. Drop these overrides to "
             f"resume the run as it was, or start a new run without ckpt_path. A resume may change only: "
             f"{', '.join(RESUME_OWN + RESUME_MAY_CHANGE + RESUME_MAY_MOVE)}")
+
+
+def resume(cfg: DictConfig, ckpt_path: str | None, overrides: list[str] | None):
+    """``(config, checkpoint, overrides)`` of a run given ``ckpt_path``: the checkpoint read weights-only and checked
+    before the data and model are built, the config it resumes with (:func:`resume_config`; every class its saved
+    config names checked, the command line's own choices trusted) and the run's own command-line overrides (the
+    checkpoint's, not the resume's). ``(cfg, None, overrides)`` for a new run or a URL Lightning reads itself."""
+    if ckpt_path is None or "://" in ckpt_path:
+        return cfg, None, overrides
+    from rnnlab.training.checkpointing import read_checkpoint
+    from rnnlab.security import check_targets, config_targets
+
+    checkpoint = read_checkpoint(ckpt_path)
+    given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
+    cfg = resume_config(cfg, checkpoint, ckpt_path, overrides)
+    check_targets(plain_config(cfg), f"checkpoint {ckpt_path}", trusted=given_targets)  # what is built from it
+    return cfg, checkpoint, (checkpoint.get("rnnlab") or {}).get("overrides", overrides)
+
+
+def check_same_data(checkpoint: dict | None, datamodule, ckpt_path) -> None:
+    """A resumed run's data must build the vocabulary its checkpoint was trained with; the resume, accepted, is
+    logged with the epoch and step it goes on from."""
+    from rnnlab.training.checkpointing import data_record
+
+    vocabulary = None if checkpoint is None else data_record(checkpoint)[0]
+    if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():
+        raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {ckpt_path}: "
+                         f"expected the data the run was trained on (data.archive / data.train_dir)")
+    if checkpoint is not None:
+        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))

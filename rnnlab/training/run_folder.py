@@ -61,13 +61,14 @@ def hold_run_folder(folder: Path):
         os.close(fd)  # releases the lock
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, ``fsync`` and ``os.replace``: a reader
-    or a crash sees the old file or the new one, never a part."""
+def write_atomically(path: Path, text: str | bytes | memoryview) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file in the same folder, ``fsync`` and
+    ``os.replace``: a reader or a crash sees the old file or the new one, never a part; the temporary file is removed
+    when the write fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w" if isinstance(text, str) else "wb") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -110,6 +111,31 @@ def write_hydra_record(folder: Path, composed) -> None:
     write_atomically(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
+def command_line_overrides() -> list[str] | None:
+    """The task overrides of the Hydra job that runs this process, or None when there is none (in-process compose)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def fit_metrics(trainer, module, out: Path) -> dict:
+    """What ``metrics.json`` records of a fit: the last epoch's ``val/*``, ``train/*`` and clipped fraction, the best
+    checkpoint and its ``val/acc``, the epoch times (:class:`~rnnlab.training.callbacks.EpochTimer`), the parameter
+    count, epochs, steps and ``stopped_by`` (:func:`rnnlab.budget.stopped_by`: max_steps, max_time, ...)."""
+    from rnnlab.budget import stopped_by
+    from rnnlab.training.callbacks import EpochTimer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.startswith(("val/", "train/")) or k == "grad/clipped_fraction"}
+    best = trainer.checkpoint_callback
+    if best is not None and best.best_model_score is not None:
+        metrics.update({"best/val/acc": float(best.best_model_score), "best_ckpt": best.best_model_path})
+    return {**metrics, "epoch_times_s": list(timer.times) if timer else [], "num_parameters": module.num_parameters(),
+            "epochs": trainer.current_epoch, "steps": trainer.global_step, "output_dir": str(out),
+            "stopped_by": stopped_by(trainer)}
+
+
 def _multirun_job_folder() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -141,5 +167,5 @@ def recorded_job(task, cfg) -> dict:
         return {}
 
 
-__all__ = ["hold_run_folder", "write_atomically", "read_metrics", "write_metrics", "write_hydra_record",
+__all__ = ["hold_run_folder", "command_line_overrides", "fit_metrics", "write_atomically", "read_metrics", "write_metrics", "write_hydra_record",
            "recorded_job", "first_process", "LOCK", "ERROR_FILE"]

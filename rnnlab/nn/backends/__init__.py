@@ -19,6 +19,8 @@ The constants below are the integer codes the loops take (``kind`` of the LSTM-l
 loops); the C++ loops and the Triton kernels compare against the same numbers.
 """
 
+# The cell kinds a backend runs (every name of rnnlab.nn.registry.CELLS that is rnnlab's runs as one of them)
+KERNEL_CELLS = ("lstm", "cifg", "gru", "rnn")
 LSTM, LSTM_NOFORGET, CIFG = 0, 1, 2  # `kind`: the LSTM with a forget gate, without one (1997), coupled gates
 TANH, RELU, IDENTITY = 0, 1, 2  # `act`: the Elman RNN's nonlinearity
 ACTS = {"tanh": TANH, "relu": RELU, "identity": IDENTITY}

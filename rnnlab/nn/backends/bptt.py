@@ -69,11 +69,10 @@ import os
 
 import torch
 
-from rnnlab.nn.backends import ACTS, CIFG, LSTM, LSTM_NOFORGET, loop
+from rnnlab.nn.backends import ACTS, CIFG, KERNEL_CELLS, LSTM, LSTM_NOFORGET, loop
 
 __all__ = ["run_layer_with", "states", "walk"]
 
-CELLS = ("lstm", "cifg", "gru", "rnn")
 
 
 def states(h0, out, Hs, reverse):
@@ -351,8 +350,8 @@ def _traced_or_transformed(*tensors) -> bool:
 def run_layer_with(loops, cell, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse,
                    *, nonlinearity="tanh", forget_gate=True, grad_norms=None):
     """:func:`rnnlab.nn.backends.loop.run_layer` with a given implementation of the six per-step loops."""
-    if cell not in CELLS:
-        raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
+    if cell not in KERNEL_CELLS:
+        raise ValueError(f"`cell` must be one of {KERNEL_CELLS}: got {cell!r}")
     T, B, _ = x.shape
     H = weight_hh.size(1)
     if h0 is None:

@@ -6,7 +6,7 @@ computing its derivative factors inside the loop) and ``wgrad`` (the weight grad
 and float64, a step is the recurrent matmul plus one vectorised pass over the step's gates; other devices and dtypes
 run the same ATen ops as the Python loops, without the interpreter between them.
 
-Built and loaded by :class:`rnnlab.inline_ext.InlineExtension` (ATen only, ~20 s of CPU, cached per source
+Built and loaded by :class:`rnnlab.nn.backends.inline_ext.InlineExtension` (ATen only, ~20 s of CPU, cached per source
 version; ``python -m rnnlab.nn.backends.cpp`` builds ahead of time, as ``make install`` does). Until it is built, or
 without a compiler, the fused backend runs its Python loops. ``RNNLAB_FUSED_EXT``: ``auto`` (default: build in
 the background on first use), ``wait`` (build now, blocking: for benchmarks and tests), ``0`` (never).
@@ -14,7 +14,7 @@ the background on first use), ``wait`` (build now, blocking: for benchmarks and 
 """
 import os
 
-from rnnlab.inline_ext import InlineExtension
+from rnnlab.nn.backends.inline_ext import InlineExtension
 
 SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", "fused_loops.cpp")]
 

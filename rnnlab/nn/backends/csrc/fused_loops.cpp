@@ -612,9 +612,9 @@ Tensor wgrad(Tensor dg, Tensor x) {
   return at::mm(dg.t(), x);
 }
 
-// The op namespace is the library's name, one per source version (rnnlab/inline_ext.py passes it as a -D define).
+// The op namespace is the library's name, one per source version (rnnlab/nn/backends/inline_ext.py passes it as a -D define).
 #ifndef RNNLAB_OPS_NAMESPACE
-#error "compile with -DRNNLAB_OPS_NAMESPACE=<name> (rnnlab/inline_ext.py does)"
+#error "compile with -DRNNLAB_OPS_NAMESPACE=<name> (rnnlab/nn/backends/inline_ext.py does)"
 #endif
 #define RNNLAB_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)  // one level more, so the define is expanded before ## pastes it
 RNNLAB_LIBRARY(RNNLAB_OPS_NAMESPACE, m) {

@@ -25,8 +25,8 @@ import torch
 from rnnlab.models.classifier import pair_rows, previous_ids, score_tables
 from rnnlab.models.module import load_module
 
-from .batching import Collate, RaggedDataset, collate, fold_ids
-from .datamodule import IMDBDataModule
+from rnnlab.data.batching import Collate, RaggedDataset, collate, fold_ids
+from rnnlab.data.datamodule import IMDBDataModule
 
 # Data settings that make the splits: every bag must share them, and the vocabulary, with the stage that reads it.
 SHARED = ("seed", "val_fraction", "val_block", "max_tokens", "max_length", "subset")

@@ -1,4 +1,4 @@
-"""Checkpoint writing that never damages what is already on disk.
+"""Checkpoints: written without damaging what is already on disk, read without running code.
 
 - :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin, ``trainer.plugins``): every checkpoint is written
   to a temporary file in its own folder, flushed to disk (``fsync``), then renamed over the target, so a crash, a
@@ -10,6 +10,8 @@
   saved beside the checkpoints as ``<filename>-diverged.ckpt`` for debugging; ``last.ckpt`` stays the last good one,
   which a resume (with a lower learning rate, or clipping) can start from. Its state (best score, best and last
   paths) survives a run folder that was moved or copied, or a resume into a new folder.
+- :func:`read_checkpoint` / :func:`data_record`: the dict of a checkpoint file (weights-only, the classes its saved
+  config names upgraded to their present places) and the data it was trained on.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import errno
 import io
 import os
 import pickle
+import zipfile
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -26,7 +28,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
-from rnnlab.security import load_weights
+from rnnlab.security import load_weights, one_line, upgrade_targets
+from rnnlab.training.run_folder import write_atomically
 
 MB = 1 << 20
 
@@ -43,17 +46,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # the size is known before anything is written
         data = buffer.getbuffer()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            write_atomically(path, data)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
                 free = shutil.disk_usage(path.parent).free
                 raise OSError(errno.ENOSPC, (
                     f"no space left on device to write checkpoint {path}: it needs {len(data) / MB:.1f} MB, "
@@ -126,3 +122,54 @@ class RunCheckpoint(ModelCheckpoint):
             if key in state:
                 state[key] = moved(state[key])
         super().load_state_dict(state)
+
+
+def checkpoint_file(path) -> Path:
+    """``path`` as a :class:`Path` if it is a file; otherwise an error that says what to pass instead (a run folder's
+    own checkpoints are listed)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("*.ckpt")) if path.is_dir() else []
+    hint = ("it is a folder; its checkpoints: " + ", ".join(str(f) for f in found[:6]) if found else
+            "expected a .ckpt file written by rnnlab.train: RUN/checkpoints/last.ckpt, or the best epochNN-...ckpt "
+            "beside it (runs write to outputs/DATE/TIME/)")
+    raise FileNotFoundError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}: {hint}")
+
+
+UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, RuntimeError, KeyError, TypeError)
+
+
+def not_a_checkpoint(path, error: Exception) -> ValueError:
+    return ValueError(f"{path} is not a checkpoint of rnnlab.train, or it is truncated ({type(error).__name__}: "
+                      f"{one_line(error)}); expected the .ckpt of a run, e.g. outputs/DATE/TIME/checkpoints/last.ckpt")
+
+
+def load_checkpoint_file(path: Path, mmap: bool = False) -> dict:
+    """The dict of checkpoint ``path``, loaded weights-only, the classes its saved config names at their present
+    places (:func:`rnnlab.security.upgrade_targets`); a file of another kind is an error naming it."""
+    try:
+        checkpoint = load_weights(path, map_location="cpu", mmap=mmap)
+    except UNREADABLE as e:
+        raise not_a_checkpoint(path, e) from e
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnnlab") or {}, dict):
+        raise not_a_checkpoint(path, TypeError(f"it holds a {type(checkpoint).__name__} of another layout"))
+    upgrade_targets(checkpoint.get("rnnlab"))
+    return checkpoint
+
+
+def read_checkpoint(path) -> dict:
+    """The dict of a checkpoint file written by ``rnnlab.train``, loaded weights-only; a missing file, a file of another
+    kind or one that would run code when loaded is an error naming it. What its saved config may build is checked
+    where it is built (:func:`rnnlab.models.module.load_module`; a resume checks the config it restores)."""
+    return load_checkpoint_file(checkpoint_file(path))
+
+
+def data_record(checkpoint: dict) -> tuple[str | None, list[str] | None, dict | None]:
+    """``(vocabulary JSON, class names, data config)`` of a checkpoint: the vocabulary and class names from the
+    datamodule's state (Lightning stores it under the datamodule's class name), the data config from the run config
+    (``checkpoint["rnnlab"]["config"]["data"]``); checkpoints of earlier versions kept all three in ``"rnnlab"``."""
+    record = checkpoint.get("rnnlab") or {}
+    data = next((v for v in checkpoint.values() if isinstance(v, dict) and "vocabulary" in v), record)
+    config = upgrade_targets((record.get("config") or {}).get("data", record.get("data")))
+    return data.get("vocabulary"), data.get("class_names"), config
