@@ -109,7 +109,7 @@ def test_a_hidden_size_that_is_not_a_positive_int_or_a_list_of_them_names_the_se
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'lstm_noforget', 'torch_lstm', "
+    ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'indrnn', 'lstm_noforget', 'torch_lstm', "
                      r"'torch_gru'\]: got 'lsmt'"),
     ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max', 'mean_max', 'sum_sqrt', "
                           r"'sum_sqrt_max'\]: got 'median'"),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.nn import regularizers
 from rnnlab.nn.backends import fused, loop
 from rnnlab.nn.backends import triton as triton_backend
 from rnnlab.nn.errors import DTypeError, ShapeError, SizeTypeError
@@ -81,7 +82,7 @@ class RNNBase(nn.Module):
         tensor([6, 2])
     """
 
-    cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn'
+    cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn' | 'indrnn'
     torch_peer: Optional[type] = None  # the torch.nn class with the same parameters, for from_torch/to_torch
 
     def __init__(
@@ -102,6 +103,11 @@ class RNNBase(nn.Module):
         init: str = "torch",
         backend: str = "auto",
         proj_size: Optional[int] = None,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        weight_dropout: float = 0.0,
+        variational_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -133,6 +139,12 @@ class RNNBase(nn.Module):
         if not isinstance(forget_bias, numbers.Real) or isinstance(forget_bias, bool):
             raise TypeError(f"`forget_bias` must be a float: got {forget_bias!r}")
         _check_backend(backend)
+        for name, p in (("zoneout", zoneout), ("zoneout_cell", 0.0 if zoneout_cell is None else zoneout_cell),
+                        ("weight_dropout", weight_dropout), ("variational_dropout", variational_dropout)):
+            if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p < 1:
+                raise ValueError(f"`{name}` must be a probability in [0, 1): got {p!r}")
+        if not isinstance(layer_norm, bool):
+            raise TypeError(f"`layer_norm` must be a bool: got {type(layer_norm).__name__} {layer_norm!r}")
 
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
@@ -141,6 +153,12 @@ class RNNBase(nn.Module):
         self.forget_bias, self.init, self.backend = float(forget_bias), init, backend
         self.proj_size = proj_size  # P: h_t = W_hr (o_t ⊙ tanh(c_t)) has P entries; 0 = no projection
         self._warned_proj_backend = False
+        # regularizers (rnnlab/nn/regularizers.py): zoneout z_h, z_c; DropConnect on W_hh; locked dropout; LayerNorm
+        self.zoneout = float(zoneout)
+        self.zoneout_cell = self.zoneout if zoneout_cell is None else float(zoneout_cell)
+        self.weight_dropout, self.variational_dropout = float(weight_dropout), float(variational_dropout)
+        self.layer_norm = layer_norm
+        self._warned_loop_only = False
         self._record_grad_norms = False
         self.grad_norms: dict[str, Tensor] = {}
         self._last_lengths: Optional[Tensor] = None
@@ -153,12 +171,16 @@ class RNNBase(nn.Module):
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
                 self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **factory)))
-                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H_out, **factory)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(self._weight_hh_shape(H_out),
+                                                                                     **factory)))
                 if bias:
                     self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
                     self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
                 if proj_size:
                     self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(proj_size, H, **factory)))
+                if layer_norm:
+                    regularizers.register_layer_norm(self, sfx, G * H, H if self.cell in ("lstm", "cifg") else 0,
+                                                     factory)
         self.reset_parameters()
 
     # --- layout -------------------------------------------------------------------------------------------------
@@ -169,7 +191,11 @@ class RNNBase(nn.Module):
     @property
     def num_gates(self) -> int:
         """G: the number of H-row blocks in weight_ih / weight_hh."""
-        return {"lstm": 4 if self.forget_gate else 3, "cifg": 3, "gru": 3, "rnn": 1}[self.cell]
+        return {"lstm": 4 if self.forget_gate else 3, "cifg": 3, "gru": 3, "rnn": 1, "indrnn": 1}[self.cell]
+
+    def _weight_hh_shape(self, h_out: int) -> tuple[int, ...]:
+        """The shape of ``weight_hh``: ``(G*H, H_out)``; :class:`rnnlab.nn.IndRNN`'s is a vector."""
+        return (self.num_gates * self.hidden_size, h_out)
 
     def forget_slice(self) -> Optional[slice]:
         """Rows of the forget gate in the packed weights and biases, or None without a forget gate."""
@@ -225,6 +251,7 @@ class RNNBase(nn.Module):
 
     def reset_parameters(self) -> None:
         reset_parameters_(self, self.init, self.forget_bias)
+        regularizers.reset_layer_norm_(self)
 
     def flatten_parameters(self) -> None:
         """No-op, so code written for torch.nn (cuDNN weight flattening) runs unchanged."""
@@ -296,6 +323,13 @@ class RNNBase(nn.Module):
                               "backend has no projection")
                 self._warned_proj_backend = True
             backend = "loop"
+        loop_only = regularizers.loop_only(self)
+        if loop_only and backend != "loop":  # zoneout, layer_norm, indrnn change the step: written in the loop only
+            if not self._warned_loop_only:
+                warnings.warn(f"{type(self).__name__}({loop_only}) runs on the 'loop' backend: the {backend!r} backend "
+                              "has no such step")
+                self._warned_loop_only = True
+            backend = "loop"
         run = BACKENDS[backend]
         record = self._record_grad_norms
         self.grad_norms = {}
@@ -304,6 +338,8 @@ class RNNBase(nn.Module):
         layer_input, h_n, c_n = x, [], []
         for k in range(self.num_layers):
             outs = []
+            if self.variational_dropout and self.training:  # one mask per sequence, the same at every step
+                layer_input = regularizers.locked_dropout(layer_input, self.variational_dropout)
             for d in range(self.num_directions):
                 idx = k * self.num_directions + d
                 buf = None
@@ -311,9 +347,11 @@ class RNNBase(nn.Module):
                     buf = torch.zeros(B, T, dtype=torch.float32, device=x.device)
                     self.grad_norms[f"l{k}" + ("_reverse" if d == 1 else "")] = buf
                 out, h, c = run(
-                    self.cell, layer_input, h0[idx], None if c0 is None else c0[idx], *self._layer_weights(k, d),
+                    self.cell, layer_input, h0[idx], None if c0 is None else c0[idx],
+                    *regularizers.layer_weights(self, k, d, T, self._layer_weights(k, d)),
                     lengths_dev, d == 1, nonlinearity=self.nonlinearity, forget_gate=self.forget_gate, grad_norms=buf,
                     **({"weight_hr": self._projection(k, d)} if self.proj_size else {}),
+                    **regularizers.step_options(self, k, d, T, h0[idx]),
                 )  # (T, B, H_out), (B, H_out), (B, H) | None
                 outs.append(out)
                 h_n.append(h)
@@ -322,6 +360,8 @@ class RNNBase(nn.Module):
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)  # between layers, as torch
         output = layer_input
+        if self.variational_dropout and self.training:
+            output = regularizers.locked_dropout(output, self.variational_dropout)
         h_n = torch.stack(h_n)  # (L*D, B, H)
         c_n = torch.stack(c_n) if c0 is not None else None
 
@@ -456,6 +496,9 @@ class RNNBase(nn.Module):
             raise TypeError(f"{type(self).__name__}({self.extra_repr()}) has no torch.nn peer: its gates differ from torch's")
         if self.cell == "rnn" and self.nonlinearity == "identity":
             raise TypeError("RNN(nonlinearity='identity') has no torch.nn peer: torch.nn.RNN supports 'tanh' and 'relu'")
+        if self.layer_norm:
+            raise TypeError(f"{type(self).__name__}(layer_norm=True) has no torch.nn peer: torch.nn has no "
+                            "layer-normalized recurrence")
         w = self.weight_ih_l0
         kwargs = self._torch_kwargs()
         if self.cell == "rnn":
@@ -490,7 +533,7 @@ class RNNBase(nn.Module):
             s += f", init={self.init!r}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        return s
+        return s + regularizers.extra_repr(self)
 
 
 def _resolved(backend: str, device: torch.device, dtype: torch.dtype) -> str:
