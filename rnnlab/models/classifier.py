@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.models.config import ModelConfig
+from rnnlab.models.config import REGULARIZERS, ModelConfig
 from rnnlab.nn.init import keras_init_, recurrent_init_
 from rnnlab.nn.registry import build_cell, cell_spec
 
@@ -126,6 +126,9 @@ def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_la
             kwargs["forget_bias"] = config.forget_bias
         if spec.nonlinearity:
             kwargs["nonlinearity"] = config.nonlinearity
+        kwargs.update({name: getattr(config, name) for name in REGULARIZERS})  # off unless set (rnnlab.nn.regularizers)
+        if config.recurrent_max is not None:
+            kwargs["recurrent_max"] = config.recurrent_max
         module = build_cell(config.cell, input_size, hidden_size, **kwargs)
     if config.recurrent_init is not None:  # W_hh's spectral radius where the user puts it
         recurrent_init_(module, config.recurrent_init, config.recurrent_scale)

@@ -42,6 +42,9 @@ RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
 RMSPROP_KERAS = {"_target_": "rnnlab.models.optim.KerasRMSprop", "_partial_": True, "lr": 1e-3, "rho": 0.9, "eps": 1e-7}
 
 
+# The fields passed to rnnlab's cells as they are (rnnlab.nn.regularizers); all off by default
+REGULARIZERS = ("zoneout", "zoneout_cell", "weight_dropout", "variational_dropout", "layer_norm")
+
 # Optimizers whose step takes the sparse gradients of model.sparse_embeddings (torch's Adam and RMSprop refuse them)
 SPARSE_OPTIMIZERS = ("LazyAdam", "SGD", "Adagrad")
 
@@ -95,6 +98,11 @@ class ModelConfig:
         recurrent_init: None (keep ``init``'s draw) or ``orthogonal``, ``identity``, ``uniform``: every gate block of
             ``W_hh`` redrawn with spectral radius ``recurrent_scale`` (:func:`rnnlab.nn.init.recurrent_init_`).
         recurrent_scale: that radius: above 1 the gradient can explode, below 1 it vanishes. Default 1.
+        zoneout, zoneout_cell, weight_dropout, variational_dropout, layer_norm: the regularizers of rnnlab's cells
+            (:mod:`rnnlab.nn.regularizers`, docs/regularizers.md): zoneout's z_h and z_c (null: z_h), DropConnect on
+            W_hh, one dropout mask per sequence on each recurrent layer's input and output, layer-normalized
+            pre-activations. Off by default (0, null, false); not for ``torch_*`` cells.
+        recurrent_max: ``indrnn`` only: the bound on |u|, or null for 2^(1/T). Default null.
 
     Training (read by :class:`rnnlab.models.module.SequenceClassifierModule`):
         optimizer: Hydra config of a partial optimizer; None means :data:`RMSPROP_KERAS`.
@@ -128,6 +136,12 @@ class ModelConfig:
     backend: str = "auto"
     recurrent_init: Optional[RecurrentInit] = None
     recurrent_scale: float = 1.0
+    zoneout: float = 0.0
+    zoneout_cell: Optional[float] = None
+    weight_dropout: float = 0.0
+    variational_dropout: float = 0.0
+    layer_norm: bool = False
+    recurrent_max: Optional[float] = None
     optimizer: Any = None
     scheduler: Any = None
     scheduler_interval: Interval = Interval.epoch
@@ -170,6 +184,20 @@ class ModelConfig:
         for name in ("dropout", "embedding_dropout", "rnn_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"model.{name} must be a probability in [0, 1]: got {getattr(self, name)!r}")
+        for name in ("zoneout", "zoneout_cell", "weight_dropout", "variational_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"model.{name} must be a probability in [0, 1): got {value!r}")
+        on = [n for n in REGULARIZERS if getattr(self, n) not in (0, None, False)]
+        if on and CELLS[self.cell].is_torch:
+            raise ValueError(f"model.{on[0]} needs one of rnnlab's cells: model.cell={self.cell} is torch's, which has "
+                             f"no such option; set model.cell={self.cell.removeprefix('torch_')}")
+        if self.recurrent_max is not None and (self.cell != "indrnn" or not self.recurrent_max > 0):
+            raise ValueError(f"model.recurrent_max must be null, or a number > 0 with model.cell=indrnn (the bound on "
+                             f"|u|): got {self.recurrent_max!r} with model.cell={self.cell}")
+        if self.cell == "indrnn" and self.recurrent_init is not None:
+            raise ValueError(f"model.recurrent_init must be null with model.cell=indrnn (its W_hh is a vector u, "
+                             f"drawn from U(0, 1)): got {self.recurrent_init!r}")
         if not self.recurrent and self.pooling == "last":
             raise ValueError("model.recurrent=false pools the token vectors themselves, and the last one is one word: "
                              "set model.pooling to mean, max, sum_sqrt, mean_max or sum_sqrt_max")

@@ -52,6 +52,9 @@ class TaskNet(nn.Module):
             (:func:`rnnlab.nn.init.recurrent_init_`), with spectral radius ``recurrent_scale``.
         dropout: dropout on the head's input (:math:`h_T`, or every :math:`h_t`), as the classifier's
             ``model.dropout``. Default: 0
+        zoneout, zoneout_cell, weight_dropout, variational_dropout, layer_norm, recurrent_max: the cell's
+            regularizers, as :class:`rnnlab.models.config.ModelConfig`'s (:mod:`rnnlab.nn.regularizers`). Off by
+            default.
 
     Inputs: ``x`` (B, T) int64 symbols or (B, T, F) float features. Outputs: (B,) for one output with ``last``,
     (B, K) for ``K`` outputs with ``last``, (B, T, K) (or (B, T)) with ``per_step``.
@@ -68,7 +71,8 @@ class TaskNet(nn.Module):
     def __init__(self, vocab_size: int, num_outputs: int, head: str = "last", cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
-                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, dropout: float = 0.0):
+                 recurrent_init: str | None = None, recurrent_scale: float = 1.0, dropout: float = 0.0,
+                 **regularizers):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"`model.cell` must be one of {tuple(CELLS)}: got {cell!r}")
@@ -80,7 +84,7 @@ class TaskNet(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
         encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
                               forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend,
-                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale)
+                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, **regularizers)
         self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_outputs)
@@ -98,7 +102,7 @@ class TaskModule(pl.LightningModule):
     Args:
         vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
             and outputs (1: regression).
-        head ... recurrent_scale, dropout: passed to :class:`TaskNet`.
+        head ... recurrent_scale, dropout, zoneout ... recurrent_max: passed to :class:`TaskNet`.
         optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
     """
 
@@ -106,14 +110,19 @@ class TaskModule(pl.LightningModule):
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
                  recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, zoneout: float = 0.0, zoneout_cell: float | None = None,
+                 weight_dropout: float = 0.0, variational_dropout: float = 0.0, layer_norm: bool = False,
+                 recurrent_max: float | None = None):
         super().__init__()
         if isinstance(optimizer, DictConfig):
             optimizer = OmegaConf.to_container(optimizer, resolve=True)
         optimizer = dict(optimizer or ADAM)
         self.save_hyperparameters(logger=False)  # logged once, with the metric keys, by diagnostics.LogHParams
         self.model = TaskNet(vocab_size, num_classes, head, cell, hidden_size, num_layers, embedding_dim, init,
-                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout)
+                             forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout,
+                             zoneout=zoneout, zoneout_cell=zoneout_cell, weight_dropout=weight_dropout,
+                             variational_dropout=variational_dropout, layer_norm=layer_norm,
+                             recurrent_max=recurrent_max)
         self.regression = num_classes == 1
         self.vocabulary: str | None = None
         self.class_names: list[str] | None = None

@@ -98,15 +98,17 @@ def layer_weights(module, k: int, d: int, T: int, weights: list) -> list:
     return [w_ih, w_hh, b_ih, b_hh]
 
 
-def step_options(module, k: int, d: int, T: int, h0: Tensor) -> dict:
+def step_options(module, k: int, d: int, T: int, h0: Tensor, training: Optional[bool] = None) -> dict:
     """The keyword arguments of :func:`rnnlab.nn.backends.loop.run_layer` for ``zoneout`` and ``layer_norm``: none
-    when both are off, so every backend is called as before."""
+    when both are off, so every backend is called as before. ``training`` (default: the module's mode) False gives
+    the evaluation-time step (zoneout's expectation)."""
+    training = module.training if training is None else training
     out = {}
     z_h, z_c = module.zoneout, (module.zoneout_cell if module.cell in ("lstm", "cifg") else 0.0)
     if z_h or z_c:
         B, H = h0.shape[0], module.hidden_size
-        out["zoneout"] = (_zoneout_mask(z_h, (T, *h0.shape), h0, module.training),
-                          _zoneout_mask(z_c, (T, B, H), h0, module.training))
+        out["zoneout"] = (_zoneout_mask(z_h, (T, *h0.shape), h0, training),
+                          _zoneout_mask(z_c, (T, B, H), h0, training))
     if module.layer_norm:
         sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
         out["layer_norm"] = tuple(getattr(module, n + sfx, None) for n in LN_NAMES)
