@@ -7,24 +7,28 @@ EXPERIMENT ?= bilstm
 JOBS ?= 2
 PYTEST = $(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile
 
-.PHONY: help install install-gpu test test-all bench triton-aot train sweep tensorboard clean
+.PHONY: help install install-gpu test test-all test-cluster bench triton-aot train sweep tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install:  ## install rnnlab (editable) with test, sweep and study extras
+install:  ## install rnnlab (editable) with test, sweep, study and cluster extras
 	$(PYTHON) -m pip install "$(TORCH)"
-	$(PYTHON) -m pip install -e ".[dev,sweep,study]"
+	$(PYTHON) -m pip install -e ".[dev,sweep,study,cluster]"
 	$(PYTHON) -m rnnlab.nn.backends.cpp  # build the fused cells' C++ loops once (cached; Python fallback if no compiler)
 
 install-gpu:  ## also install triton for the GPU kernels
-	$(PYTHON) -m pip install -e ".[dev,sweep,study,gpu]"
+	$(PYTHON) -m pip install -e ".[dev,sweep,study,cluster,gpu]"
 
-test:  ## fast test suite (what CI runs); slow tests excluded
-	$(PYTEST) -m "not slow"
+test:  ## fast test suite (what CI runs); slow and cluster tests excluded
+	$(PYTEST) -m "not slow and not slurm"
 
 test-all:  ## every test, slow ones included
 	$(PYTEST)
+
+# One process: the cluster's jobs need the cores. Root; installs slurm-wlm, munge and postgresql with apt-get if missing.
+test-cluster:  ## the SLURM and PostgreSQL tests, on a one-node cluster this starts and stops (scripts/slurm_local.sh)
+	$(PYTHON) -m pytest -q -p no:xdist -m slurm
 
 bench:  ## cell and data benchmarks (ratios against torch.nn / plain Python)
 	$(PYTHON) scripts/bench_cells.py --quick

@@ -43,6 +43,7 @@ from rnnlab.security import check_targets, config_targets
 from rnnlab.training.resume import checkpoint_to_resume, plain_config, refuse_to_overwrite, resume_config
 from rnnlab.training.run_folder import (first_process, hold_run_folder, recorded_job, write_atomically,
                                         write_hydra_record, write_metrics)
+from rnnlab.training.slurm import requeued_checkpoint
 from rnnlab.utils import end_distributed, flush_denormals, user_errors
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ def _train(cfg: DictConfig) -> dict:
     overrides = _command_line_overrides()
     checkpoint = None
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, cfg.output_dir)  # ckpt_path=last: the run folder's last.ckpt
+    if ckpt_path is None:  # a SLURM job started again after a requeue goes on from its own last.ckpt
+        ckpt_path = requeued_checkpoint(cfg.output_dir)
     if ckpt_path is not None and "://" not in ckpt_path:
         checkpoint = read_checkpoint(ckpt_path)  # checked before the data and model are built
         given_targets = config_targets(cfg)  # the classes the command line's config names: the user's own choice
@@ -145,6 +148,7 @@ def _train(cfg: DictConfig) -> dict:
         if vocabulary is not None and vocabulary != datamodule.vectorizer.to_json():
             raise ValueError(f"the vocabulary built from the data differs from the one of checkpoint {ckpt_path}: "
                              f"expected the data the run was trained on (data.archive / data.train_dir)")
+        log.info("resume: %s at epoch %s, step %s", ckpt_path, checkpoint.get("epoch"), checkpoint.get("global_step"))
     with hold_run_folder(out):  # the run is accepted: from here on it writes in its folder, and no other process does
         if ckpt_path is None:
             refuse_to_overwrite(out)  # again: another run may have written here since the check above

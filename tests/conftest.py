@@ -1,4 +1,6 @@
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,6 +67,33 @@ def text_ckpt(tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node SLURM cluster and PostgreSQL server of ``scripts/slurm_local.sh``, started once for the test run
+    and stopped after it: ``{"SLURM_CONF": ..., "RNNLAB_PG_URL": ...}``, also set in ``os.environ`` meanwhile (so
+    the subprocesses of a test see them). Skips, with the script's one-line reason, where it cannot start (not root,
+    packages missing and no apt-get or no network to the package mirror)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local.sh"
+    start = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=600)
+    reason = next((line for line in start.stderr.splitlines() if line.startswith("skip: ")), None)
+    if start.returncode == 3 and reason:
+        pytest.skip(reason[len("skip: "):])
+    assert start.returncode == 0, f"scripts/slurm_local.sh start failed:\n{start.stderr[-3000:]}"
+    folder = Path(start.stdout.strip().splitlines()[-1])
+    env = dict(line.removeprefix("export ").split("=", 1) for line in (folder / "env").read_text().splitlines())
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        subprocess.run(["bash", str(script), "stop", str(folder)], timeout=300, check=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -490,3 +490,18 @@ def test_sparse_embeddings_with_clipping_or_a_dense_optimizer_are_refused_before
     with pytest.raises(ValueError, match=message):
         train(make_cfg(archive, tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("restarts, has_last, resumes", [("1", True, True), ("2", True, True), ("", True, False),
+                                                         ("0", True, False), ("1", False, False)])
+def test_a_requeued_slurm_job_goes_on_from_its_own_last_checkpoint_and_only_then(tmp_path, monkeypatch, restarts,
+                                                                                 has_last, resumes):
+    # SLURM sets SLURM_RESTART_COUNT in a job it started again after a requeue (tests/test_cluster.py: on a cluster)
+    from rnnlab.training.slurm import requeued_checkpoint
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    if has_last:
+        last.parent.mkdir()
+        last.write_bytes(b"")
+    assert requeued_checkpoint(tmp_path) == (str(last) if resumes else None)

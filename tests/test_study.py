@@ -94,10 +94,11 @@ def test_every_search_space_composes_into_trials_that_end_by_a_step_budget(searc
     cfg = study_config([f"search={search}", f"study.dir={tmp_path}"])
     distributions = space(cfg.search.params)
     trial = optuna.create_study().ask(fixed_distributions=distributions)  # in memory: a draw from the space
-    train = compose("train", run_overrides(cfg, "gru", trial.params, tmp_path / "run", {"trial": 0}))
+    value = cfg.search.cells[-1]  # a value of the compared axis (model.cell, or model.variant for odyssey)
+    train = compose("train", run_overrides(cfg, value, trial.params, tmp_path / "run", {"trial": 0}))
     assert step_budget(train.trainer) is not None
     assert (max_time_seconds(train.trainer.get("max_time")) or math.inf) >= 3600  # a safety net, not the budget
-    assert train.model.cell == "gru" and train.study_trial.trial == 0
+    assert OmegaConf.select(train, cfg.search.axis) == value and train.study_trial.trial == 0
     for key, value in trial.params.items():
         assert OmegaConf.select(train, key) == value
     assert set(distributions) == {"model.optimizer.lr", "model.hidden_size", "model.num_layers", "model.dropout",
@@ -108,6 +109,13 @@ def test_the_compared_axis_may_be_another_setting_than_the_cell(tmp_path):
     cfg = study_config(["search=adding", "search.axis=model.forget_bias", "search.cells=[0.0,1.0]"])
     train = compose("train", run_overrides(cfg, "0.0", {}, tmp_path / "run", {"trial": 0}))
     assert train.model.forget_bias == 0.0 and train.model.cell == "lstm"
+
+
+def test_a_value_of_the_axis_gets_its_own_overrides_and_the_others_do_not(tmp_path):
+    """The odyssey study: every variant with peepholes (search.overrides) but NP (search.axis_overrides.np)."""
+    cfg = study_config(["search=odyssey", f"study.dir={tmp_path}"])
+    np_, nig = (compose("train", run_overrides(cfg, v, {}, tmp_path / v, {"trial": 0})).model for v in ("np", "nig"))
+    assert (np_.variant, np_.peephole, nig.variant, nig.peephole) == ("np", False, "nig", True)
 
 
 @pytest.mark.timeout(300)  # a worker that waited forever on a dead trial would hang here
@@ -219,3 +227,22 @@ def test_the_documented_commands_run_a_study_and_its_report_in_subprocesses(tmp_
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "study" / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize("error", ["OperationalError", "IntegrityError"])  # a locked file; both wrote alembic_version
+def test_a_worker_that_loses_the_race_to_create_the_storage_opens_the_one_the_other_created(tmp_path, monkeypatch,
+                                                                                         error):
+    import optuna.storages
+    import sqlalchemy
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):  # the first attempt meets the other worker's half-made tables
+        calls.append(args)
+        if len(calls) == 1:
+            raise getattr(sqlalchemy.exc, error)("INSERT INTO alembic_version", {}, Exception("the other worker"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    assert storage(tiny_study(tmp_path)) is not None and len(calls) == 2

@@ -126,3 +126,20 @@ def test_a_nan_loss_stops_training_cleanly_and_records_the_step(one_thread):
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step <= 1 and trainer.callback_metrics["train/diverged_step"] == 0  # stopped at once
     assert torch.equal(module.model.encoder.weight_hh_l0, w_hh)  # and no update from NaN gradients
+
+
+def test_the_resumable_training_order_is_the_plain_seeded_dataloaders_even_after_an_unused_iter():
+    # Lightning calls iter() once on a loader that is not a DataLoader, to check it; that must draw nothing, so that
+    # the epochs' orders (and the runs made before SeededShuffle) stay those of DataLoader(shuffle=True, generator)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from rnnlab.data.synthetic import SeededShuffle
+
+    data = TensorDataset(torch.arange(20))
+
+    def loader():
+        return DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3))
+
+    plain, resumable = loader(), SeededShuffle(loader())
+    iter(resumable)  # the probe
+    assert [[b[0].tolist() for b in plain] for _ in range(3)] == [[b[0].tolist() for b in resumable] for _ in range(3)]

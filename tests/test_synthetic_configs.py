@@ -127,3 +127,27 @@ def test_task_dropout_drops_the_heads_input_in_training_and_nothing_in_eval():
     torch.testing.assert_close(dropped, expected)
     net.eval()
     torch.testing.assert_close(net(x), net.head(h_last).squeeze(-1))
+
+
+@pytest.mark.parametrize("stop", [6, 8], ids=["mid-epoch", "epoch-end"])
+def test_a_synthetic_task_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(stop, tmp_path, one_thread):
+    # 4 batches an epoch, 10 steps; a checkpoint at step `stop` (mid third epoch, or its end), resumed to step 10: the
+    # shuffle of every epoch and the batches left in the interrupted one are those of the uninterrupted run
+    from helpers import tiny_synthetic
+
+    def run(out, *overrides):
+        with initialize_config_module("rnnlab.conf", version_base="1.3"):
+            return train(compose("train", overrides=[*tiny_synthetic(out), "trainer.max_steps=10", *overrides]))
+
+    full = run(tmp_path / "full")
+    run(tmp_path / "cut", f"trainer.max_steps={stop}", "test=false",
+        "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.steps.every_n_train_steps={stop}", "+callbacks.steps.filename='step{step}'",
+        "+callbacks.steps.auto_insert_metric_name=false", "+callbacks.steps.dirpath=${output_dir}/checkpoints")
+    resumed = run(tmp_path / "cut", f"ckpt_path={tmp_path / 'cut' / 'checkpoints' / f'step{stop}.ckpt'}")
+    assert resumed["steps"] == full["steps"] == 10
+    for key in ("val/loss", "test/loss"):
+        assert resumed[key] == full[key], key
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt")["state_dict"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

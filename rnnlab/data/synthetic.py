@@ -37,6 +37,8 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from rnnlab.models.resumable import ResumableLoader
+
 __all__ = ["adding_problem", "copy_memory", "AddingDataModule", "CopyMemoryDataModule", "adding_baseline",
            "copy_baseline", "BLANK", "DELIMITER", "NUM_SYMBOLS", "COPY_LENGTH"]
 
@@ -122,6 +124,42 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+class SeededShuffle:
+    """A training DataLoader shuffled by its own generator (seeded once, so epoch e's order follows from the seed and
+    the e epochs before it), whose order a checkpoint can restore.
+
+    The order is the plain DataLoader's (``shuffle=True`` with the generator): the runs made before this class existed
+    are unchanged. The checkpoint keeps the generator's state at the start of the current epoch and now (after the last batch drawn).
+    Restored mid-epoch (``mid_epoch``: :class:`~rnnlab.models.resumable.ResumableLoader` then drops the batches already
+    trained on), the epoch draws its order again from its start state; restored at an epoch's end, the next epoch
+    draws from the state the finished epoch left, as in the uninterrupted run.
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self._start = loader.generator.get_state()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):  # sampler, dataset, batch_size ...
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        # a generator: nothing runs before the first batch is asked for, so an iter() that asks for none (Lightning
+        # probes a loader that is not a DataLoader so) draws nothing from the generator and leaves the order as it was
+        self._start = self.loader.generator.get_state()
+        yield from self.loader
+
+    def state_dict(self) -> dict:
+        return {"epoch_start": self._start, "now": self.loader.generator.get_state()}
+
+    def load_state_dict(self, state: dict, mid_epoch: bool) -> None:
+        self.loader.generator.set_state(state["epoch_start" if mid_epoch else "now"])
+
+
 class _SyntheticDataModule(L.LightningDataModule):
     task = ""
     # the model whose inputs and outputs these batches are (rnnlab.train refuses another): conf/model/task.yaml
@@ -175,7 +213,9 @@ class _SyntheticDataModule(L.LightningDataModule):
                           num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        loader = self._loader("train", True)
+        trainer = getattr(self, "trainer", None)  # under a trainer: resumable mid-epoch, see rnnlab.models.resumable
+        return ResumableLoader.of_trainer(SeededShuffle(loader), trainer) if isinstance(trainer, L.Trainer) else loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

@@ -41,10 +41,14 @@ def _step_fn(module: nn.Module, k: int, d: int, T: int):
         weights[1] = module.constrained(weights[1], T)
     options = lambda h: {k_: tuple(v if v is None or isinstance(v, float) else v.detach() for v in vs)  # noqa: E731
                          for k_, vs in regularizers.step_options(module, k, d, 1, h, training=False).items()}
+    variant = {}  # an LSTM variant's own arguments (rnnlab.nn.LSTM(variant=..., peephole=...)), detached
+    if module.cell == "lstm":
+        variant = {n: v.detach() if isinstance(v, Tensor) else v
+                   for n, v in module._loop_only_kwargs(k, d).items() if n != "weight_hr"}
 
     def step(x, h, c):
         _, h1, c1 = run_layer(module.cell, x.unsqueeze(0), h, c, *weights, None, False,
-                              nonlinearity=module.nonlinearity, forget_gate=module.forget_gate, **options(h))
+                              nonlinearity=module.nonlinearity, forget_gate=module.forget_gate, **variant, **options(h))
         return h1, c1
 
     return step
@@ -134,9 +138,14 @@ def recurrent_weight_norms(module: nn.Module) -> dict[str, float]:
 @torch.no_grad()
 def jacobian_norms(module: nn.Module, x: Tensor, lengths: Tensor | None = None, iters: int = 20) -> dict[str, Tensor]:
     """Per layer and direction, :math:`\\sigma_{\\max}` of the per-step Jacobian ``(B, T)`` (NaN at padded steps),
-    for a batch-first (or time-major, as the module says) input ``x`` of an :class:`rnnlab.nn.RNNBase`."""
+    for a batch-first (or time-major, as the module says) input ``x`` of an :class:`rnnlab.nn.RNNBase`.
+
+    The LSTM variant ``'fgr'`` gets none (``{}``): its state also holds the previous step's gates
+    :math:`i_{t-1}, f_{t-1}, o_{t-1}`, which the step map :math:`(h, c) \mapsto (h', c')` here does not carry."""
     x = x.transpose(0, 1) if module.batch_first else x  # (T, B, I)
     out = {}
+    if getattr(module, "variant", "vanilla") == "fgr":
+        return out
     for k in range(module.num_layers):
         outs = []
         for d in range(module.num_directions):

@@ -129,6 +129,8 @@ def build_encoder(config: ModelConfig, input_size: int, hidden_size: int, num_la
         kwargs.update({name: getattr(config, name) for name in REGULARIZERS})  # off unless set (rnnlab.nn.regularizers)
         if config.recurrent_max is not None:
             kwargs["recurrent_max"] = config.recurrent_max
+        if config.variant != "vanilla" or config.peephole:  # rnnlab.nn.LSTM only (ModelConfig checks)
+            kwargs.update(variant=config.variant, peephole=config.peephole)
         module = build_cell(config.cell, input_size, hidden_size, **kwargs)
     if config.recurrent_init is not None:  # W_hh's spectral radius where the user puts it
         recurrent_init_(module, config.recurrent_init, config.recurrent_scale)

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rnnlab.nn.backends.loop import VARIANTS
 from rnnlab.nn.init import RECURRENT_INITS
 from rnnlab.nn.registry import CELLS
 
@@ -36,6 +37,7 @@ Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 Interval = Enum("Interval", {i: i for i in ("epoch", "step")}, type=str)
 RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
+Variant = Enum("Variant", {v: v for v in VARIANTS}, type=str)
 
 # RMSprop as Keras updates (epsilon inside the square root) with Keras' defaults: the optimizer when none is given.
 # conf/model/optimizer/rmsprop_keras.yaml is the same choice for the config group.
@@ -90,6 +92,10 @@ class ModelConfig:
             (torch's defaults). Default ``keras``: it learns like the Keras reference.
         forget_bias: initial forget-gate bias of the LSTM-like cells. Default 1.
         nonlinearity: of the ``rnn`` cell: ``tanh``, ``relu`` or ``identity``. Default ``tanh``.
+        variant: of the ``lstm`` cell, Greff et al. (2017)'s variants: ``vanilla``, ``np``, ``nig``, ``nfg``, ``nog``,
+            ``niaf``, ``noaf``, ``cifg``, ``fgr`` (equations in :class:`rnnlab.nn.LSTM`). Default ``vanilla``.
+        peephole: of the ``lstm`` cell: peephole connections (Greff's vanilla LSTM is ``variant=vanilla
+            peephole=true``). Default False.
         use_lengths: read each sequence to its own length and pool over real tokens; False reads the padding too,
             as a Keras model without masking. Default True.
         fixed_length: right-pad (or cut) every batch to this many steps (Keras' ``pad_sequences``). Default None.
@@ -130,6 +136,8 @@ class ModelConfig:
     init: Init = Init.keras
     forget_bias: float = 1.0
     nonlinearity: Nonlinearity = Nonlinearity.tanh
+    variant: Variant = Variant.vanilla
+    peephole: bool = False
     use_lengths: bool = True
     fixed_length: Optional[int] = None
     freeze_embeddings: bool = False
@@ -149,11 +157,18 @@ class ModelConfig:
 
     def __post_init__(self):
         for name, choices in (("cell", Cell), ("pooling", Pooling), ("init", Init), ("nonlinearity", Nonlinearity),
-                              ("scheduler_interval", Interval)):
+                              ("scheduler_interval", Interval), ("variant", Variant)):
             value = str(getattr(getattr(self, name), "value", getattr(self, name)))  # an Enum member from Hydra
             if value not in choices.__members__:
                 raise ValueError(f"model.{name} must be one of {list(choices.__members__)}: got {value!r}")
             setattr(self, name, value)
+        if (self.variant != "vanilla" or self.peephole) and self.cell != "lstm":
+            raise ValueError(f"model.variant and model.peephole must stay vanilla and false unless model.cell=lstm (the "
+                             f"options of rnnlab.nn.LSTM): expected model.cell=lstm, got {self.cell} with model.variant="
+                             f"{self.variant}, model.peephole={self.peephole} (CIFG is model.cell=lstm model.variant=cifg)")
+        if self.variant == "np" and self.peephole:
+            raise ValueError("model.peephole must be false with model.variant=np (no peepholes): expected false, got "
+                             "true (the vanilla LSTM with peepholes is model.variant=vanilla model.peephole=true)")
         if self.recurrent_init is not None:
             self.recurrent_init = str(getattr(self.recurrent_init, "value", self.recurrent_init))
             if self.recurrent_init not in RECURRENT_INITS:
@@ -192,6 +207,10 @@ class ModelConfig:
         if on and CELLS[self.cell].is_torch:
             raise ValueError(f"model.{on[0]} needs one of rnnlab's cells: model.cell={self.cell} is torch's, which has "
                              f"no such option; set model.cell={self.cell.removeprefix('torch_')}")
+        if self.layer_norm and (self.variant not in ("vanilla", "np", "nfg") or self.peephole):
+            raise ValueError(f"model.layer_norm=true is not supported with model.variant={self.variant}, model.peephole="
+                             f"{str(self.peephole).lower()}: expected model.variant=vanilla, np or nfg without peepholes,"
+                             f" or model.layer_norm=false")
         if self.recurrent_max is not None and (self.cell != "indrnn" or not self.recurrent_max > 0):
             raise ValueError(f"model.recurrent_max must be null, or a number > 0 with model.cell=indrnn (the bound on "
                              f"|u|): got {self.recurrent_max!r} with model.cell={self.cell}")

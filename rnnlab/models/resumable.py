@@ -54,13 +54,17 @@ class ResumableLoader:
         return getattr(self.loader, name)
 
     def state_dict(self) -> dict:
-        return {"global_step": int(self.global_step())}
+        inner = getattr(self.loader, "state_dict", None)  # a loader that keeps its own order's state (SeededShuffle)
+        return {"global_step": int(self.global_step()), **({"loader": inner()} if callable(inner) else {})}
 
     def load_state_dict(self, state: dict) -> None:
         n = len(self.loader)
         n = min(n, self.limit) if isinstance(self.limit, int) else int(n * self.limit)  # as Lightning counts
         steps_per_epoch = math.ceil(n / self.accumulate)
         self._skip = (state.get("global_step", 0) % steps_per_epoch) * self.accumulate
+        inner = getattr(self.loader, "load_state_dict", None)
+        if callable(inner) and "loader" in state:
+            inner(state["loader"], mid_epoch=self._skip > 0)
 
     def __iter__(self):
         for sampler in (getattr(self.loader, "sampler", None), getattr(self.loader, "batch_sampler", None)):

@@ -46,8 +46,8 @@ class TaskNet(nn.Module):
             number of input features per step (no input layer: the features go to the cell as they are).
         num_outputs: 1 (regression) or ``K`` logits.
         head: ``last`` (the state at the last step) or ``per_step`` (every step).
-        cell, hidden_size, num_layers, init, forget_bias, nonlinearity, backend: as
-            :class:`rnnlab.models.classifier.SequenceClassifier`.
+        cell, hidden_size, num_layers, init, forget_bias, nonlinearity, backend, variant, peephole: as
+            :class:`rnnlab.models.classifier.SequenceClassifier` (:class:`rnnlab.models.config.ModelConfig`).
         recurrent_init: ``None`` (keep ``init``'s draw) or one of ``orthogonal``, ``identity``, ``uniform``
             (:func:`rnnlab.nn.init.recurrent_init_`), with spectral radius ``recurrent_scale``.
         dropout: dropout on the head's input (:math:`h_T`, or every :math:`h_t`), as the classifier's
@@ -72,7 +72,7 @@ class TaskNet(nn.Module):
                  hidden_size: int = 64, num_layers: int = 1, embedding_dim: int = 0, init: str = "keras",
                  forget_bias: float = 1.0, nonlinearity: str = "tanh", backend: str = "auto",
                  recurrent_init: str | None = None, recurrent_scale: float = 1.0, dropout: float = 0.0,
-                 **regularizers):
+                 variant: str = "vanilla", peephole: bool = False, **regularizers):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"`model.cell` must be one of {tuple(CELLS)}: got {cell!r}")
@@ -84,7 +84,8 @@ class TaskNet(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim else nn.Identity()
         encoder = ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, init=init,
                               forget_bias=forget_bias, nonlinearity=nonlinearity, backend=backend,
-                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, **regularizers)
+                              recurrent_init=recurrent_init, recurrent_scale=recurrent_scale, variant=variant,
+                              peephole=peephole, **regularizers)
         self.encoder = build_encoder(encoder, embedding_dim or vocab_size, hidden_size, num_layers, dropout=0.0)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_outputs)
@@ -102,7 +103,7 @@ class TaskModule(pl.LightningModule):
     Args:
         vocab_size, num_classes: from the datamodule (``rnnlab.train`` passes them): input symbols or features,
             and outputs (1: regression).
-        head ... recurrent_scale, dropout, zoneout ... recurrent_max: passed to :class:`TaskNet`.
+        head ... recurrent_scale, dropout, zoneout ... recurrent_max, variant, peephole: passed to :class:`TaskNet`.
         optimizer: Hydra config of a partial optimizer. Default: Adam, lr 1e-3.
     """
 
@@ -112,7 +113,7 @@ class TaskModule(pl.LightningModule):
                  recurrent_init: str | None = None, recurrent_scale: float = 1.0, optimizer: dict | None = None,
                  dropout: float = 0.0, zoneout: float = 0.0, zoneout_cell: float | None = None,
                  weight_dropout: float = 0.0, variational_dropout: float = 0.0, layer_norm: bool = False,
-                 recurrent_max: float | None = None):
+                 recurrent_max: float | None = None, variant: str = "vanilla", peephole: bool = False):
         super().__init__()
         if isinstance(optimizer, DictConfig):
             optimizer = OmegaConf.to_container(optimizer, resolve=True)
@@ -122,7 +123,7 @@ class TaskModule(pl.LightningModule):
                              forget_bias, nonlinearity, backend, recurrent_init, recurrent_scale, dropout,
                              zoneout=zoneout, zoneout_cell=zoneout_cell, weight_dropout=weight_dropout,
                              variational_dropout=variational_dropout, layer_norm=layer_norm,
-                             recurrent_max=recurrent_max)
+                             recurrent_max=recurrent_max, variant=variant, peephole=peephole)
         self.regression = num_classes == 1
         self.vocabulary: str | None = None
         self.class_names: list[str] | None = None

@@ -108,6 +108,8 @@ class RNNBase(nn.Module):
         weight_dropout: float = 0.0,
         variational_dropout: float = 0.0,
         layer_norm: bool = False,
+        variant: str = "vanilla",
+        peephole: bool = False,
     ) -> None:
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
@@ -145,6 +147,23 @@ class RNNBase(nn.Module):
                 raise ValueError(f"`{name}` must be a probability in [0, 1): got {p!r}")
         if not isinstance(layer_norm, bool):
             raise TypeError(f"`layer_norm` must be a bool: got {type(layer_norm).__name__} {layer_norm!r}")
+        if variant not in loop.VARIANTS:
+            raise ValueError(f"`variant` must be one of {list(loop.VARIANTS)}: got {variant!r}")
+        if not isinstance(peephole, bool):
+            raise TypeError(f"`peephole` must be a bool: got {type(peephole).__name__} {peephole!r}")
+        if self.cell != "lstm" and (variant != "vanilla" or peephole):
+            raise ValueError(f"`variant` and `peephole` are options of LSTM: {type(self).__name__} got "
+                             f"variant={variant!r}, peephole={peephole!r}")
+        if not forget_gate and variant not in ("vanilla", "nfg"):
+            raise ValueError(f"`forget_gate=False` is variant 'nfg': expected variant 'nfg' (or 'vanilla'), got {variant!r}")
+        if variant == "np" and peephole:
+            raise ValueError("`peephole` must be False with variant 'np' (no peepholes): expected False, got True "
+                             "(Greff's vanilla LSTM with peepholes is variant='vanilla', peephole=True)")
+        variant = "nfg" if not forget_gate else variant
+        forget_gate = variant != "nfg"
+        if layer_norm and (variant not in ("vanilla", "np", "nfg") or peephole):
+            raise ValueError(f"`layer_norm=True` is not supported with variant={variant!r}, peephole={peephole!r}: "
+                             "expected variant 'vanilla', 'np' or 'nfg' without peepholes, or layer_norm=False")
 
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
@@ -152,13 +171,14 @@ class RNNBase(nn.Module):
         self.nonlinearity, self.forget_gate = nonlinearity, bool(forget_gate)
         self.forget_bias, self.init, self.backend = float(forget_bias), init, backend
         self.proj_size = proj_size  # P: h_t = W_hr (o_t ⊙ tanh(c_t)) has P entries; 0 = no projection
-        self._warned_proj_backend = False
         # regularizers (rnnlab/nn/regularizers.py): zoneout z_h, z_c; DropConnect on W_hh; locked dropout; LayerNorm
         self.zoneout = float(zoneout)
         self.zoneout_cell = self.zoneout if zoneout_cell is None else float(zoneout_cell)
         self.weight_dropout, self.variational_dropout = float(weight_dropout), float(variational_dropout)
         self.layer_norm = layer_norm
         self._warned_loop_only = False
+        self.variant, self.peephole = variant, peephole  # Greff et al. (2017)'s LSTM variants (loop.VARIANTS)
+        self._warned_backend = False
         self._record_grad_norms = False
         self.grad_norms: dict[str, Tensor] = {}
         self._last_lengths: Optional[Tensor] = None
@@ -181,6 +201,11 @@ class RNNBase(nn.Module):
                 if layer_norm:
                     regularizers.register_layer_norm(self, sfx, G * H, H if self.cell in ("lstm", "cifg") else 0,
                                                      factory)
+                if peephole:  # p_i, p_f, p_o of the variant's sigmoid gates, (S*H,)
+                    S = sum(k in loop.VARIANT_GATES[variant] for k in "ifo")
+                    self.register_parameter("weight_peephole" + sfx, nn.Parameter(torch.empty(S * H, **factory)))
+                if variant == "fgr":  # (R_i|R_f|R_o): the i, f, o gates read [i; f; o]_{t-1}
+                    self.register_parameter("weight_gg" + sfx, nn.Parameter(torch.empty(3 * H, 3 * H, **factory)))
         self.reset_parameters()
 
     # --- layout -------------------------------------------------------------------------------------------------
@@ -191,7 +216,9 @@ class RNNBase(nn.Module):
     @property
     def num_gates(self) -> int:
         """G: the number of H-row blocks in weight_ih / weight_hh."""
-        return {"lstm": 4 if self.forget_gate else 3, "cifg": 3, "gru": 3, "rnn": 1, "indrnn": 1}[self.cell]
+        if self.cell == "lstm":
+            return len(loop.VARIANT_GATES[self.variant])
+        return {"cifg": 3, "gru": 3, "rnn": 1, "indrnn": 1}[self.cell]
 
     def _weight_hh_shape(self, h_out: int) -> tuple[int, ...]:
         """The shape of ``weight_hh``: ``(G*H, H_out)``; :class:`rnnlab.nn.IndRNN`'s is a vector."""
@@ -200,8 +227,10 @@ class RNNBase(nn.Module):
     def forget_slice(self) -> Optional[slice]:
         """Rows of the forget gate in the packed weights and biases, or None without a forget gate."""
         H = self.hidden_size
-        if self.cell == "lstm" and self.forget_gate:
-            return slice(H, 2 * H)  # (i, f, g, o)
+        if self.cell == "lstm":
+            gates = loop.VARIANT_GATES[self.variant]  # (i, f, g, o) with the variant's gates left out
+            k = gates.find("f")
+            return slice(k * H, (k + 1) * H) if k >= 0 else None
         if self.cell == "cifg":
             return slice(0, H)  # (f, g, o)
         return None
@@ -215,6 +244,24 @@ class RNNBase(nn.Module):
         """``weight_hr_l{k}{_reverse}`` (P, H), or None without ``proj_size``."""
         return getattr(self, f"weight_hr_l{k}" + ("_reverse" if d == 1 else "")) if self.proj_size else None
 
+    @property
+    def fused_ready(self) -> bool:
+        """The fused (and triton) backends run this module: no projection, no peepholes, and an LSTM variant their
+        loops hold (vanilla = np, nfg = ``forget_gate=False``, cifg = :class:`~rnnlab.nn.lstm.CIFGLSTM`'s loops)."""
+        return not self.proj_size and not self.peephole and self.variant in ("vanilla", "np", "nfg", "cifg")
+
+    def _loop_only_kwargs(self, k: int, d: int) -> dict:
+        """The arguments only the loop reference takes: the projection and Greff's variants, where they are used."""
+        sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
+        kwargs = {"weight_hr": self._projection(k, d)} if self.proj_size else {}
+        if self.cell == "lstm" and self.variant not in ("vanilla", "np", "nfg") or self.peephole:
+            kwargs["variant"] = self.variant
+        if self.peephole:
+            kwargs["weight_peephole"] = getattr(self, "weight_peephole" + sfx)
+        if self.variant == "fgr":
+            kwargs["weight_gg"] = getattr(self, "weight_gg" + sfx)
+        return kwargs
+
     # torch.nn.RNNBase's attributes, which third-party code reads (AWD-LSTM's WeightDrop, weight_norm on an RNN).
     # Computed on each read, so a weight replaced by a plain tensor (weight_norm, WeightDrop) is the one listed.
     @property
@@ -223,8 +270,10 @@ class RNNBase(nn.Module):
         peer: ``'CIFG'``, ``'LSTM_NOFORGET'``, ``'RNN_IDENTITY'``."""
         if self.cell == "rnn":
             return "RNN_" + self.nonlinearity.upper()
-        if self.cell == "lstm" and not self.forget_gate:
+        if self.cell == "lstm" and not self.forget_gate and not self.peephole:
             return "LSTM_NOFORGET"
+        if self.cell == "lstm" and (self.variant not in ("vanilla", "np") or self.peephole):
+            return "LSTM_" + self.variant.upper() + ("_PEEPHOLE" if self.peephole else "")
         return self.cell.upper()
 
     @property
@@ -233,6 +282,8 @@ class RNNBase(nn.Module):
         (without ``bias``: none), weight_hr (with ``proj_size``)."""
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
         names += ["weight_hr"] if self.proj_size else []
+        names += ["weight_peephole"] if self.peephole else []
+        names += ["weight_gg"] if self.variant == "fgr" else []
         return [[n + f"_l{k}" + ("_reverse" if d == 1 else "") for n in names]
                 for k in range(self.num_layers) for d in range(self.num_directions)]
 
@@ -317,11 +368,11 @@ class RNNBase(nn.Module):
         h0, c0 = self._check_hx(hx, x, batched)  # (L*D, B, H) each; c0 None for gru/rnn
 
         backend = _resolved(self.backend, x.device, x.dtype)
-        if self.proj_size:  # the projection is written in the loop reference only
-            if backend != "loop" and not self._warned_proj_backend:
-                warnings.warn(f"LSTM(proj_size={self.proj_size}) runs on the 'loop' backend: the {backend!r} "
-                              "backend has no projection")
-                self._warned_proj_backend = True
+        if not self.fused_ready:  # the projection, peepholes and most variants are written in the loop reference only
+            if backend != "loop" and not self._warned_backend:
+                warnings.warn(f"{type(self).__name__}({self.extra_repr()}) runs on the 'loop' backend: the "
+                              f"{backend!r} backend has no projection, peepholes or variant {self.variant!r}")
+                self._warned_backend = True
             backend = "loop"
         loop_only = regularizers.loop_only(self)
         if loop_only and backend != "loop":  # zoneout, layer_norm, indrnn change the step: written in the loop only
@@ -330,6 +381,7 @@ class RNNBase(nn.Module):
                               "has no such step")
                 self._warned_loop_only = True
             backend = "loop"
+        cell = "cifg" if self.variant == "cifg" and backend != "loop" else self.cell  # CIFG's own fused loops
         run = BACKENDS[backend]
         record = self._record_grad_norms
         self.grad_norms = {}
@@ -347,10 +399,10 @@ class RNNBase(nn.Module):
                     buf = torch.zeros(B, T, dtype=torch.float32, device=x.device)
                     self.grad_norms[f"l{k}" + ("_reverse" if d == 1 else "")] = buf
                 out, h, c = run(
-                    self.cell, layer_input, h0[idx], None if c0 is None else c0[idx],
+                    cell, layer_input, h0[idx], None if c0 is None else c0[idx],
                     *regularizers.layer_weights(self, k, d, T, self._layer_weights(k, d)),
                     lengths_dev, d == 1, nonlinearity=self.nonlinearity, forget_gate=self.forget_gate, grad_norms=buf,
-                    **({"weight_hr": self._projection(k, d)} if self.proj_size else {}),
+                    **(self._loop_only_kwargs(k, d) if backend == "loop" else {}),
                     **regularizers.step_options(self, k, d, T, h0[idx]),
                 )  # (T, B, H_out), (B, H_out), (B, H) | None
                 outs.append(out)
@@ -419,7 +471,7 @@ class RNNBase(nn.Module):
         lengths = lengths.long()
         if B == 0:
             pass  # an empty batch has no lengths to check
-        elif lengths.device.type == "cpu":
+        elif lengths.device.type == "cpu" and not torch.compiler.is_compiling():  # a graph has no values to read
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 1 or hi > T:
                 raise ValueError(f"`lengths` must lie in [1, T={T}] (T = input's time steps): got min {lo}, max {hi}")
@@ -492,7 +544,7 @@ class RNNBase(nn.Module):
 
     def to_torch(self) -> nn.Module:
         """The ``torch.nn`` module with this configuration and these weights."""
-        if self.torch_peer is None or (self.cell == "lstm" and not self.forget_gate):
+        if self.torch_peer is None or (self.cell == "lstm" and self.mode != "LSTM"):
             raise TypeError(f"{type(self).__name__}({self.extra_repr()}) has no torch.nn peer: its gates differ from torch's")
         if self.cell == "rnn" and self.nonlinearity == "identity":
             raise TypeError("RNN(nonlinearity='identity') has no torch.nn peer: torch.nn.RNN supports 'tanh' and 'relu'")
@@ -527,6 +579,10 @@ class RNNBase(nn.Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.cell == "lstm" and not self.forget_gate:
             s += ", forget_gate=False"
+        elif self.cell == "lstm" and self.variant != "vanilla":
+            s += f", variant={self.variant!r}"
+        if self.peephole:
+            s += ", peephole=True"
         if self.forget_slice() is not None and self.forget_bias != 0.0:
             s += f", forget_bias={self.forget_bias}"
         if self.init != "torch":

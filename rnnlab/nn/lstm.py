@@ -30,8 +30,40 @@ class LSTM(RNNBase):
 
     With ``forget_gate=False`` this is the original LSTM of Hochreiter & Schmidhuber (1997), "Long Short-Term
     Memory": there is no :math:`f_t` and :math:`c_t = c_{t-1} + i_t \odot g_t`. It has no ``torch.nn`` peer.
+
+    **Variants** (Greff, Srivastava, Koutník, Steunebrink & Schmidhuber 2017, "LSTM: A Search Space Odyssey"):
+    ``variant`` changes one part of the equations above, ``peephole=True`` adds peephole connections to any of them.
+    Only ``'vanilla'`` (= ``'np'``) with ``peephole=False`` has a ``torch.nn`` peer.
+
+    .. math::
+        \begin{array}{ll}
+            \text{peephole=True:} & i_t = \sigma(\ldots + p_i \odot c_{t-1}), \;
+                f_t = \sigma(\ldots + p_f \odot c_{t-1}), \; o_t = \sigma(\ldots + p_o \odot c_t) \\
+            \text{'vanilla'}, \text{'np'}: & \text{the equations above (Greff's V is 'vanilla' with peepholes,
+                his NP is 'np': no peepholes)} \\
+            \text{'nig'} \text{ (no input gate)}: & i_t = 1, \; c_t = f_t \odot c_{t-1} + g_t \\
+            \text{'nfg'} \text{ (no forget gate)}: & f_t = 1, \; c_t = c_{t-1} + i_t \odot g_t
+                \quad (= \text{forget\_gate=False}) \\
+            \text{'nog'} \text{ (no output gate)}: & o_t = 1, \; h_t = \tanh(c_t) \\
+            \text{'niaf'} \text{ (no input activation)}: & g_t = W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg} \\
+            \text{'noaf'} \text{ (no output activation)}: & h_t = o_t \odot c_t \\
+            \text{'cifg'} \text{ (coupled input-forget gate)}: & i_t = 1 - f_t
+                \quad (= :class:`CIFGLSTM`) \\
+            \text{'fgr'} \text{ (full gate recurrence)}: & \text{the preactivation of each } j \in \{i, f, o\}
+                \text{ also gets } R_{ij} i_{t-1} + R_{fj} f_{t-1} + R_{oj} o_{t-1} \\
+        \end{array}
+
+    where :math:`p_i, p_f, p_o` are diagonal (elementwise) peephole weights and the nine :math:`R_{kj}` the
+    gate-to-gate matrices of FGR; :math:`i_0 = f_0 = o_0 = 0` before the first step (at the start of every forward:
+    the gate activations are not part of ``hx``). The variants run on the ``'loop'`` backend, except ``'vanilla'``,
+    ``'np'``, ``'nfg'`` and ``'cifg'`` without peepholes, which every backend runs (another backend warns once and
+    steps aside to ``'loop'``).
     """ + args_doc("LSTM", forget=True, proj=True) + r"""        forget_gate: ``False`` removes the forget gate (1997
-            LSTM, 3 gates). Default: ``True``
+            LSTM, 3 gates; the same as ``variant='nfg'``). Default: ``True``
+        variant: ``'vanilla'``, ``'np'``, ``'nig'``, ``'nfg'``, ``'nog'``, ``'niaf'``, ``'noaf'``, ``'cifg'`` or
+            ``'fgr'`` (above). Default: ``'vanilla'``
+        peephole: add the peephole weights :math:`p_i, p_f, p_o` (those of the variant's sigmoid gates).
+            Default: ``False``
     """ + shapes_doc(lstm=True, proj=True) + r"""
     Attributes:
         weight_ih_l[k]: input-hidden weights of layer k, :math:`(W_{ii}|W_{if}|W_{ig}|W_{io})`, shape
@@ -43,7 +75,16 @@ class LSTM(RNNBase):
         weight_hr_l[k]: the projection :math:`W_{hr}`, ``(proj_size, hidden_size)``; only with ``proj_size > 0``,
             where ``weight_hh_l[k]`` is ``(4*hidden_size, proj_size)`` and layers k > 0 take
             ``num_directions * proj_size`` inputs.
+        weight_peephole_l[k]: with ``peephole=True``, :math:`(p_i|p_f|p_o)`, ``(3*hidden_size)``, only the gates
+            the variant has (``'nig'``, ``'cifg'``: :math:`(p_f|p_o)`; ``'nfg'``: :math:`(p_i|p_o)`; ``'nog'``:
+            :math:`(p_i|p_f)`).
+        weight_gg_l[k]: with ``variant='fgr'``, :math:`(R_{\cdot i}|R_{\cdot f}|R_{\cdot o})`, ``(3*hidden_size,
+            3*hidden_size)``: row block j (i, f, o) reads the columns :math:`[i_{t-1}; f_{t-1}; o_{t-1}]`.
         weight_*_l[k]_reverse: the same for the reverse direction (``bidirectional=True``).
+
+    Variants pack the gates they have in the order (i, f, g, o): ``'nig'`` (f, g, o), ``'nfg'`` (i, g, o),
+    ``'nog'`` (i, f, g), ``'cifg'`` (f, g, o) as :class:`CIFGLSTM`; the others (i, f, g, o). ``init='torch'`` draws
+    the peephole and FGR weights like the others, ``init='keras'`` starts them at zero.
 
     Gates are packed (i, f, g, o) as in torch, so ``state_dict()`` loads into ``torch.nn.LSTM`` and back;
     :meth:`from_torch` / :meth:`to_torch` convert. ``record_grad_norms()`` records
@@ -66,10 +107,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None, *, forget_bias=0.0, forget_gate=True,
-                 init="torch", backend="auto", **regularizers):
+                 init="torch", backend="auto", variant="vanilla", peephole=False, **regularizers):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
                          forget_gate=forget_gate, forget_bias=forget_bias, init=init, backend=backend,
-                         proj_size=proj_size, **regularizers)
+                         proj_size=proj_size, variant=variant, peephole=peephole, **regularizers)
 
 
 class CIFGLSTM(RNNBase):

@@ -103,10 +103,11 @@ def _value(v) -> str:
 
 def run_overrides(cfg: DictConfig, cell: str, params: dict, out: Path, tag: dict) -> list[str]:
     """The ``rnnlab.train`` overrides of one run of the study: its task and budget, the cell (the value of
-    ``search.axis``, ``model.cell`` by default), the parameters, its folder and its ``study_trial`` tag
-    (``{"study": ..., "cell": ..., "trial": n}``)."""
+    ``search.axis``, ``model.cell`` by default, then that value's own ``search.axis_overrides``, if any), the
+    parameters, its folder and its ``study_trial`` tag (``{"study": ..., "cell": ..., "trial": n}``)."""
     search = cfg.search
-    return ([f"+experiment={search.experiment}", *search.overrides, f"{search.axis}={cell}"]
+    own = list((search.get("axis_overrides") or {}).get(str(cell), []))  # e.g. np: [model.peephole=false]
+    return ([f"+experiment={search.experiment}", *search.overrides, f"{search.axis}={cell}", *own]
             + [f"{key}={_value(v)}" for key, v in params.items()] + [f"output_dir={out}"]
             + [f"+study_trial.{k}={_value(v)}" for k, v in tag.items()])
 
@@ -148,7 +149,8 @@ def storage(cfg: DictConfig):
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry))
         try:
             return RDBStorage(study.storage, **kwargs)
-        except sqlalchemy.exc.OperationalError:  # two workers creating the tables of a new file at the same moment
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # two workers creating the tables of
+            # a new file at the same moment: the file is locked, or both inserted alembic_version (the loser: UNIQUE)
             time.sleep(1.0)
             return RDBStorage(study.storage, **kwargs)
 

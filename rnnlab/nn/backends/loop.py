@@ -25,6 +25,10 @@ cell                         gates          rows
 ``'lstm'``                   i, f, g, o     4H
 ``'lstm'``, forget_gate=0    i, g, o        3H
 ``'cifg'``                   f, g, o        3H
+``'lstm'``, variant=nig      f, g, o        3H
+``'lstm'``, variant=nog      i, f, g        3H
+``'lstm'``, variant=niaf,    i, f, g, o     4H
+noaf, fgr
 ``'gru'``                    r, z, n        3H
 ``'rnn'``                    (one)          H
 ``'indrnn'``                 (one)          H; ``weight_hh`` is the vector u ``(H,)``
@@ -45,6 +49,10 @@ from torch import Tensor
 from rnnlab.nn.norms import grad_norm
 
 CELLS = ("lstm", "cifg", "gru", "rnn", "indrnn")
+#: Greff et al. (2017)'s LSTM variants: the gates each one packs (torch order) and the sigmoid gates with peepholes.
+VARIANT_GATES = {"vanilla": "ifgo", "np": "ifgo", "nig": "fgo", "nfg": "igo", "nog": "ifg", "niaf": "ifgo",
+                 "noaf": "ifgo", "cifg": "fgo", "fgr": "ifgo"}
+VARIANTS = tuple(VARIANT_GATES)
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda x: x}
 
 
@@ -66,6 +74,9 @@ def run_layer(
     weight_hr: Optional[Tensor] = None,
     zoneout: Optional[tuple] = None,
     layer_norm: Optional[tuple] = None,
+    variant: str = "vanilla",
+    weight_peephole: Optional[Tensor] = None,
+    weight_gg: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""Run one recurrent layer in one direction over a time-major batch.
 
@@ -103,6 +114,13 @@ def run_layer(
         ``cell='indrnn'`` (Li et al. 2018) takes ``weight_hh`` as the vector u ``(H,)`` and computes
         :math:`h_t = \phi(W_{ih} x_t + b_{ih} + u \odot h_{t-1} + b_{hh})`; the constraint on u is the module's
         (:class:`rnnlab.nn.IndRNN`).
+        variant: ``'lstm'`` only: one of :data:`VARIANTS`, Greff et al. (2017)'s LSTM variants (equations in
+            :class:`rnnlab.nn.LSTM`); ``'nfg'`` is ``forget_gate=False``, ``'np'`` is ``'vanilla'``.
+        weight_peephole: ``'lstm'`` only: ``None``, or the peephole weights ``(S*H,)`` of the ``S`` sigmoid gates of
+            the variant in the order (i, f, o): :math:`p_i \odot c_{t-1}`, :math:`p_f \odot c_{t-1}` and
+            :math:`p_o \odot c_t` are added to their gates' preactivations.
+        weight_gg: ``variant='fgr'`` only: the gate-to-gate recurrence :math:`(R_i|R_f|R_o)` ``(3H, 3H)``: the i, f, o
+            preactivations at ``t`` also get :math:`R [i_{t-1}; f_{t-1}; o_{t-1}]` (zeros before the first step).
 
     Returns:
         ``(out, h_n, c_n)``: ``out`` ``(T, B, H)`` zero at padded steps; ``h_n``, ``c_n`` ``(B, H)`` the states at
@@ -114,6 +132,17 @@ def run_layer(
         raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
     if weight_hr is not None and cell != "lstm":
         raise ValueError(f"`weight_hr` (a projection) must be None unless cell is 'lstm': got cell {cell!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}: got {variant!r}")
+    general = variant not in ("vanilla", "np") or weight_peephole is not None  # Greff's variants: _lstm_variant_step
+    if general and cell != "lstm":
+        raise ValueError(f"`variant` and `weight_peephole` are options of cell 'lstm': got cell {cell!r}")
+    if (weight_gg is not None) != (variant == "fgr"):
+        raise ValueError(f"`weight_gg` (3H, 3H) must be given exactly when variant is 'fgr': got variant {variant!r}"
+                         f" and weight_gg {'given' if weight_gg is not None else 'None'}")
+    if general and layer_norm is not None:
+        raise ValueError(f"`layer_norm` is not supported with `variant` {variant!r} or `weight_peephole`: "
+                         "expected variant 'vanilla'/'np' without peepholes, or layer_norm off")
     T = x.size(0)
     act = NONLINEARITIES[nonlinearity]
     ln_ih, ln_hh, ln_c = (None, None, None) if layer_norm is None else (layer_norm[0:2], layer_norm[2:4], layer_norm[4:6])
@@ -126,13 +155,16 @@ def run_layer(
     record = grad_norms is not None and torch.is_grad_enabled()
 
     h, c = h0, c0
+    a = h0.new_zeros(h0.size(0), weight_gg.size(1)) if variant == "fgr" else None  # [i, f, o]_{t-1}: (B, 3H)
     outs: list[Optional[Tensor]] = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         if cell == "indrnn":
             gh = _preactivation(h, None, bias_hh, ln_hh, diagonal=weight_hh)  # u ⊙ h_{t-1} + b_hh: (B, H)
         else:
             gh = _preactivation(h, weight_hh, bias_hh, ln_hh)  # (B, G*H)
-        if cell == "lstm" and forget_gate:
+        if general:
+            h_new, c_new, a_new = _lstm_variant_step(variant, gi[t] + gh, c, weight_peephole, weight_gg, a)
+        elif cell == "lstm" and forget_gate:
             i, f, g, o = (gi[t] + gh).chunk(4, 1)  # 4 x (B, H)
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c_new = f * c + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
@@ -169,10 +201,12 @@ def run_layer(
             h_new.register_hook(_norm_writer(grad_norms, t))
         if lengths is None:
             h, c, outs[t] = h_new, c_new, h_new
+            a = a_new if a is not None else None
         else:
             m = valid[t]  # (B, 1): padded steps keep the state and output zeros
             h = torch.where(m, h_new, h)
             c = torch.where(m, c_new, c) if c is not None else None
+            a = torch.where(m, a_new, a) if a is not None else None
             outs[t] = torch.where(m, h_new, 0.0)
     return torch.stack(outs), h, c  # (T, B, H), (B, H), (B, H) | None
 
@@ -201,6 +235,38 @@ def _zone(d, t: int, prev: Tensor, new: Tensor) -> Tensor:
     probability ``z`` itself (evaluation, the expectation)."""
     d = d[t] if isinstance(d, Tensor) else d
     return new + d * (prev - new)
+def _lstm_variant_step(variant: str, z: Tensor, c: Tensor, weight_peephole: Optional[Tensor],
+                       weight_gg: Optional[Tensor], a: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    r"""One step of a Greff et al. (2017) variant from the preactivations ``z`` :math:`= W_{ih} x_t + b_{ih} + W_{hh}
+    h_{t-1} + b_{hh}` ``(B, G*H)``; returns :math:`(\tilde h_t, \tilde c_t)` and, for ``'fgr'``, :math:`[i_t; f_t;
+    o_t]` ``(B, 3H)`` (else ``None``). The equations are those of :class:`rnnlab.nn.LSTM`'s docstring."""
+    names = VARIANT_GATES[variant]
+    pre = dict(zip(names, z.chunk(len(names), 1)))  # gate name -> (B, H) preactivation
+    if weight_gg is not None:  # FGR: + R_{ji} j_{t-1} for j in (i, f, o)
+        for k, gz in zip("ifo", F.linear(a, weight_gg).chunk(3, 1)):
+            pre[k] = pre[k] + gz
+    sig = [k for k in "ifo" if k in names]  # the sigmoid gates, with a peephole each if weight_peephole is given
+    peep = dict(zip(sig, weight_peephole.chunk(len(sig)))) if weight_peephole is not None else {}  # (H,) each
+    if "i" in peep:
+        pre["i"] = pre["i"] + peep["i"] * c  # + p_i ⊙ c_{t-1}
+    if "f" in peep:
+        pre["f"] = pre["f"] + peep["f"] * c  # + p_f ⊙ c_{t-1}
+    f = torch.sigmoid(pre["f"]) if "f" in names else None  # f_t; NFG: 1
+    if variant == "cifg":
+        i = 1 - f  # i_t = 1 - f_t
+    else:
+        i = torch.sigmoid(pre["i"]) if "i" in names else None  # i_t; NIG: 1
+    g = pre["g"] if variant == "niaf" else torch.tanh(pre["g"])  # g_t; NIAF: linear
+    ig = g if i is None else i * g
+    c_new = c + ig if f is None else f * c + ig  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    if "o" in names:
+        o = torch.sigmoid(pre["o"] + peep["o"] * c_new if "o" in peep else pre["o"])  # o_t, peephole p_o ⊙ c_t
+    else:
+        o = None  # NOG: o_t = 1
+    act = c_new if variant == "noaf" else torch.tanh(c_new)  # NOAF: h_t = o_t ⊙ c_t
+    h_new = act if o is None else o * act  # h_t = o_t ⊙ tanh(c_t)
+    a_new = torch.cat([i, f, o], 1) if variant == "fgr" else None  # (B, 3H)
+    return h_new, c_new, a_new
 
 
 def _norm_writer(buf: Tensor, t: int):
