@@ -321,3 +321,40 @@ def test_the_defaults_change_nothing_and_print_nothing():
     assert torch.equal(plain(x)[0], off(x)[0]) and repr(plain) == repr(off)
     with pytest.raises(ValueError, match=r"`zoneout` must be a probability in \[0, 1\): got 1"):
         rn.GRU(I, H, zoneout=1)
+
+
+# --- with Greff's LSTM variants (main's rnnlab.nn.LSTM(variant=..., peephole=...)) ---------------------------------
+
+def test_zoneout_of_a_greff_variant_mixes_the_variants_own_step_with_the_previous_state():
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = _tensors(3)  # 'nog': i, f, g
+    p = torch.randn(2 * H, generator=torch.Generator().manual_seed(3), dtype=D64)  # peepholes p_i, p_f
+    d_h, d_c = _masks(0.3, 1), _masks(0.6, 2)
+    opts = dict(variant="nog", weight_peephole=p)
+    out, h, c = loop.run_layer("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, False, zoneout=(d_h, d_c), **opts)
+    hr, cr = h0, c0
+    for t in range(T):  # the variant's step without zoneout, then h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h~_t
+        _, h1, c1 = loop.run_layer("lstm", x[t:t + 1], hr, cr, w_ih, w_hh, b_ih, b_hh, None, False, **opts)
+        hr, cr = d_h[t] * hr + (1 - d_h[t]) * h1, d_c[t] * cr + (1 - d_c[t]) * c1
+        torch.testing.assert_close(out[t], hr)
+    torch.testing.assert_close(h, hr)
+    torch.testing.assert_close(c, cr)
+
+
+@pytest.mark.parametrize("kwargs", [dict(variant="nig"), dict(variant="cifg"), dict(variant="fgr"),
+                                    dict(variant="vanilla", peephole=True)])
+def test_layer_norm_with_a_variant_other_than_vanilla_np_nfg_or_with_peepholes_is_refused_naming_both(kwargs):
+    from rnnlab.models.config import ModelConfig
+    with pytest.raises(ValueError, match=r"layer_norm.*variant"):
+        rn.LSTM(I, H, layer_norm=True, **kwargs)
+    with pytest.raises(ValueError, match=r"model\.layer_norm.*model\.variant"):
+        ModelConfig(cell="lstm", layer_norm=True, **kwargs)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = _tensors(4)
+    with pytest.raises(ValueError, match=r"layer_norm.*variant"):
+        loop.run_layer("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, False, layer_norm=_ln_params(4),
+                       variant="np", weight_peephole=torch.zeros(3 * H, dtype=D64))
+
+
+def test_layer_norm_runs_with_the_variants_that_are_the_plain_step():
+    for kwargs in (dict(variant="np"), dict(variant="nfg"), dict(forget_gate=False)):
+        out, _ = rn.LSTM(I, H, layer_norm=True, backend="loop", **kwargs)(torch.randn(T, B, I))
+        assert out.shape == (T, B, H)
