@@ -109,7 +109,7 @@ def test_a_hidden_size_that_is_not_a_positive_int_or_a_list_of_them_names_the_se
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'lstm_noforget', 'torch_lstm', "
+    ("cell", "lsmt", r"model\.cell must be one of \['lstm', 'cifg', 'gru', 'rnn', 'indrnn', 'lstm_noforget', 'torch_lstm', "
                      r"'torch_gru'\]: got 'lsmt'"),
     ("pooling", "median", r"model\.pooling must be one of \['last', 'mean', 'max', 'mean_max', 'sum_sqrt', "
                           r"'sum_sqrt_max'\]: got 'median'"),
@@ -122,6 +122,28 @@ def test_a_hidden_size_that_is_not_a_positive_int_or_a_list_of_them_names_the_se
 def test_a_bad_value_given_in_python_names_the_setting_as_the_config_does(field, value, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"zoneout": 1.0}, r"model\.zoneout must be a probability in \[0, 1\): got 1.0"),
+    ({"cell": "torch_lstm", "weight_dropout": 0.3}, r"model\.weight_dropout needs one of rnnlab's cells: "
+                                                    r"model\.cell=torch_lstm is torch's, .* set model\.cell=lstm"),
+    ({"recurrent_max": 2.0}, r"model\.recurrent_max must be null, or a number > 0 with model\.cell=indrnn"),
+    ({"cell": "indrnn", "recurrent_init": "orthogonal"}, r"model\.recurrent_init must be null with model\.cell=indrnn"),
+])
+def test_a_regularizer_setting_out_of_range_or_for_a_cell_without_it_names_the_setting(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**fields)
+
+
+def test_the_regularizer_keys_reach_the_cell():
+    cfg = model_config(composed("model.zoneout=0.1", "model.zoneout_cell=0.3", "model.weight_dropout=0.2",
+                                "model.variational_dropout=0.25", "model.layer_norm=true").model)
+    encoder = SequenceClassifierModule(20, config=cfg, embedding_dim=4, hidden_size=3).model.encoder
+    assert (encoder.zoneout, encoder.zoneout_cell, encoder.weight_dropout, encoder.variational_dropout,
+            encoder.layer_norm) == (0.1, 0.3, 0.2, 0.25, True)
+    ind = SequenceClassifierModule(20, config=ModelConfig(cell="indrnn", recurrent_max=1.5), embedding_dim=4).model
+    assert ind.encoder.recurrent_max == 1.5 and ind.encoder.weight_hh_l0.dim() == 1
 
 
 def test_lists_of_widths_and_enum_choices_from_hydra_become_plain_python_values():

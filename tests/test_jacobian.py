@@ -85,3 +85,25 @@ def test_recurrent_init_leaves_input_weights_and_biases_alone_and_names_a_bad_sc
         recurrent_init_(module, "identity", -1)
     with pytest.raises(ValueError, match=r"`recurrent_init` must be one of"):
         recurrent_init_(module, "eye")
+
+
+def test_the_jacobian_step_of_a_greff_variant_with_zoneout_is_the_variants_evaluation_time_step():
+    import rnnlab.nn as rn
+    torch.manual_seed(0)
+    z = 0.3
+    module = rn.LSTM(3, 4, variant="nog", peephole=True, zoneout=z, backend="loop").double().eval()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    prev_h, prev_c, _, _ = layer_states(module, 0, 0, x)
+    w, opts = module._layer_weights(0, 0), module._loop_only_kwargs(0, 0)
+    H = 4
+    exact = torch.empty(5, 2, dtype=x.dtype)
+    for t in range(5):
+        for b in range(2):
+            def f(s):
+                _, h1, c1 = run_layer("lstm", x[t:t + 1, b:b + 1], s[None, :H], s[None, H:], *w, None, False,
+                                      zoneout=(z, z), **opts)
+                return torch.cat([h1[0], c1[0]])
+            J = torch.autograd.functional.jacobian(f, torch.cat([prev_h[t, b], prev_c[t, b]]))
+            exact[t, b] = torch.linalg.matrix_norm(J, ord=2)
+    sigma = step_jacobian_norms(module, 0, 0, x, prev_h, prev_c, iters=200)
+    torch.testing.assert_close(sigma, exact, rtol=1e-6, atol=1e-9)

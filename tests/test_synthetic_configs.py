@@ -7,6 +7,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 import rnnlab.conf
+from helpers import tiny_synthetic
+
 from rnnlab.models.tasks import TaskModule
 from rnnlab.train import train
 
@@ -35,6 +37,23 @@ def test_every_synthetic_experiment_trains_and_reports_its_baseline(experiment, 
     assert (tmp_path / "tensorboard" / "grad_t_probe.pt").exists()
     module = TaskModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert module.hparams.cell == cfg.model.cell and module.vocabulary is not None
+
+
+@pytest.mark.parametrize("options", [["model.zoneout=0.1"], ["model.cell=indrnn", "model.nonlinearity=relu"],
+                                     ["model.cell=gru", "model.layer_norm=true", "model.weight_dropout=0.2",
+                                      "model.variational_dropout=0.2"]])
+def test_the_cell_regularizers_and_indrnn_train_on_the_adding_problem_with_their_gradient_figures(options, tmp_path,
+                                                                                               one_thread):
+    with initialize_config_module("rnnlab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=tiny_synthetic(tmp_path) + ["diagnostics.every_n_steps=2", *options])
+    metrics = train(cfg)
+    assert metrics["steps"] == 4 and metrics["test/loss"] > 0
+    grad_t = torch.load(tmp_path / "tensorboard" / "grad_t.pt")
+    assert grad_t  # the per-timestep gradient norms were recorded
+    module = TaskModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    for option in options:
+        key, value = option.removeprefix("model.").split("=")
+        assert str(module.hparams[key]).lower() == value
 
 
 def test_the_named_sweep_is_20_jobs_of_every_cell_at_every_length():

@@ -112,8 +112,13 @@ RECIPE = ["model.bigram_buckets=1000", "model.sparse_embeddings=true", "model/op
           "model.embedding_dropout=0.3", "model.pooling=max", "+trainer.accumulate_grad_batches=2"]
 
 
+# the cell's regularizers draw their masks from torch's global generator, reseeded per step (issue 35)
+REGULARIZED = ["model.zoneout=0.2", "model.zoneout_cell=0.4", "model.weight_dropout=0.3",
+               "model.variational_dropout=0.2"]
+
+
 @pytest.mark.parametrize("how, limit, stop, options", [("ctrl-c", None, 7, []), ("max_steps", 4, 6, []),
-                                                       ("ctrl-c", None, 4, RECIPE)])
+                                                       ("ctrl-c", None, 4, RECIPE), ("ctrl-c", None, 7, REGULARIZED)])
 def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how, limit, stop, options):
     # 48 training reviews -> 5 batches of 8 per epoch (or `limit`); stop mid second epoch, resume, compare.
     common = ["+experiment=bilstm", "model.hidden_size=4", "trainer.max_epochs=2",
@@ -137,7 +142,7 @@ def test_resume_mid_epoch_ends_like_an_uninterrupted_run(archive, tmp_path, how,
     assert torch.load(ckpt, weights_only=False)["global_step"] == stop
     # resumed in the same folder, as README says: ModelCheckpoint then restores its best score too
     resumed = train(make_cfg(archive, tmp_path, *common, f"ckpt_path={ckpt}", name="cut"))
-    assert resumed["steps"] == full["steps"] == 2 * math.ceil((limit or 5) / (2 if options else 1))
+    assert resumed["steps"] == full["steps"] == 2 * math.ceil((limit or 5) / (2 if options == RECIPE else 1))
     for key in ("val/loss", "val/acc", "test/acc", "test/loss", "train/acc"):  # train/acc: over all the epoch's batches
         assert resumed[key] == full[key], key
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
@@ -397,3 +402,15 @@ def test_the_recipe_without_a_recurrent_layer_trains_saves_and_reloads_as_a_bag(
     loaded = load_module(metrics["best_ckpt"])
     assert loaded.model.encoder is None and loaded.hparams.recurrent is False
     assert loaded.model.head.in_features == 2 * loaded.hparams.embedding_dim
+
+
+def test_the_indrnn_cell_and_layer_norm_train_through_the_main_job(archive, tmp_path):
+    # issue 35: `python -m rnnlab.train +experiment=bilstm model.cell=indrnn` (IndRNN has no forget gate: the bilstm
+    # recipe's forget_bias is unused), and a layer-normalized LSTM with zoneout
+    for name, options in (("ind", ["model.cell=indrnn"]), ("ln", ["model.layer_norm=true", "model.zoneout=0.1"])):
+        cfg = make_cfg(archive, tmp_path, "+experiment=bilstm", "model.hidden_size=4", "trainer.limit_train_batches=2",
+                       *options, name=name)
+        metrics = train(cfg)
+        assert 0 <= metrics["test/acc"] <= 1
+        loaded = load_module(metrics["best_ckpt"])
+        assert type(loaded.model.encoder).__name__ == ("IndRNN" if name == "ind" else "LSTM")

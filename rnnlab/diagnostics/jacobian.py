@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnlab.nn import regularizers
 from rnnlab.nn.backends.loop import run_layer
 
 __all__ = ["layer_states", "step_jacobian_norms", "recurrent_weight_norms", "jacobian_norms"]
@@ -32,9 +33,14 @@ def _has_cell_state(module: nn.Module) -> bool:
     return module.cell in ("lstm", "cifg")
 
 
-def _step_fn(module: nn.Module, k: int, d: int):
-    """``(x (N, I), h (N, H), c (N, H) | None) -> (h', c')``: one step of layer ``k``, direction ``d``."""
+def _step_fn(module: nn.Module, k: int, d: int, T: int):
+    """``(x (N, I), h (N, H), c (N, H) | None) -> (h', c')``: one evaluation-time step of layer ``k``, direction ``d``
+    of a sequence of ``T`` steps (IndRNN's bound depends on it; zoneout enters as its expectation)."""
     weights = [None if w is None else w.detach() for w in module._layer_weights(k, d)]
+    if module.cell == "indrnn":
+        weights[1] = module.constrained(weights[1], T)
+    options = lambda h: {k_: tuple(v if v is None or isinstance(v, float) else v.detach() for v in vs)  # noqa: E731
+                         for k_, vs in regularizers.step_options(module, k, d, 1, h, training=False).items()}
     variant = {}  # an LSTM variant's own arguments (rnnlab.nn.LSTM(variant=..., peephole=...)), detached
     if module.cell == "lstm":
         variant = {n: v.detach() if isinstance(v, Tensor) else v
@@ -42,7 +48,7 @@ def _step_fn(module: nn.Module, k: int, d: int):
 
     def step(x, h, c):
         _, h1, c1 = run_layer(module.cell, x.unsqueeze(0), h, c, *weights, None, False,
-                              nonlinearity=module.nonlinearity, forget_gate=module.forget_gate, **variant)
+                              nonlinearity=module.nonlinearity, forget_gate=module.forget_gate, **variant, **options(h))
         return h1, c1
 
     return step
@@ -58,7 +64,7 @@ def layer_states(module: nn.Module, k: int, d: int, x: Tensor, lengths: Tensor |
     """
     T, B = x.shape[:2]
     H = module.hidden_size
-    step = _step_fn(module, k, d)
+    step = _step_fn(module, k, d, x.size(0))
     valid = torch.ones(T, B, dtype=torch.bool, device=x.device)
     if lengths is not None:
         valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, B)
@@ -92,7 +98,7 @@ def step_jacobian_norms(module: nn.Module, k: int, d: int, x: Tensor, prev_h: Te
     """
     T, B, I = x.shape
     H = module.hidden_size
-    step = _step_fn(module, k, d)
+    step = _step_fn(module, k, d, x.size(0))
     cell_state = prev_c is not None
     xs = x.reshape(T * B, I).detach()  # (N, I), N = T * B
     s = prev_h.reshape(T * B, H) if not cell_state else torch.cat([prev_h, prev_c], -1).reshape(T * B, 2 * H)
@@ -124,6 +130,7 @@ def recurrent_weight_norms(module: nn.Module) -> dict[str, float]:
     for k in range(module.num_layers):
         for d in range(module.num_directions):
             w = module._layer_weights(k, d)[1].detach().float()
+            w = torch.diag(w) if w.dim() == 1 else w  # IndRNN's u: W_hh = diag(u)
             out[f"l{k}" + ("_reverse" if d == 1 else "")] = float(torch.linalg.matrix_norm(w, ord=2))
     return out
 
@@ -134,7 +141,7 @@ def jacobian_norms(module: nn.Module, x: Tensor, lengths: Tensor | None = None, 
     for a batch-first (or time-major, as the module says) input ``x`` of an :class:`rnnlab.nn.RNNBase`.
 
     The LSTM variant ``'fgr'`` gets none (``{}``): its state also holds the previous step's gates
-    :math:`i_{t-1}, f_{t-1}, o_{t-1}`, which the step map :math:`(h, c) \mapsto (h', c')` here does not carry."""
+    :math:`i_{t-1}, f_{t-1}, o_{t-1}`, which the step map :math:`(h, c) \\mapsto (h', c')` here does not carry."""
     x = x.transpose(0, 1) if module.batch_first else x  # (T, B, I)
     out = {}
     if getattr(module, "variant", "vanilla") == "fgr":

@@ -31,6 +31,8 @@ Init = Enum("Init", {i: i for i in ("keras", "torch")}, type=str)
 Nonlinearity = Enum("Nonlinearity", {n: n for n in ("tanh", "relu", "identity")}, type=str)
 RecurrentInit = Enum("RecurrentInit", {k: k for k in RECURRENT_INITS}, type=str)
 Variant = Enum("Variant", {v: v for v in VARIANTS}, type=str)
+# The fields passed to rnnlab's cells as they are (rnnlab.nn.regularizers); all off by default
+REGULARIZERS = ("zoneout", "zoneout_cell", "weight_dropout", "variational_dropout", "layer_norm")
 
 
 def positive_int(value) -> bool:
@@ -68,6 +70,11 @@ class EncoderConfig:
             ``niaf``, ``noaf``, ``cifg``, ``fgr`` (equations in :class:`rnnlab.nn.LSTM`). Default ``vanilla``.
         peephole: of the ``lstm`` cell: peephole connections (Greff's vanilla LSTM is ``variant=vanilla
             peephole=true``). Default False.
+        zoneout, zoneout_cell, weight_dropout, variational_dropout, layer_norm: the regularizers of rnnlab's cells
+            (:mod:`rnnlab.nn.regularizers`, docs/regularizers.md): zoneout's z_h and z_c (null: z_h), DropConnect on
+            W_hh, one dropout mask per sequence on each recurrent layer's input and output, layer-normalized
+            pre-activations. Off by default (0, null, false); not for ``torch_*`` cells.
+        recurrent_max: ``indrnn`` only: the bound on |u|, or null for 2^(1/T). Default null.
     """
 
     cell: Cell = Cell.lstm
@@ -83,6 +90,12 @@ class EncoderConfig:
     recurrent_scale: float = 1.0
     variant: Variant = Variant.vanilla
     peephole: bool = False
+    zoneout: float = 0.0
+    zoneout_cell: Optional[float] = None
+    weight_dropout: float = 0.0
+    variational_dropout: float = 0.0
+    layer_norm: bool = False
+    recurrent_max: Optional[float] = None
 
     def __post_init__(self):
         for name, choices in (("cell", Cell), ("init", Init), ("nonlinearity", Nonlinearity), ("variant", Variant)):
@@ -111,6 +124,24 @@ class EncoderConfig:
             raise ValueError(f"model.num_layers must be >= 1 (stacked layers): got {self.num_layers!r}")
         if not 0 <= self.rnn_dropout <= 1:
             raise ValueError(f"model.rnn_dropout must be a probability in [0, 1]: got {self.rnn_dropout!r}")
+        for name in ("zoneout", "zoneout_cell", "weight_dropout", "variational_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"model.{name} must be a probability in [0, 1): got {value!r}")
+        on = [n for n in REGULARIZERS if getattr(self, n) not in (0, None, False)]
+        if on and CELLS[self.cell].is_torch:
+            raise ValueError(f"model.{on[0]} needs one of rnnlab's cells: model.cell={self.cell} is torch's, which has "
+                             f"no such option; set model.cell={self.cell.removeprefix('torch_')}")
+        if self.layer_norm and (self.variant not in ("vanilla", "np", "nfg") or self.peephole):
+            raise ValueError(f"model.layer_norm=true is not supported with model.variant={self.variant}, model.peephole="
+                             f"{str(self.peephole).lower()}: expected model.variant=vanilla, np or nfg without peepholes,"
+                             f" or model.layer_norm=false")
+        if self.recurrent_max is not None and (self.cell != "indrnn" or not self.recurrent_max > 0):
+            raise ValueError(f"model.recurrent_max must be null, or a number > 0 with model.cell=indrnn (the bound on "
+                             f"|u|): got {self.recurrent_max!r} with model.cell={self.cell}")
+        if self.cell == "indrnn" and self.recurrent_init is not None:
+            raise ValueError(f"model.recurrent_init must be null with model.cell=indrnn (its W_hh is a vector u, "
+                             f"drawn from U(0, 1)): got {self.recurrent_init!r}")
 
     @property
     def num_directions(self) -> int:
@@ -131,6 +162,9 @@ def _layers(config: EncoderConfig, input_size: int, hidden_size: int, num_layers
             kwargs["forget_bias"] = config.forget_bias
         if spec.nonlinearity:
             kwargs["nonlinearity"] = config.nonlinearity
+        kwargs.update({name: getattr(config, name) for name in REGULARIZERS})  # off unless set (rnnlab.nn.regularizers)
+        if config.recurrent_max is not None:
+            kwargs["recurrent_max"] = config.recurrent_max
         if config.variant != "vanilla" or config.peephole:  # rnnlab.nn.LSTM only (__post_init__ checks)
             kwargs.update(variant=config.variant, peephole=config.peephole)
         module = build_cell(config.cell, input_size, hidden_size, **kwargs)

@@ -75,5 +75,12 @@ def args_doc(name: str, forget: bool = False, nonlinearity: bool = False, proj: 
             Default: ``'torch'``
         backend: ``'auto'`` or a key of :data:`rnnlab.nn.base.BACKENDS` (``'loop'``: the autograd reference).
             Default: ``'auto'``
+        zoneout, zoneout_cell, weight_dropout, variational_dropout, layer_norm: keyword-only regularizers, off by
+            default; their equations are in :mod:`rnnlab.nn.regularizers`. ``zoneout`` (z_h) and ``zoneout_cell``
+            (z_c, LSTM/CIFG; default: ``zoneout``): probability that a unit keeps its previous state in training, the
+            expectation at evaluation. ``weight_dropout``: DropConnect on ``weight_hh``, one mask per forward pass.
+            ``variational_dropout``: one dropout mask per sequence on each layer's input and the last output.
+            ``layer_norm``: haste's layer-normalized pre-activations (and cell, LSTM/CIFG). ``zoneout`` and
+            ``layer_norm`` run on the ``'loop'`` backend (another warns once and steps aside to it). Default: 0 / ``False``
 """
     return s

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.nn import regularizers
 from rnnlab.nn.backends import fused, loop
 from rnnlab.nn.backends import triton as triton_backend
 from rnnlab.nn.errors import DTypeError, ShapeError, SizeTypeError
@@ -81,7 +82,7 @@ class RNNBase(nn.Module):
         tensor([6, 2])
     """
 
-    cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn'
+    cell: str = ""  # 'lstm' | 'cifg' | 'gru' | 'rnn' | 'indrnn'
     torch_peer: Optional[type] = None  # the torch.nn class with the same parameters, for from_torch/to_torch
 
     def __init__(
@@ -102,6 +103,11 @@ class RNNBase(nn.Module):
         init: str = "torch",
         backend: str = "auto",
         proj_size: Optional[int] = None,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        weight_dropout: float = 0.0,
+        variational_dropout: float = 0.0,
+        layer_norm: bool = False,
         variant: str = "vanilla",
         peephole: bool = False,
     ) -> None:
@@ -135,6 +141,12 @@ class RNNBase(nn.Module):
         if not isinstance(forget_bias, numbers.Real) or isinstance(forget_bias, bool):
             raise TypeError(f"`forget_bias` must be a float: got {forget_bias!r}")
         _check_backend(backend)
+        for name, p in (("zoneout", zoneout), ("zoneout_cell", 0.0 if zoneout_cell is None else zoneout_cell),
+                        ("weight_dropout", weight_dropout), ("variational_dropout", variational_dropout)):
+            if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p < 1:
+                raise ValueError(f"`{name}` must be a probability in [0, 1): got {p!r}")
+        if not isinstance(layer_norm, bool):
+            raise TypeError(f"`layer_norm` must be a bool: got {type(layer_norm).__name__} {layer_norm!r}")
         if variant not in loop.VARIANTS:
             raise ValueError(f"`variant` must be one of {list(loop.VARIANTS)}: got {variant!r}")
         if not isinstance(peephole, bool):
@@ -149,6 +161,9 @@ class RNNBase(nn.Module):
                              "(Greff's vanilla LSTM with peepholes is variant='vanilla', peephole=True)")
         variant = "nfg" if not forget_gate else variant
         forget_gate = variant != "nfg"
+        if layer_norm and (variant not in ("vanilla", "np", "nfg") or peephole):
+            raise ValueError(f"`layer_norm=True` is not supported with variant={variant!r}, peephole={peephole!r}: "
+                             "expected variant 'vanilla', 'np' or 'nfg' without peepholes, or layer_norm=False")
 
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
@@ -156,6 +171,12 @@ class RNNBase(nn.Module):
         self.nonlinearity, self.forget_gate = nonlinearity, bool(forget_gate)
         self.forget_bias, self.init, self.backend = float(forget_bias), init, backend
         self.proj_size = proj_size  # P: h_t = W_hr (o_t ⊙ tanh(c_t)) has P entries; 0 = no projection
+        # regularizers (rnnlab/nn/regularizers.py): zoneout z_h, z_c; DropConnect on W_hh; locked dropout; LayerNorm
+        self.zoneout = float(zoneout)
+        self.zoneout_cell = self.zoneout if zoneout_cell is None else float(zoneout_cell)
+        self.weight_dropout, self.variational_dropout = float(weight_dropout), float(variational_dropout)
+        self.layer_norm = layer_norm
+        self._warned_loop_only = False
         self.variant, self.peephole = variant, peephole  # Greff et al. (2017)'s LSTM variants (loop.VARIANTS)
         self._warned_backend = False
         self._record_grad_norms = False
@@ -170,12 +191,16 @@ class RNNBase(nn.Module):
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
                 self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **factory)))
-                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H_out, **factory)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(self._weight_hh_shape(H_out),
+                                                                                     **factory)))
                 if bias:
                     self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
                     self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **factory)))
                 if proj_size:
                     self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(proj_size, H, **factory)))
+                if layer_norm:
+                    regularizers.register_layer_norm(self, sfx, G * H, H if self.cell in ("lstm", "cifg") else 0,
+                                                     factory)
                 if peephole:  # p_i, p_f, p_o of the variant's sigmoid gates, (S*H,)
                     S = sum(k in loop.VARIANT_GATES[variant] for k in "ifo")
                     self.register_parameter("weight_peephole" + sfx, nn.Parameter(torch.empty(S * H, **factory)))
@@ -193,7 +218,11 @@ class RNNBase(nn.Module):
         """G: the number of H-row blocks in weight_ih / weight_hh."""
         if self.cell == "lstm":
             return len(loop.VARIANT_GATES[self.variant])
-        return {"cifg": 3, "gru": 3, "rnn": 1}[self.cell]
+        return {"cifg": 3, "gru": 3, "rnn": 1, "indrnn": 1}[self.cell]
+
+    def _weight_hh_shape(self, h_out: int) -> tuple[int, ...]:
+        """The shape of ``weight_hh``: ``(G*H, H_out)``; :class:`rnnlab.nn.IndRNN`'s is a vector."""
+        return (self.num_gates * self.hidden_size, h_out)
 
     def forget_slice(self) -> Optional[slice]:
         """Rows of the forget gate in the packed weights and biases, or None without a forget gate."""
@@ -273,6 +302,7 @@ class RNNBase(nn.Module):
 
     def reset_parameters(self) -> None:
         reset_parameters_(self, self.init, self.forget_bias)
+        regularizers.reset_layer_norm_(self)
 
     def flatten_parameters(self) -> None:
         """No-op, so code written for torch.nn (cuDNN weight flattening) runs unchanged."""
@@ -344,6 +374,13 @@ class RNNBase(nn.Module):
                               f"{backend!r} backend has no projection, peepholes or variant {self.variant!r}")
                 self._warned_backend = True
             backend = "loop"
+        loop_only = regularizers.loop_only(self)
+        if loop_only and backend != "loop":  # zoneout, layer_norm, indrnn change the step: written in the loop only
+            if not self._warned_loop_only:
+                warnings.warn(f"{type(self).__name__}({loop_only}) runs on the 'loop' backend: the {backend!r} backend "
+                              "has no such step")
+                self._warned_loop_only = True
+            backend = "loop"
         cell = "cifg" if self.variant == "cifg" and backend != "loop" else self.cell  # CIFG's own fused loops
         run = BACKENDS[backend]
         record = self._record_grad_norms
@@ -353,6 +390,8 @@ class RNNBase(nn.Module):
         layer_input, h_n, c_n = x, [], []
         for k in range(self.num_layers):
             outs = []
+            if self.variational_dropout and self.training:  # one mask per sequence, the same at every step
+                layer_input = regularizers.locked_dropout(layer_input, self.variational_dropout)
             for d in range(self.num_directions):
                 idx = k * self.num_directions + d
                 buf = None
@@ -360,9 +399,11 @@ class RNNBase(nn.Module):
                     buf = torch.zeros(B, T, dtype=torch.float32, device=x.device)
                     self.grad_norms[f"l{k}" + ("_reverse" if d == 1 else "")] = buf
                 out, h, c = run(
-                    cell, layer_input, h0[idx], None if c0 is None else c0[idx], *self._layer_weights(k, d),
+                    cell, layer_input, h0[idx], None if c0 is None else c0[idx],
+                    *regularizers.layer_weights(self, k, d, T, self._layer_weights(k, d)),
                     lengths_dev, d == 1, nonlinearity=self.nonlinearity, forget_gate=self.forget_gate, grad_norms=buf,
                     **(self._loop_only_kwargs(k, d) if backend == "loop" else {}),
+                    **regularizers.step_options(self, k, d, T, h0[idx]),
                 )  # (T, B, H_out), (B, H_out), (B, H) | None
                 outs.append(out)
                 h_n.append(h)
@@ -371,6 +412,8 @@ class RNNBase(nn.Module):
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)  # between layers, as torch
         output = layer_input
+        if self.variational_dropout and self.training:
+            output = regularizers.locked_dropout(output, self.variational_dropout)
         h_n = torch.stack(h_n)  # (L*D, B, H)
         c_n = torch.stack(c_n) if c0 is not None else None
 
@@ -505,6 +548,9 @@ class RNNBase(nn.Module):
             raise TypeError(f"{type(self).__name__}({self.extra_repr()}) has no torch.nn peer: its gates differ from torch's")
         if self.cell == "rnn" and self.nonlinearity == "identity":
             raise TypeError("RNN(nonlinearity='identity') has no torch.nn peer: torch.nn.RNN supports 'tanh' and 'relu'")
+        if self.layer_norm:
+            raise TypeError(f"{type(self).__name__}(layer_norm=True) has no torch.nn peer: torch.nn has no "
+                            "layer-normalized recurrence")
         w = self.weight_ih_l0
         kwargs = self._torch_kwargs()
         if self.cell == "rnn":
@@ -543,7 +589,7 @@ class RNNBase(nn.Module):
             s += f", init={self.init!r}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        return s
+        return s + regularizers.extra_repr(self)
 
 
 def _resolved(backend: str, device: torch.device, dtype: torch.dtype) -> str:

@@ -46,6 +46,7 @@ class GRU(RNNBase):
     torch_peer = nn.GRU
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, init="torch", backend="auto", proj_size=None):
+                 bidirectional=False, device=None, dtype=None, *, init="torch", backend="auto", proj_size=None,
+                 **regularizers):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
-                         init=init, backend=backend, proj_size=proj_size)
+                         init=init, backend=backend, proj_size=proj_size, **regularizers)

@@ -107,10 +107,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None, *, forget_bias=0.0, forget_gate=True,
-                 init="torch", backend="auto", variant="vanilla", peephole=False):
+                 init="torch", backend="auto", variant="vanilla", peephole=False, **regularizers):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
                          forget_gate=forget_gate, forget_bias=forget_bias, init=init, backend=backend,
-                         proj_size=proj_size, variant=variant, peephole=peephole)
+                         proj_size=proj_size, variant=variant, peephole=peephole, **regularizers)
 
 
 class CIFGLSTM(RNNBase):
@@ -151,6 +151,7 @@ class CIFGLSTM(RNNBase):
     torch_peer = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, forget_bias=0.0, init="torch", backend="auto"):
+                 bidirectional=False, device=None, dtype=None, *, forget_bias=0.0, init="torch", backend="auto",
+                 **regularizers):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
-                         forget_bias=forget_bias, init=init, backend=backend)
+                         forget_bias=forget_bias, init=init, backend=backend, **regularizers)

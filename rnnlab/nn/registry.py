@@ -4,7 +4,7 @@ Each name is one spelling of one variant; ``lstm_noforget`` is :class:`rnnlab.nn
 ``torch_lstm`` and ``torch_gru`` are torch's own modules (cuDNN on a GPU), kept for comparison.
 
 >>> sorted(CELLS)
-['cifg', 'gru', 'lstm', 'lstm_noforget', 'rnn', 'torch_gru', 'torch_lstm']
+['cifg', 'gru', 'indrnn', 'lstm', 'lstm_noforget', 'rnn', 'torch_gru', 'torch_lstm']
 >>> build_cell("lstm_noforget", 4, 3).forget_gate
 False
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rnnlab.nn.gru import GRU
+from rnnlab.nn.indrnn import IndRNN
 from rnnlab.nn.lstm import CIFGLSTM, LSTM
 from rnnlab.nn.rnn import RNN
 
@@ -27,13 +28,15 @@ class CellSpec:
         cls: the module class (an :class:`rnnlab.nn.RNNBase` subclass, or ``torch.nn.LSTM`` / ``torch.nn.GRU``).
         kwargs: the constructor arguments that select the variant (``forget_gate=False`` for ``lstm_noforget``).
         gated_lstm: it has an LSTM's forget gate bias (``forget_bias`` applies).
-        nonlinearity: it takes ``nonlinearity`` (the Elman RNN).
+        nonlinearity: it takes ``nonlinearity`` (the Elman RNN, IndRNN).
+        loop_only: its step is written in the ``loop`` backend only (no fused or triton kernels).
     """
 
     cls: type
     kwargs: dict = field(default_factory=dict)
     gated_lstm: bool = False
     nonlinearity: bool = False
+    loop_only: bool = False
 
     @property
     def is_torch(self) -> bool:
@@ -47,10 +50,11 @@ CELLS: dict[str, CellSpec] = {
     "cifg": CellSpec(CIFGLSTM, gated_lstm=True),
     "gru": CellSpec(GRU),
     "rnn": CellSpec(RNN, nonlinearity=True),
+    "indrnn": CellSpec(IndRNN, nonlinearity=True, loop_only=True),  # Li et al. (2018): h_t = φ(W x_t + u ⊙ h_{t-1} + b)
     "torch_lstm": CellSpec(torch.nn.LSTM, gated_lstm=True),
     "torch_gru": CellSpec(torch.nn.GRU),
 }
-RNNLAB_CELLS = tuple(name for name, spec in CELLS.items() if not spec.is_torch)
+RNNLAB_CELLS = tuple(name for name, spec in CELLS.items() if not spec.is_torch and not spec.loop_only)  # with kernels
 
 
 def cell_spec(name: str) -> CellSpec:

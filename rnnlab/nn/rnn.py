@@ -42,6 +42,6 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None, *, init="torch", backend="auto",
-                 proj_size=None):
+                 proj_size=None, **regularizers):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype,
-                         nonlinearity=nonlinearity, init=init, backend=backend, proj_size=proj_size)
+                         nonlinearity=nonlinearity, init=init, backend=backend, proj_size=proj_size, **regularizers)

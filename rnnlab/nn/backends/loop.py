@@ -31,7 +31,12 @@ cell                         gates          rows
 noaf, fgr
 ``'gru'``                    r, z, n        3H
 ``'rnn'``                    (one)          H
+``'indrnn'``                 (one)          H; ``weight_hh`` is the vector u ``(H,)``
 ===========================  =============  ======
+
+Regularizers of :class:`rnnlab.nn.base.RNNBase` that change the step (``zoneout``, ``layer_norm``) are keyword
+arguments of :func:`run_layer` with defaults that change nothing; those that act on weights, inputs or outputs only
+(``weight_dropout``, ``variational_dropout``) are applied by the module around any backend.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ from torch import Tensor
 from rnnlab.nn.backends import KERNEL_CELLS
 from rnnlab.nn.norms import grad_norm
 
+# the loop reference runs every kernel cell and IndRNN (its recurrent weight is a vector u: no fused kernel)
+CELLS = KERNEL_CELLS + ("indrnn",)
 #: Greff et al. (2017)'s LSTM variants: the gates each one packs (torch order) and the sigmoid gates with peepholes.
 VARIANT_GATES = {"vanilla": "ifgo", "np": "ifgo", "nig": "fgo", "nfg": "igo", "nog": "ifg", "niaf": "ifgo",
                  "noaf": "ifgo", "cifg": "fgo", "fgr": "ifgo"}
@@ -67,6 +74,8 @@ def run_layer(
     forget_gate: bool = True,
     grad_norms: Optional[Tensor] = None,
     weight_hr: Optional[Tensor] = None,
+    zoneout: Optional[tuple] = None,
+    layer_norm: Optional[tuple] = None,
     variant: str = "vanilla",
     weight_peephole: Optional[Tensor] = None,
     weight_gg: Optional[Tensor] = None,
@@ -93,6 +102,20 @@ def run_layer(
         weight_hr: ``'lstm'`` only: ``None``, or the projection ``(P, H)`` of torch's ``LSTM(proj_size=P)``,
             :math:`h_t = W_{hr} (o_t \odot \tanh(c_t))`; then ``h0``, ``out`` and ``h_n`` have ``P`` columns and
             ``weight_hh`` is ``(G*H, P)``.
+        zoneout: ``None``, or ``(d_h, d_c)`` (Krueger et al. 2017), each ``None`` (no zoneout of that state), a
+            tensor ``(T, B, H)`` of 0/1 masks indexed by ``t`` in input order (training: 1 keeps the unit's previous
+            value), or a float ``z`` (evaluation: the expectation). With :math:`\tilde h_t, \tilde c_t` the cell's
+            new states, :math:`h_t = d_t \odot h_{t-1} + (1 - d_t) \odot \tilde h_t` (``z`` in place of
+            :math:`d_t` at evaluation), and likewise :math:`c_t` with ``d_c`` (``'lstm'``/``'cifg'``).
+        layer_norm: ``None``, or ``(gain_ih, shift_ih, gain_hh, shift_hh, gain_c, shift_c)`` (haste's
+            LayerNormLSTM/GRU): the pre-activations become
+            :math:`\mathrm{LN}(W_{ih} x_t; \gamma_{ih}, \beta_{ih}) + b_{ih} + \mathrm{LN}(W_{hh} h_{t-1};
+            \gamma_{hh}, \beta_{hh}) + b_{hh}`, normalised over all ``G*H`` entries, and the LSTM's output
+            :math:`h_t = o_t \odot \tanh(\mathrm{LN}(c_t; \gamma_c, \beta_c))` (the state :math:`c_t` itself
+            is not normalised); ``gain_c``/``shift_c`` are ``None`` for ``'gru'``/``'rnn'``.
+        ``cell='indrnn'`` (Li et al. 2018) takes ``weight_hh`` as the vector u ``(H,)`` and computes
+        :math:`h_t = \phi(W_{ih} x_t + b_{ih} + u \odot h_{t-1} + b_{hh})`; the constraint on u is the module's
+        (:class:`rnnlab.nn.IndRNN`).
         variant: ``'lstm'`` only: one of :data:`VARIANTS`, Greff et al. (2017)'s LSTM variants (equations in
             :class:`rnnlab.nn.LSTM`); ``'nfg'`` is ``forget_gate=False``, ``'np'`` is ``'vanilla'``.
         weight_peephole: ``'lstm'`` only: ``None``, or the peephole weights ``(S*H,)`` of the ``S`` sigmoid gates of
@@ -107,8 +130,8 @@ def run_layer(
 
     Nothing here reads a tensor value on the host, so the loop never synchronises with a CUDA device.
     """
-    if cell not in KERNEL_CELLS:
-        raise ValueError(f"`cell` must be one of {KERNEL_CELLS}: got {cell!r}")
+    if cell not in CELLS:
+        raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
     if weight_hr is not None and cell != "lstm":
         raise ValueError(f"`weight_hr` (a projection) must be None unless cell is 'lstm': got cell {cell!r}")
     if variant not in VARIANTS:
@@ -119,9 +142,15 @@ def run_layer(
     if (weight_gg is not None) != (variant == "fgr"):
         raise ValueError(f"`weight_gg` (3H, 3H) must be given exactly when variant is 'fgr': got variant {variant!r}"
                          f" and weight_gg {'given' if weight_gg is not None else 'None'}")
+    if general and layer_norm is not None:
+        raise ValueError(f"`layer_norm` is not supported with `variant` {variant!r} or `weight_peephole`: "
+                         "expected variant 'vanilla'/'np' without peepholes, or layer_norm off")
     T = x.size(0)
     act = NONLINEARITIES[nonlinearity]
-    gi = F.linear(x, weight_ih, bias_ih)  # (T, B, G*H): the input projection of every step in one matmul
+    ln_ih, ln_hh, ln_c = (None, None, None) if layer_norm is None else (layer_norm[0:2], layer_norm[2:4], layer_norm[4:6])
+    gi = _preactivation(x, weight_ih, bias_ih, ln_ih)  # (T, B, G*H): the input projection of every step in one matmul
+    tanh_c = torch.tanh if ln_c is None or ln_c[0] is None else lambda c: torch.tanh(_norm(c, ln_c))
+    d_h, d_c = (None, None) if zoneout is None else zoneout
     if lengths is not None:
         valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B) bool
         valid = valid.unsqueeze(-1)  # (T, B, 1)
@@ -131,24 +160,27 @@ def run_layer(
     a = h0.new_zeros(h0.size(0), weight_gg.size(1)) if variant == "fgr" else None  # [i, f, o]_{t-1}: (B, 3H)
     outs: list[Optional[Tensor]] = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        gh = F.linear(h, weight_hh, bias_hh)  # (B, G*H)
+        if cell == "indrnn":
+            gh = _preactivation(h, None, bias_hh, ln_hh, diagonal=weight_hh)  # u ⊙ h_{t-1} + b_hh: (B, H)
+        else:
+            gh = _preactivation(h, weight_hh, bias_hh, ln_hh)  # (B, G*H)
         if general:
             h_new, c_new, a_new = _lstm_variant_step(variant, gi[t] + gh, c, weight_peephole, weight_gg, a)
         elif cell == "lstm" and forget_gate:
             i, f, g, o = (gi[t] + gh).chunk(4, 1)  # 4 x (B, H)
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c_new = f * c + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+            h_new = o * tanh_c(c_new)  # h_t = o_t ⊙ tanh(c_t)
         elif cell == "lstm":
             i, g, o = (gi[t] + gh).chunk(3, 1)  # 3 x (B, H)
             i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
             c_new = c + i * g  # c_t = c_{t-1} + i_t ⊙ g_t  (no forget gate, 1997)
-            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+            h_new = o * tanh_c(c_new)  # h_t = o_t ⊙ tanh(c_t)
         elif cell == "cifg":
             f, g, o = (gi[t] + gh).chunk(3, 1)  # 3 x (B, H)
             f, g, o = torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c_new = f * c + (1 - f) * g  # c_t = f_t ⊙ c_{t-1} + (1 - f_t) ⊙ g_t, i.e. i_t = 1 - f_t
-            h_new = o * torch.tanh(c_new)  # h_t = o_t ⊙ tanh(c_t)
+            h_new = o * tanh_c(c_new)  # h_t = o_t ⊙ tanh(c_t)
         elif cell == "gru":
             ir, iz, in_ = gi[t].chunk(3, 1)  # 3 x (B, H)
             hr, hz, hn = gh.chunk(3, 1)  # 3 x (B, H)
@@ -158,10 +190,14 @@ def run_layer(
             h_new = (1 - z) * n + z * h  # h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
             c_new = None
         else:
-            h_new = act(gi[t] + gh)  # h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+            h_new = act(gi[t] + gh)  # h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)  (indrnn: u ⊙ h_{t-1})
             c_new = None
         if weight_hr is not None:
             h_new = F.linear(h_new, weight_hr)  # h_t = W_hr (o_t ⊙ tanh(c_t)): (B, P)
+        if d_h is not None:
+            h_new = _zone(d_h, t, h, h_new)  # h_t = d_t ⊙ h_{t-1} + (1 - d_t) ⊙ h~_t
+        if d_c is not None and c_new is not None:
+            c_new = _zone(d_c, t, c, c_new)  # c_t = d_t ⊙ c_{t-1} + (1 - d_t) ⊙ c~_t
 
         if record and h_new.requires_grad:
             h_new.register_hook(_norm_writer(grad_norms, t))
@@ -177,6 +213,30 @@ def run_layer(
     return torch.stack(outs), h, c  # (T, B, H), (B, H), (B, H) | None
 
 
+LN_EPS = 1e-5  # haste's and torch.nn.LayerNorm's epsilon
+
+
+def _norm(v: Tensor, ln: tuple) -> Tensor:
+    """LN(v; γ, β) = γ ⊙ (v - mean(v)) / sqrt(var(v) + ε) + β over the last dimension (biased variance)."""
+    return F.layer_norm(v, v.shape[-1:], ln[0], ln[1], LN_EPS)
+
+
+def _preactivation(v: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], ln: Optional[tuple],
+                   diagonal: Optional[Tensor] = None) -> Tensor:
+    """``W v + b``; ``u ⊙ v + b`` with ``diagonal=u``; with ``ln``: ``LN(W v; γ, β) + b`` (the bias after the norm)."""
+    if diagonal is None and ln is None:
+        return F.linear(v, weight, bias)
+    wv = v * diagonal if diagonal is not None else F.linear(v, weight)
+    if ln is not None:
+        wv = _norm(wv, ln)
+    return wv if bias is None else wv + bias
+
+
+def _zone(d, t: int, prev: Tensor, new: Tensor) -> Tensor:
+    """Zoneout of one state: ``d ⊙ prev + (1 - d) ⊙ new`` with ``d`` the step's mask ``d[t]`` (training) or the
+    probability ``z`` itself (evaluation, the expectation)."""
+    d = d[t] if isinstance(d, Tensor) else d
+    return new + d * (prev - new)
 def _lstm_variant_step(variant: str, z: Tensor, c: Tensor, weight_peephole: Optional[Tensor],
                        weight_gg: Optional[Tensor], a: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""One step of a Greff et al. (2017) variant from the preactivations ``z`` :math:`= W_{ih} x_t + b_{ih} + W_{hh}
