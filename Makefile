@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 EXPERIMENT ?= bilstm
 # Test processes (pytest-xdist, one test file each at a time): 2 fits the 2-core CI machine; `make test JOBS=8`.
 JOBS ?= 2
-PYTEST = $(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile
+PYTEST = $(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile --durations=10
 
 .PHONY: help install install-gpu test test-all test-cluster bench triton-aot train sweep tensorboard clean
 
