@@ -50,7 +50,7 @@ from rnnlab.nn.backends import KERNEL_CELLS
 from rnnlab.nn.norms import grad_norm
 
 # the loop reference runs every kernel cell and IndRNN (its recurrent weight is a vector u: no fused kernel)
-CELLS = KERNEL_CELLS + ("indrnn",)
+LOOP_CELLS = KERNEL_CELLS + ("indrnn",)
 #: Greff et al. (2017)'s LSTM variants: the gates each one packs (torch order) and the sigmoid gates with peepholes.
 VARIANT_GATES = {"vanilla": "ifgo", "np": "ifgo", "nig": "fgo", "nfg": "igo", "nog": "ifg", "niaf": "ifgo",
                  "noaf": "ifgo", "cifg": "fgo", "fgr": "ifgo"}
@@ -130,8 +130,8 @@ def run_layer(
 
     Nothing here reads a tensor value on the host, so the loop never synchronises with a CUDA device.
     """
-    if cell not in CELLS:
-        raise ValueError(f"`cell` must be one of {CELLS}: got {cell!r}")
+    if cell not in LOOP_CELLS:
+        raise ValueError(f"`cell` must be one of {LOOP_CELLS}: got {cell!r}")
     if weight_hr is not None and cell != "lstm":
         raise ValueError(f"`weight_hr` (a projection) must be None unless cell is 'lstm': got cell {cell!r}")
     if variant not in VARIANTS:
