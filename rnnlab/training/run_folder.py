@@ -18,10 +18,11 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+
+from rnnlab.security import write_atomic
 
 LOCK = ".lock"
 ERROR_FILE = "error.txt"
@@ -62,20 +63,10 @@ def hold_run_folder(folder: Path):
 
 
 def write_atomically(path: Path, text: str | bytes | memoryview) -> None:
-    """Write ``text`` (or bytes) to ``path`` through a temporary file in the same folder, ``fsync`` and
-    ``os.replace``: a reader or a crash sees the old file or the new one, never a part; the temporary file is removed
-    when the write fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w" if isinstance(text, str) else "wb") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` (or bytes) to ``path`` with :func:`rnnlab.security.write_atomic`: a temporary file in the same
+    folder, ``fsync``, ``os.replace``; a reader or a crash sees the old file or the new one, never a part."""
+    data = text.encode() if isinstance(text, str) else text
+    write_atomic(path, lambda f: f.write(data))
 
 
 def read_metrics(folder: Path) -> dict:
