@@ -86,6 +86,13 @@ def check_parity(kind, num_layers, bidirectional, batch_first, with_hx, with_len
     lengths = LENGTHS if with_lengths else None
     tol = TOL[dtype]
 
+    assert_same_run(ours, ref, x, hx, lengths, batch_first, tol)
+
+
+def assert_same_run(ours, ref, x, hx, lengths, batch_first, tol):
+    """Outputs, final states and every gradient of ``ours`` equal ``ref``'s (torch.nn, packed sequences) on the same
+    inputs and loss, with the same parameter names; returns ours' output."""
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
     xr, hxr, in_ref = leaves(x, hx)
     out_r, hn_r = run_torch(ref, xr, hxr, lengths, batch_first)
     loss_of(out_r, hn_r, torch.Generator().manual_seed(2)).backward()
@@ -103,6 +110,7 @@ def check_parity(kind, num_layers, bidirectional, batch_first, with_hx, with_len
         assert_close(p.grad, q.grad, tol, f"grad of {name}")
     for a, b in zip(in_ours, in_ref):
         assert_close(a.grad, b.grad, tol, "grad of input/hx")
+    return out_o
 
 
 # Every (layers, direction, lengths) combination; batch_first and the initial state vary in two pairings that
@@ -225,28 +233,13 @@ def make_proj_pair(num_layers, bidirectional, batch_first, backend="loop", proj_
 def test_projected_lstm_equals_torch_nn(num_layers, bidirectional, batch_first, with_hx, with_lengths):
     P = 2
     ours, ref = make_proj_pair(num_layers, bidirectional, batch_first)
-    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
     g = torch.Generator().manual_seed(1)
     x = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=torch.float64)
     LD = num_layers * (2 if bidirectional else 1)
     hx = (torch.randn(LD, B, P, generator=g, dtype=torch.float64),
           torch.randn(LD, B, H, generator=g, dtype=torch.float64)) if with_hx else None
-    lengths = LENGTHS if with_lengths else None
-    xr, hxr, in_ref = leaves(x, hx)
-    out_r, hn_r = run_torch(ref, xr, hxr, lengths, batch_first)
-    loss_of(out_r, hn_r, torch.Generator().manual_seed(2)).backward()
-    xo, hxo, in_ours = leaves(x, hx)
-    out_o, hn_o = ours(xo, hxo, lengths=lengths)
-    loss_of(out_o, hn_o, torch.Generator().manual_seed(2)).backward()
-    assert out_o.shape == out_r.shape and out_o.shape[-1] == P * (2 if bidirectional else 1)
-    assert_close(out_o, out_r, 1e-10, "output")
-    for a, b in zip(hn_o, hn_r):
-        assert a.shape == b.shape
-        assert_close(a, b, 1e-10, "final state")
-    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
-        assert_close(p.grad, q.grad, 1e-10, f"grad of {name}")
-    for a, b in zip(in_ours, in_ref):
-        assert_close(a.grad, b.grad, 1e-10, "grad of input/hx")
+    out = assert_same_run(ours, ref, x, hx, LENGTHS if with_lengths else None, batch_first, 1e-10)
+    assert out.shape[-1] == P * (2 if bidirectional else 1)
 
 
 def test_projected_lstm_on_the_fused_backend_warns_once_and_runs_the_loop():
