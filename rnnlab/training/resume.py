@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.stats import flatten
+
 log = logging.getLogger(__name__)
 # Settings a resumed run may change: how long the run goes on, what it reports, what its callbacks and loggers do. A
 # resume keeps the checkpoint's values unless its command line gives them (a config composed in-process, which has no
@@ -67,16 +69,6 @@ def plain_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def _flat(tree, prefix: str = "") -> dict:
-    """A nested config as ``{"model.cell": "gru", ...}`` (lists are values)."""
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
-    return out
-
-
 def _under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
@@ -107,7 +99,7 @@ def _moved(tree, old: str, new: str):
 
 
 def _nested(flat: dict) -> dict:
-    """The inverse of :func:`_flat`."""
+    """The inverse of :func:`rnnlab.stats.flatten`."""
     out: dict = {}
     for key, value in flat.items():
         *path, name = key.split(".")
@@ -139,7 +131,7 @@ def resume_config(cfg: DictConfig, checkpoint: dict, ckpt_path, overrides: list[
         return cfg
     new["ckpt_path"] = str(ckpt_path)  # the file it resumes from (ckpt_path=last: the run folder's last.ckpt)
     saved = _moved(saved, str(saved.get("output_dir", "")), str(new["output_dir"]))
-    old_flat, new_flat = _flat(saved), _flat(new)
+    old_flat, new_flat = flatten(saved), flatten(new)
     free = RESUME_OWN + RESUME_MAY_CHANGE + RESUME_MAY_MOVE
     differ = {k: (old_flat.get(k, "<unset>"), new_flat.get(k, "<unset>")) for k in old_flat.keys() | new_flat.keys()
               if old_flat.get(k) != new_flat.get(k) and not _under(k, free)}
