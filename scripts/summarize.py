@@ -169,8 +169,11 @@ def swept(rows: list[dict]) -> list[str]:
 
 
 def _fmt(v) -> str:
+    """Four decimals below 10 (a ratio to the baseline, an accuracy), one above (seconds), else 2 significant digits."""
     if isinstance(v, float):
-        return f"{v:.4f}" if v <= 1 else f"{v:.1f}"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+            return f"{v:.2g}"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
     return "" if v is None else str(v)
 
 

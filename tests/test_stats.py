@@ -140,3 +140,10 @@ def test_summary_refuses_a_reference_that_is_no_setting_of_the_runs_in_one_line(
         _summarize().main([str(tmp_path), "--reference", "model.celll=lstm"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: --reference must name a setting") and err.count("\n") == 1
+
+
+def test_the_run_table_keeps_four_decimals_of_a_ratio_above_one(tmp_path):
+    """A loss 1.0571 times the baseline was printed as 1.1, and 0.9936 beside it kept its four decimals."""
+    fmt = _summarize()._fmt
+    assert [fmt(v) for v in (0.9936, 1.0571, 1.0, 25.73, 4.9e14, 0.00011)] == [
+        "0.9936", "1.0571", "1.0000", "25.7", "4.9e+14", "0.00011"]
