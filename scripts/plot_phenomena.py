@@ -4,11 +4,14 @@
     python scripts/plot_phenomena.py clip RUN_WITHOUT RUN_WITH --name adding_clip
     python scripts/plot_phenomena.py jacobian RUN [RUN ...] --name adding_jacobian
 
-``sweep`` prints a Markdown table (cell, T, final test loss, baseline, loss/baseline, steps to solve, s/step) and
-writes ``docs/img/<name>_loss.png`` (validation loss over the baseline against the step, one panel per T, one line
-per cell) and ``docs/img/<name>_grad.png`` (||dJ/dh_t|| against the distance from the loss, first and last
-recorded step). "Solved": the validation loss below ``--solved`` (0.1) times the baseline; steps to solve is the
-first validation step where that holds. s/step: the mean epoch time over the steps per epoch.
+``sweep`` groups the runs by cell and T (their seeds apart) and prints a Markdown table: the seeds, the steps run,
+the test loss over the baseline (mean and 95 % Student-t interval, rnnlab.stats, and each seed's value), how many
+seeds solved the task (test loss below ``--solved`` = 0.1 times the baseline), each seed's steps to solve (the first
+validation step whose loss is below that) and a paired t-test against ``--reference`` (lstm) at the same T. It writes
+``docs/img/<name>_loss.png`` (validation loss over the baseline against the step, one panel per T, one line per
+seed) and ``docs/img/<name>_grad.png`` (||dJ/dh_t|| against the distance from the loss: the last recorded step of
+every seed, solid, and the first seed's step 0, dotted). No times: runs that share a machine have no comparable
+wall clock, and the budget is in steps.
 
 ``clip`` draws the training loss of two runs (the first without clipping, the second with), the global gradient
 norm before clipping, and the per-timestep gradient at the first two recorded steps of each (of ``--early``, a
@@ -64,39 +67,60 @@ def _figure(n: int, width=4.0, height=3.2):
     return fig, np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
 
 
-def sweep(root: Path, name: str, solved: float) -> None:
+def _steps_to_solve(val: list[tuple[int, float]], vbase: float, solved: float) -> int | None:
+    return next((s for s, v in val if v < solved * vbase), None)
+
+
+def sweep(root: Path, name: str, solved: float, reference: str = "lstm") -> None:
+    from rnnlab.stats import compare, summarize_seeds
+
     rows = jobs(root)
     lengths = sorted({r["T"] for r in rows})
-    table = ["| cell | T | steps run | test loss | baseline | loss / baseline | steps to solve | s/step |",
-             "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        r["seed"] = r["cfg"]["seed"]
+        groups.setdefault((r["cell"], r["T"]), []).append(r)
+    table = ["| cell | T | seeds | steps | test loss / baseline, mean [95 % CI] | per seed | solved | "
+             f"steps to solve | vs {reference} (paired t) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     loss_fig, loss_axes = _figure(len(lengths))
     grad_fig, grad_axes = _figure(len(lengths))
     colours = {c: f"C{i}" for i, c in enumerate(CELL_ORDER)}
-    for r in rows:
-        m, ev = r["metrics"], scalars(r["job"])
-        base = m.get("test/baseline_loss", math.nan)
-        val = ev.get("val/loss", [])
-        vbase = m.get("val/baseline_loss", base)
-        solved_at = next((s for s, v in val if v < solved * vbase), None)
-        per_epoch = r["cfg"]["data"]["train_size"] // r["cfg"]["data"]["batch_size"]
-        s_step = float(np.mean(m["epoch_times_s"])) / per_epoch if m.get("epoch_times_s") else math.nan
-        table.append(f"| {r['cell']} | {r['T']} | {m.get('steps')} | {m.get('test/loss', math.nan):.4f} | {base:.4f} | "
-                     f"{m.get('test/loss', math.nan) / base:.3f} | {solved_at if solved_at is not None else '-'} | "
-                     f"{s_step:.3f} |")
-        i = lengths.index(r["T"])
-        if val:
-            loss_axes[i].plot([s for s, _ in val], [v / vbase for _, v in val], color=colours.get(r["cell"]),
-                              label=r["cell"], marker=".")
-        grad_file = r["job"] / "tensorboard" / "grad_t.pt"
-        if grad_file.exists():
-            records = torch.load(grad_file, weights_only=True)  # plain lists, dicts, floats and tensors
-            for rec, style in ((records[0], ":"), (records[-1], "-")):
-                curve = rec["curves"].get("dh/l0", {}).get("end")
-                if curve is not None:
-                    y = curve.double().numpy()
-                    grad_axes[i].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls=style,
-                                      color=colours.get(r["cell"]),
-                                      label=f"{r['cell']}" if style == "-" else None)
+    ratios: dict[tuple, list[tuple[int, float]]] = {}
+    for key in sorted(groups, key=lambda k: (k[1], CELL_ORDER.index(k[0]) if k[0] in CELL_ORDER else 99)):
+        cell, T = key
+        i = lengths.index(T)
+        runs = sorted(groups[key], key=lambda r: r["seed"])
+        solved_at = []
+        for n, r in enumerate(runs):
+            m, ev = r["metrics"], scalars(r["job"])
+            val = ev.get("val/loss", [])
+            vbase = m.get("val/baseline_loss", m.get("test/baseline_loss", math.nan))
+            solved_at.append(_steps_to_solve(val, vbase, solved))
+            if val:
+                loss_axes[i].plot([s for s, _ in val], [v / vbase for _, v in val], color=colours.get(cell), lw=0.9,
+                                  alpha=0.8, label=cell if n == 0 else None)
+            grad_file = r["job"] / "tensorboard" / "grad_t.pt"
+            if grad_file.exists():
+                records = torch.load(grad_file, weights_only=True)  # plain lists, dicts, floats and tensors
+                for rec, style in ((records[0], ":"), (records[-1], "-")):
+                    curve = rec["curves"].get("dh/l0", {}).get("end")
+                    if curve is not None and (style == "-" or n == 0):
+                        y = curve.double().numpy()
+                        grad_axes[i].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls=style, lw=0.9,
+                                          color=colours.get(cell), label=cell if style == "-" and n == 0 else None)
+        ratios[key] = [(r["seed"], r["metrics"]["test/loss_vs_baseline"]) for r in runs]
+        s = summarize_seeds([v for _, v in ratios[key]])
+        ci = f"{s.mean:.4f} [{s.low:.4f}, {s.high:.4f}]" if s.n > 1 else f"{s.mean:.4f}"
+        per_seed = " / ".join(f"{v:.2g}" if v < 0.01 else f"{v:.3f}" for _, v in ratios[key])
+        steps = sorted({r["metrics"].get("steps") for r in runs}, key=str)
+        n_solved = sum(v < solved for _, v in ratios[key])
+        to_solve = " / ".join(str(a) if a is not None else "-" for a in solved_at)
+        ref = ratios.get((reference, T))
+        c = compare(ratios[key], ref) if ref is not None and cell != reference else None
+        vs = f"{c.diff:+.3f}, p = {c.p:.2g}" if c is not None else ""
+        table.append(f"| {cell} | {T} | {' '.join(str(r['seed']) for r in runs)} | {'/'.join(map(str, steps))} | "
+                     f"{ci} | {per_seed} | {n_solved}/{len(runs)} | {to_solve} | {vs} |")
     for i, T in enumerate(lengths):
         ax = loss_axes[i]
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
@@ -104,7 +128,7 @@ def sweep(root: Path, name: str, solved: float) -> None:
         ax.set(title=f"T = {T}", xlabel="training step", yscale="log")
         ax = grad_axes[i]
         ax.set(title=f"T = {T}", xlabel="k = steps before the loss", yscale="log")
-    loss_axes[0].set_ylabel("val loss / baseline")
+    loss_axes[0].set_ylabel("val loss / baseline (one line per seed)")
     grad_axes[0].set_ylabel("||dJ/dh_t|| (dotted: step 0, solid: last)")
     loss_axes[-1].legend(fontsize=8)
     grad_axes[-1].legend(fontsize=8)
@@ -209,6 +233,7 @@ def main() -> None:
     s.add_argument("root", type=Path)
     s.add_argument("--name", default="adding")
     s.add_argument("--solved", type=float, default=0.1)
+    s.add_argument("--reference", default="lstm")
     c = sub.add_parser("clip")
     c.add_argument("without", type=Path)
     c.add_argument("with_", type=Path)
@@ -220,7 +245,7 @@ def main() -> None:
     args = parser.parse_args()
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     if args.what == "sweep":
-        sweep(args.root, args.name, args.solved)
+        sweep(args.root, args.name, args.solved, args.reference)
     elif args.what == "clip":
         clip(args.without, args.with_, args.name, args.early)
     else:
