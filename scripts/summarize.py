@@ -16,7 +16,9 @@ Seeds (``-m ... seed=1,2,3``): runs that differ only in their seed form a group 
 when a group has several runs (or ``--reference`` is given) the summary adds, for each ``--metric``, the group's n,
 mean, standard deviation and 95 % confidence interval (Student's t), and with ``--reference model.cell=lstm`` a
 two-sided t-test of each group against the group that differs from it only in that setting (paired on seeds when
-both ran the same ones, Welch's otherwise; :mod:`rnnlab.stats`): a "Seeds" section in ``summary.md``,
+both ran the same ones, Welch's otherwise; :mod:`rnnlab.stats`). ``--reference experiment=bilstm`` compares whole
+recipes (``-m +experiment=bilstm,lstm,gru seed=1,2,3``): the settings each experiment fixes (bidirectional, cell)
+come with it, and only the settings swept on the command line must match. Output: a "Seeds" section in ``summary.md``,
 ``summary_seeds.csv`` (one row per group and metric) and ``summary_seeds.png`` (each seed's value and the interval).
 """
 from __future__ import annotations
@@ -100,7 +102,10 @@ def runs(root: Path) -> list[tuple[dict, dict]]:
         times = row["epoch_s"] or []
         row["epoch_s"] = round(sum(times) / len(times), 2) if times else None
         row["stopped_by"] = _stopped_by(sources["metrics"], sources["config"])
-        found.append((row, flatten(sources["config"] or {})))
+        flat = flatten(sources["config"] or {})
+        if row["experiment"] is not None:
+            flat["experiment"] = row["experiment"]  # the +experiment= recipe, a setting like any other
+        found.append((row, flat))
     return sorted(found, key=lambda run: [str(run[0][a]) for a in AXES] + [str(run[0]["seed"])])
 
 
@@ -247,6 +252,13 @@ def seed_table(found: list[tuple[dict, dict]], metrics,
     for i, g in enumerate(group_of):
         members.setdefault(g, []).append(i)
     label = {g: tuple(_label(configs[ids[0]].get(k, "")) for k in keys) for g, ids in members.items()}
+    recipe = set()
+    if reference is not None and reference[0] == "experiment":
+        # --reference experiment=NAME: a setting that is one value in every run of each experiment comes with the
+        # recipe (bilstm's bidirectional=true), so the reference group need not share it; swept settings must match
+        recipe = {k for k in keys if k != "experiment" and all(
+            len({configs[i].get(k) for i, c in enumerate(configs) if c.get("experiment") == e}) == 1
+            for e in {c.get("experiment") for c in configs})}
     table = []
     for metric in metrics:
         values = {g: [(rows[i]["seed"], rows[i][metric]) for i in ids if rows[i][metric] is not None]
@@ -255,20 +267,21 @@ def seed_table(found: list[tuple[dict, dict]], metrics,
             if not values[g]:
                 continue
             summary = summarize_seeds([v for _, v in values[g]])
-            row = dict(zip(keys, label[g]))
+            row = {k: v for k, v in zip(keys, label[g]) if k not in recipe}
             row.update(metric=metric, n=summary.n, seeds=" ".join(str(s) for s, _ in sorted(values[g], key=str)),
                        mean=summary.mean, sd=summary.sd, ci95_low=summary.low, ci95_high=summary.high,
                        max_time_runs=sum(str(rows[i]["stopped_by"] or "").startswith("max_time") for i in ids),
                        reference="", test="", diff=None, t=None, df=None, p=None)
             if reference is not None:
                 ref_label = tuple(reference[1] if k == reference[0] else v for k, v in zip(keys, label[g]))
-                ref = next((h for h, lab in label.items() if lab == ref_label), None)
+                ref = next((h for h, lab in label.items() if all(
+                    a == b for k, a, b in zip(keys, lab, ref_label) if k not in recipe)), None)
                 row["reference"] = f"{reference[0]}={reference[1]}" if ref is not None else "(none)"
                 result = compare(values[g], values[ref]) if ref is not None and ref != g else None
                 if result is not None:
                     row.update(test=result.test, diff=result.diff, t=result.t, df=result.df, p=result.p)
             table.append(row)
-    return table, keys
+    return table, [k for k in keys if k not in recipe]
 
 
 def _label(value) -> str:

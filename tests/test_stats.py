@@ -147,3 +147,26 @@ def test_the_run_table_keeps_four_decimals_of_a_ratio_above_one(tmp_path):
     fmt = _summarize()._fmt
     assert [fmt(v) for v in (0.9936, 1.0571, 1.0, 25.73, 4.9e14, 0.00011)] == [
         "0.9936", "1.0571", "1.0000", "25.7", "4.9e+14", "0.00011"]
+
+
+def test_reference_experiment_compares_each_recipe_with_the_reference_recipe_over_the_same_seeds(tmp_path):
+    """`-m +experiment=bilstm,lstm,gru seed=1,2,3`: the recipes differ in settings they fix (bidirectional), which
+    come with the experiment; the test pairs each with bilstm on the seeds."""
+    job = 0
+    for experiment, cell, bidirectional, values in (("bilstm", "lstm", True, LSTM), ("lstm", "lstm", False, GRU),
+                                                    ("gru", "gru", False, LSTM)):
+        for seed in (1, 2, 3):
+            folder = tmp_path / str(job)
+            write_run(folder, cell, seed, values.get(seed, 0.0))
+            config = yaml.safe_load((folder / "config.yaml").read_text())
+            config["model"]["bidirectional"] = bidirectional
+            (folder / "config.yaml").write_text(yaml.safe_dump(config))
+            (folder / "overrides.yaml").write_text(yaml.safe_dump([f"+experiment={experiment}", f"seed={seed}"]))
+            job += 1
+    _summarize().main([str(tmp_path), "--reference", "experiment=bilstm", "--metric", "test_acc"])
+    rows = {r["experiment"]: r for r in csv.DictReader(open(tmp_path / "summary_seeds.csv"))}
+    assert set(rows["lstm"]) >= {"experiment", "n", "p"} and "model.bidirectional" not in rows["lstm"]
+    assert (rows["lstm"]["reference"], rows["lstm"]["test"]) == ("experiment=bilstm", "paired")
+    assert float(rows["lstm"]["p"]) == pytest.approx(0.07418, abs=1e-5)  # GRU's values against LSTM's, as above
+    assert rows["gru"]["test"] == "paired" and float(rows["gru"]["diff"]) == pytest.approx(0.0)
+    assert rows["bilstm"]["test"] == ""
