@@ -107,6 +107,19 @@ def compare(group, reference) -> Comparison | None:
     return Comparison(test, diff, float(result.statistic), float(result.df), float(result.pvalue))
 
 
+def compare_counts(successes: int, n: int, reference_successes: int, reference_n: int) -> float:
+    """The two-sided p-value of Fisher's exact test of ``successes`` of ``n`` runs against the reference's
+    (``scipy.stats.fisher_exact`` on the 2 x 2 table): for outcomes that are all or nothing, such as "solved".
+
+    >>> round(compare_counts(3, 3, 0, 3), 4)  # the most extreme table of 3 against 3: 2 / C(6, 3) = 0.1
+    0.1
+    """
+    from scipy import stats
+
+    table = [[successes, n - successes], [reference_successes, reference_n - reference_successes]]
+    return float(stats.fisher_exact(table).pvalue)
+
+
 def flatten(tree, prefix: str = "") -> dict:
     """A nested config as ``{"model.cell": "gru", ...}``; lists are values.
 

@@ -7,7 +7,8 @@
 ``sweep`` groups the runs by cell and T (their seeds apart) and prints a Markdown table: the seeds, the steps run,
 the test loss over the baseline (mean and 95 % Student-t interval, rnnlab.stats, and each seed's value), how many
 seeds solved the task (test loss below ``--solved`` = 0.1 times the baseline), each seed's steps to solve (the first
-validation step whose loss is below that) and a paired t-test against ``--reference`` (lstm) at the same T. It writes
+validation step whose loss is below that), a paired t-test of the loss ratio against ``--reference`` (lstm) at the
+same T, and Fisher's exact test of the solved counts against the reference's. It writes
 ``docs/img/<name>_loss.png`` (validation loss over the baseline against the step, one panel per T, one line per
 seed) and ``docs/img/<name>_grad.png`` (||dJ/dh_t|| against the distance from the loss: the last recorded step of
 every seed, solid, and the first seed's step 0, dotted). No times: runs that share a machine have no comparable
@@ -72,7 +73,7 @@ def _steps_to_solve(val: list[tuple[int, float]], vbase: float, solved: float) -
 
 
 def sweep(root: Path, name: str, solved: float, reference: str = "lstm") -> None:
-    from rnnlab.stats import compare, summarize_seeds
+    from rnnlab.stats import compare, compare_counts, summarize_seeds
 
     rows = jobs(root)
     lengths = sorted({r["T"] for r in rows})
@@ -81,12 +82,13 @@ def sweep(root: Path, name: str, solved: float, reference: str = "lstm") -> None
         r["seed"] = r["cfg"]["seed"]
         groups.setdefault((r["cell"], r["T"]), []).append(r)
     table = ["| cell | T | seeds | steps | test loss / baseline, mean [95 % CI] | per seed | solved | "
-             f"steps to solve | vs {reference} (paired t) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"steps to solve | vs {reference}: loss ratio (paired t) | vs {reference}: solved (Fisher) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     loss_fig, loss_axes = _figure(len(lengths))
     grad_fig, grad_axes = _figure(len(lengths))
     colours = {c: f"C{i}" for i, c in enumerate(CELL_ORDER)}
-    ratios: dict[tuple, list[tuple[int, float]]] = {}
+    ratios = {key: [(r["seed"], r["metrics"]["test/loss_vs_baseline"]) for r in sorted(runs, key=lambda r: r["seed"])]
+              for key, runs in groups.items()}
     for key in sorted(groups, key=lambda k: (k[1], CELL_ORDER.index(k[0]) if k[0] in CELL_ORDER else 99)):
         cell, T = key
         i = lengths.index(T)
@@ -109,7 +111,6 @@ def sweep(root: Path, name: str, solved: float, reference: str = "lstm") -> None
                         y = curve.double().numpy()
                         grad_axes[i].plot(np.arange(len(y)), np.where(y > 0, y, np.nan), ls=style, lw=0.9,
                                           color=colours.get(cell), label=cell if style == "-" and n == 0 else None)
-        ratios[key] = [(r["seed"], r["metrics"]["test/loss_vs_baseline"]) for r in runs]
         s = summarize_seeds([v for _, v in ratios[key]])
         ci = f"{s.mean:.4f} [{s.low:.4f}, {s.high:.4f}]" if s.n > 1 else f"{s.mean:.4f}"
         per_seed = " / ".join(f"{v:.2g}" if v < 0.01 else f"{v:.3f}" for _, v in ratios[key])
@@ -119,8 +120,13 @@ def sweep(root: Path, name: str, solved: float, reference: str = "lstm") -> None
         ref = ratios.get((reference, T))
         c = compare(ratios[key], ref) if ref is not None and cell != reference else None
         vs = f"{c.diff:+.3f}, p = {c.p:.2g}" if c is not None else ""
+        fisher = ""
+        if ref is not None and cell != reference:
+            ref_solved = sum(v < solved for _, v in ref)
+            fisher = f"{n_solved}/{len(runs)} vs {ref_solved}/{len(ref)}, p = " \
+                     f"{compare_counts(n_solved, len(runs), ref_solved, len(ref)):.2g}"
         table.append(f"| {cell} | {T} | {' '.join(str(r['seed']) for r in runs)} | {'/'.join(map(str, steps))} | "
-                     f"{ci} | {per_seed} | {n_solved}/{len(runs)} | {to_solve} | {vs} |")
+                     f"{ci} | {per_seed} | {n_solved}/{len(runs)} | {to_solve} | {vs} | {fisher} |")
     for i, T in enumerate(lengths):
         ax = loss_axes[i]
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
